@@ -1,0 +1,1 @@
+"""ledgerpaxos: a replicated banking ledger agreed on with stable-leader Multi-Paxos."""

@@ -1,0 +1,53 @@
+"""Every limit of ledgerpaxos in one place, units last in the names.
+
+Timer defaults here are used when a config file does not set them; the config
+keys of the same name override them (see configs/cluster.toml).
+"""
+
+# Logical time: the runtime calls Core.tick() once every tick_ms of real (or
+# virtual) time; the core counts ticks and never reads a clock.
+tick_ms = 10
+
+heartbeat_ms_default = 50
+election_timeout_ms_min_default = 400
+election_timeout_ms_max_default = 800
+client_timeout_ms_default = 1000
+
+# Wire.
+message_size_max = 16 * 1024 * 1024  # bytes of one frame body
+wire_magic = 0x4C504158  # "LPAX"
+wire_version = 1
+account_name_length_max = 32  # bytes (UTF-8)
+client_id_length_max = 64  # bytes (UTF-8)
+node_id_length_max = 32  # bytes (UTF-8)
+reason_length_max = 200  # bytes (UTF-8)
+replicas_max = 15
+
+# Consensus.
+batch_commands_max = 1024  # client commands in one slot
+transfers_per_request_max = 8190  # transfers carried by one client request
+pipeline_slots_max = 64  # slots proposed but not yet committed
+pending_commands_max = 65536  # client commands queued at the leader
+catchup_slots_max = 256  # committed slots sent in one catch-up reply
+catchup_retry_ms = 200  # a follower re-asks for missing slots this often
+views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
+checkpoint_digests_remembered_max = 8
+
+# Runtime.
+inbox_messages_max = 4096  # bounded channel between network tasks and the core
+inbox_drain_max = 512  # messages stepped before one group-commit flush
+peer_outbox_frames_max = 8192  # frames queued for one peer link
+peer_reconnect_backoff_ms_min = 20
+peer_reconnect_backoff_ms_max = 1000
+control_timeout_ms = 5000
+wal_segment_size_max = 64 * 1024 * 1024  # bytes before the WAL rolls to a new segment
+snapshots_kept = 2
+
+assert tick_ms > 0
+assert heartbeat_ms_default >= tick_ms
+assert heartbeat_ms_default * 2 < election_timeout_ms_min_default
+assert election_timeout_ms_min_default < election_timeout_ms_max_default
+assert batch_commands_max >= 1 and pipeline_slots_max >= 1
+assert catchup_slots_max >= 1
+assert peer_reconnect_backoff_ms_min < peer_reconnect_backoff_ms_max
+assert replicas_max < 256  # node index travels as one byte

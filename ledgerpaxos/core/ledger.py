@@ -1,0 +1,117 @@
+"""The replicated state machine: balances plus the exactly-once client table.
+
+Pure and deterministic: the same commands in the same order give the same
+state and the same digest on every replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from ledgerpaxos.core.messages import (
+    ClientEntry,
+    Command,
+    CommandKind,
+    Outcome,
+    Snapshot,
+    Transfer,
+    TransferResult,
+)
+
+REASON_AMOUNT = "amount must be greater than 0"
+REASON_UNKNOWN_SENDER = "unknown sender account"
+REASON_UNKNOWN_RECEIVER = "unknown receiver account"
+REASON_SAME_ACCOUNT = "sender and receiver are the same account"
+REASON_INSUFFICIENT = "insufficient funds"
+
+
+class Ledger:
+    """Account balances and the client table; applies commands in log order."""
+
+    def __init__(self, accounts: Iterable[str], initial_balance: int) -> None:
+        assert initial_balance >= 0
+        self.balances: dict[str, int] = {a: initial_balance for a in accounts}
+        # client id -> its last executed request and the outcome it got
+        self.clients: dict[str, ClientEntry] = {}
+        self.total = sum(self.balances.values())
+
+    # ------------------------------------------------------------ commands
+
+    def is_duplicate(self, command: Command) -> bool:
+        entry = self.clients.get(command.client_id)
+        return entry is not None and command.request_no <= entry.request_no
+
+    def stored_outcome(self, client_id: str, request_no: int) -> Outcome | None:
+        """The outcome of (client_id, request_no) if it was the client's last request."""
+        entry = self.clients.get(client_id)
+        if entry is not None and entry.request_no == request_no:
+            return entry.outcome
+        return None
+
+    def execute(self, command: Command) -> Outcome | None:
+        """Apply a command once. Returns None when it was already applied
+        (a duplicate or an older request): the ledger does not change."""
+        if self.is_duplicate(command):
+            return None
+        if command.kind == CommandKind.read:
+            outcome = Outcome(balances=tuple(self.balances.items()))
+        else:
+            outcome = Outcome(results=tuple(self._transfer(t) for t in command.transfers))
+        self.clients[command.client_id] = ClientEntry(
+            client_id=command.client_id, request_no=command.request_no, outcome=outcome
+        )
+        assert sum(self.balances.values()) == self.total
+        return outcome
+
+    def _transfer(self, transfer: Transfer) -> TransferResult:
+        if transfer.amount <= 0:
+            return TransferResult(ok=False, reason=REASON_AMOUNT)
+        if transfer.sender not in self.balances:
+            return TransferResult(ok=False, reason=REASON_UNKNOWN_SENDER)
+        if transfer.receiver not in self.balances:
+            return TransferResult(ok=False, reason=REASON_UNKNOWN_RECEIVER)
+        if transfer.sender == transfer.receiver:
+            return TransferResult(ok=False, reason=REASON_SAME_ACCOUNT)
+        if self.balances[transfer.sender] < transfer.amount:
+            return TransferResult(ok=False, reason=REASON_INSUFFICIENT)
+        self.balances[transfer.sender] -= transfer.amount
+        self.balances[transfer.receiver] += transfer.amount
+        return TransferResult(ok=True)
+
+    # ------------------------------------------------------------ snapshots
+
+    def digest(self) -> bytes:
+        return state_digest(tuple(self.balances.items()), self._client_rows())
+
+    def _client_rows(self) -> tuple[ClientEntry, ...]:
+        return tuple(self.clients[c] for c in sorted(self.clients))
+
+    def snapshot(self, slot: int) -> Snapshot:
+        clients = self._client_rows()
+        balances = tuple(self.balances.items())
+        return Snapshot(
+            slot=slot, balances=balances, clients=clients, digest=state_digest(balances, clients)
+        )
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Replace the whole state with a checkpoint's (balances and client table)."""
+        assert state_digest(snapshot.balances, snapshot.clients) == snapshot.digest
+        assert sum(b for _, b in snapshot.balances) == self.total
+        self.balances = dict(snapshot.balances)
+        self.clients = {c.client_id: c for c in snapshot.clients}
+
+
+def state_digest(
+    balances: tuple[tuple[str, int], ...], clients: tuple[ClientEntry, ...]
+) -> bytes:
+    """sha256 over a canonical text form of balances and client table."""
+    h = hashlib.sha256()
+    for account, balance in balances:
+        h.update(f"b|{account}|{balance}\n".encode())
+    for c in clients:
+        o = c.outcome
+        results = ",".join("1" if r.ok else f"0:{r.reason}" for r in o.results)
+        reads = "" if o.balances is None else ",".join(f"{a}={b}" for a, b in o.balances)
+        h.update(f"c|{c.client_id}|{c.request_no}|{results}|{reads}\n".encode())
+    return h.digest()

@@ -1,0 +1,302 @@
+"""Every message and record ledgerpaxos exchanges or stores, as frozen values.
+
+These classes know nothing of bytes: `wire/` maps them to frames and WAL record
+bodies. Node ids are strings ("n1"); a ballot names its leader by the node's
+1-based index in the configuration's node order.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+@attrs.frozen(order=True)
+class Ballot:
+    """A Paxos ballot; ordered by (round, node) lexicographically."""
+
+    round: int
+    node: int  # 1-based index of the proposer; 0 only in Ballot.zero()
+
+    @staticmethod
+    def zero() -> Ballot:
+        return Ballot(0, 0)
+
+    def next_for(self, node: int) -> Ballot:
+        """The smallest ballot of `node` above this one."""
+        return Ballot(self.round + 1, node)
+
+    def __str__(self) -> str:
+        return f"{self.round}.{self.node}"
+
+
+# ---------------------------------------------------------------- commands
+
+
+@attrs.frozen(kw_only=True)
+class Transfer:
+    sender: str
+    receiver: str
+    amount: int
+
+
+class CommandKind(enum.IntEnum):
+    transfer = 1  # apply `transfers` in order
+    read = 2  # linearizable read of every balance
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One client request as it travels through the log.
+
+    (client_id, request_no) identifies it; request numbers strictly increase
+    per client, so the ledger applies each at most once.
+    """
+
+    client_id: str
+    request_no: int
+    kind: CommandKind
+    transfers: tuple[Transfer, ...] = ()
+
+
+# A slot's value: a batch of commands; the empty batch is the no-op.
+Batch = tuple[Command, ...]
+NOOP: Batch = ()
+
+
+@attrs.frozen(kw_only=True)
+class TransferResult:
+    ok: bool
+    reason: str | None = None  # set exactly when ok is False
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """What the ledger made of one command; kept in the client table."""
+
+    results: tuple[TransferResult, ...] = ()  # one per transfer, in order
+    balances: tuple[tuple[str, int], ...] | None = None  # for reads
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def reason(self) -> str | None:
+        for r in self.results:
+            if not r.ok:
+                return r.reason
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class LogEntry:
+    """An accepted value: the batch for `slot`, accepted at `ballot`."""
+
+    slot: int
+    ballot: Ballot
+    batch: Batch
+
+
+@attrs.frozen(kw_only=True)
+class ClientEntry:
+    """One row of the client table: a client's last executed request."""
+
+    client_id: str
+    request_no: int
+    outcome: Outcome
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """The ledger state after executing every slot up to and including `slot`."""
+
+    slot: int
+    balances: tuple[tuple[str, int], ...]
+    clients: tuple[ClientEntry, ...]
+    digest: bytes  # sha256 of the canonical encoding of balances and clients
+
+
+# ---------------------------------------------------------------- client messages
+
+
+@attrs.frozen(kw_only=True)
+class ClientRequest:
+    command: Command
+
+
+@attrs.frozen(kw_only=True)
+class ClientReply:
+    client_id: str
+    request_no: int
+    outcome: Outcome
+    leader: str | None  # the leader as the replying replica believes it
+
+
+# ---------------------------------------------------------------- consensus messages
+
+
+@attrs.frozen(kw_only=True)
+class PreVote:
+    """Would you promise `ballot`? Asked before any ballot is raised, so that a
+    cut-off replica cannot depose a healthy leader when it comes back."""
+
+    ballot: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class PreVoteReply:
+    ballot: Ballot
+    granted: bool
+
+
+@attrs.frozen(kw_only=True)
+class Prepare:
+    ballot: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class Promise:
+    ballot: Ballot
+    checkpoint_slot: int  # the promiser's newest checkpoint; all slots at or below are committed
+    commit_slot: int  # the promiser knows the values of every slot up to here
+    entries: tuple[LogEntry, ...]  # accepted entries above checkpoint_slot
+
+
+@attrs.frozen(kw_only=True)
+class Accept:
+    ballot: Ballot
+    slot: int
+    batch: Batch
+    commit_slot: int  # the leader's commit point (piggybacked)
+    purge_slot: int  # checkpoint held by a majority: entries at or below may go
+
+
+@attrs.frozen(kw_only=True)
+class NewView:
+    """The new leader's adopted values for every open slot, to be accepted at `ballot`."""
+
+    ballot: Ballot
+    entries: tuple[LogEntry, ...]  # each entry's ballot equals `ballot`
+    commit_slot: int
+    purge_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    ballot: Ballot
+    slot: int
+
+
+@attrs.frozen(kw_only=True)
+class Nack:
+    """Refusal: the sender has promised `promised`, above the ballot it was sent."""
+
+    ballot: Ballot  # the refused ballot
+    promised: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    ballot: Ballot
+    commit_slot: int
+    purge_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatAck:
+    ballot: Ballot
+    executed_slot: int
+    checkpoint_slot: int
+    checkpoint_digest: bytes  # empty when checkpoint_slot is 0
+
+
+@attrs.frozen(kw_only=True)
+class CatchupRequest:
+    """Send me the committed values of the slots after `after_slot`."""
+
+    after_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class CatchupReply:
+    entries: tuple[LogEntry, ...]  # committed values, consecutive slots
+    commit_slot: int  # the sender's commit point
+
+
+@attrs.frozen(kw_only=True)
+class InstallCheckpoint:
+    """Sent instead of entries that were purged: take this state and go on from it."""
+
+    snapshot: Snapshot
+
+
+# ---------------------------------------------------------------- control messages
+
+
+class ControlOp(enum.IntEnum):
+    ping = 1
+    print_log = 2
+    print_db = 3
+    print_status = 4  # argument: slot, 0 for all
+    print_view = 5
+    set_alive = 6  # argument: 1 on, 0 off
+    kill_leader = 7
+    reset = 8
+
+
+@attrs.frozen(kw_only=True)
+class ControlRequest:
+    op: ControlOp
+    argument: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ControlReply:
+    op: ControlOp
+    ok: bool
+    body: str  # a JSON document, for people and the shell; see runtime/control.py
+
+
+PeerMessage = (
+    PreVote
+    | PreVoteReply
+    | Prepare
+    | Promise
+    | Accept
+    | NewView
+    | Accepted
+    | Nack
+    | Heartbeat
+    | HeartbeatAck
+    | CatchupRequest
+    | CatchupReply
+    | InstallCheckpoint
+)
+Message = PeerMessage | ClientRequest | ClientReply | ControlRequest | ControlReply
+
+
+# ---------------------------------------------------------------- WAL records
+
+
+@attrs.frozen(kw_only=True)
+class PromiseRecord:
+    """The replica promised `ballot` (never to accept anything lower)."""
+
+    ballot: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class AcceptRecord:
+    entry: LogEntry
+
+
+@attrs.frozen(kw_only=True)
+class CommitRecord:
+    """The values of every slot up to `commit_slot` are known to be committed."""
+
+    commit_slot: int
+
+
+WalRecord = PromiseRecord | AcceptRecord | CommitRecord

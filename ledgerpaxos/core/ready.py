@@ -1,0 +1,61 @@
+"""What one round of core steps asks the runtime to do, as plain data."""
+
+from __future__ import annotations
+
+import attrs
+
+from ledgerpaxos.core.messages import (
+    Batch,
+    ClientReply,
+    ClientRequest,
+    Outcome,
+    PeerMessage,
+    Snapshot,
+    WalRecord,
+)
+
+
+@attrs.frozen(kw_only=True)
+class Executed:
+    """A committed slot the ledger has just applied."""
+
+    slot: int
+    batch: Batch
+    outcomes: tuple[Outcome | None, ...]  # None: a duplicate, not applied again
+
+
+@attrs.define
+class Ready:
+    """Carried out by the runtime strictly in this order:
+
+    1. `persist`: append to the WAL, then one fsync for all of it (group commit);
+    2. `snapshots`: write each (temporary file, fsync, rename, directory fsync);
+    3. `compact`: when set, start a WAL segment holding exactly these records and
+       drop the older segments (only after the snapshots above are durable);
+    4. `send`: only now may messages leave (persist before you speak);
+    5. `replies`: answer the clients waiting on this replica.
+
+    `executed`, `events` and `alarms` are for observers (logs, tests, the simulator).
+    """
+
+    persist: list[WalRecord] = attrs.field(factory=list)
+    snapshots: list[Snapshot] = attrs.field(factory=list)
+    compact: tuple[WalRecord, ...] | None = None
+    send: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
+    replies: list[ClientReply] = attrs.field(factory=list)
+    executed: list[Executed] = attrs.field(factory=list)
+    events: list[str] = attrs.field(factory=list)
+    alarms: list[str] = attrs.field(factory=list)
+
+    def needs_sync(self) -> bool:
+        return bool(self.persist) or bool(self.snapshots) or self.compact is not None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.needs_sync()
+            or self.send
+            or self.replies
+            or self.executed
+            or self.events
+            or self.alarms
+        )

@@ -1,0 +1,797 @@
+"""One replica's protocol as a pure state machine (etcd raft's Step/Ready shape).
+
+Feed it messages with `step(message, sender)` and logical time with `tick()`;
+collect what it wants done with `take_ready()`. It never touches sockets,
+files, clocks or global randomness: the runtime, the tests and the simulator
+drive the very same code.
+
+Roles: a follower accepts what the leader of the highest ballot it promised
+sends; a candidate first asks for pre-votes (so a replica that was cut off
+cannot depose a healthy leader), then runs Prepare/Promise; a leader numbers
+slots, runs Accept/Accepted, and sends heartbeats carrying its commit point.
+
+Vocabulary:
+- `commit_slot`: every slot up to here is decided and its value is in `log`
+  (or folded into the checkpoint). Persisted lazily as a CommitRecord.
+- `executed_slot`: every slot up to here is applied to the ledger.
+- `checkpoint_slot`: the newest snapshot; `purge_slot`: log entries at or
+  below it are dropped (the snapshot holds their effect).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import OrderedDict
+
+from ledgerpaxos import constants
+from ledgerpaxos.core.ledger import Ledger, state_digest
+from ledgerpaxos.core.messages import (
+    NOOP,
+    Accept,
+    Accepted,
+    AcceptRecord,
+    Ballot,
+    Batch,
+    CatchupReply,
+    CatchupRequest,
+    ClientReply,
+    ClientRequest,
+    Command,
+    CommitRecord,
+    Heartbeat,
+    HeartbeatAck,
+    InstallCheckpoint,
+    LogEntry,
+    Nack,
+    NewView,
+    Outcome,
+    PreVote,
+    PreVoteReply,
+    Prepare,
+    Promise,
+    PromiseRecord,
+    Snapshot,
+    WalRecord,
+)
+from ledgerpaxos.core.ready import Executed, Ready
+from ledgerpaxos.core.settings import CoreSettings
+
+CommandKey = tuple[str, int]  # (client id, request number)
+
+
+class Role(enum.Enum):
+    follower = "follower"
+    candidate = "candidate"
+    leader = "leader"
+
+
+class Phase(enum.Enum):
+    pre_vote = "pre-vote"
+    prepare = "prepare"
+
+
+class Core:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        rng: random.Random,
+        *,
+        snapshot: Snapshot | None = None,
+        promised: Ballot | None = None,
+        entries: dict[int, LogEntry] | None = None,
+        commit_slot: int = 0,
+    ) -> None:
+        """A replica core, fresh or restored from what storage recovered."""
+        self.s = settings
+        self.me = settings.node_id
+        self.my_index = settings.index
+        self.peers = tuple(n for n in settings.node_ids if n != self.me)
+        self.rng = rng
+        self._ready = Ready()
+
+        # Acceptor state (persisted).
+        self.promised = promised if promised is not None else Ballot.zero()
+        self.log: dict[int, LogEntry] = {}
+        # Learner / state machine.
+        self.ledger = Ledger(settings.accounts, settings.initial_balance)
+        self.commit_slot = 0
+        self.executed_slot = 0
+        self.checkpoint_slot = 0
+        self.purge_slot = 0
+        self.last_snapshot: Snapshot | None = None
+        self.checkpoint_digests: OrderedDict[int, bytes] = OrderedDict()
+        self._commit_persisted = 0
+        self._compact_wanted = False
+
+        # Who leads, as far as this replica knows.
+        self.role = Role.follower
+        self.leader: str | None = None
+        self.leader_ballot = Ballot.zero()
+        self.highest_seen = self.promised
+        self.views: list[tuple[Ballot, str]] = []
+        self.known_commit = 0  # the leader's commit point, as last heard
+
+        # Logical time.
+        self.now = 0
+        self.election_elapsed = 0
+        self.election_timeout = self._random_election_timeout()
+        self.leader_heard_at: int | None = None  # None: never, so pre-votes are granted
+        self.catchup_asked_at: int | None = None
+
+        # Candidate.
+        self.phase = Phase.pre_vote
+        self.candidate_ballot = Ballot.zero()
+        self.pre_votes: set[str] = set()
+        self.promises: dict[str, Promise] = {}
+
+        # Leader.
+        self.ballot = Ballot.zero()
+        self.next_slot = 1
+        self.votes: dict[int, set[str]] = {}  # undecided proposed slot -> acceptors
+        self.decided: set[int] = set()  # decided slots above commit_slot
+        self.pending: OrderedDict[CommandKey, Command] = OrderedDict()
+        self.in_flight: set[CommandKey] = set()
+        self.heartbeat_elapsed = 0
+        self.led_since = 0
+        self.peer_heard_at: dict[str, int] = {}
+        self.peer_checkpoint: dict[str, int] = {}
+        self.peer_executed: dict[str, int] = {}
+
+        if snapshot is not None:
+            self._adopt_snapshot(snapshot)
+        for slot, entry in sorted((entries or {}).items()):
+            assert slot == entry.slot
+            if slot > self.purge_slot:
+                self.log[slot] = entry
+        # The recovered commit point holds only as far as the log has the values.
+        while self.commit_slot < commit_slot and self.commit_slot + 1 in self.log:
+            self.commit_slot += 1
+        self._commit_persisted = self.commit_slot
+        self._execute_decided()
+        self.invariants()
+
+    # ================================================================ inputs
+
+    def tick(self) -> None:
+        """One unit of logical time (constants.tick_ms) has passed."""
+        self.now += 1
+        if self.role == Role.leader:
+            self.heartbeat_elapsed += 1
+            if self.heartbeat_elapsed >= self.s.heartbeat_ticks:
+                self._broadcast_heartbeat()
+            self._step_down_if_isolated()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.election_timeout:
+                self._start_pre_vote()
+        self._ask_for_catchup_if_stuck()
+        self.invariants()
+
+    def step(self, message: object, sender: str | None) -> None:
+        """Handle one message; `sender` is the peer's node id, None for a local client."""
+        if sender is not None:
+            assert sender in self.peers, sender
+        handler = self._handlers.get(type(message))
+        assert handler is not None, f"no handler for {type(message).__name__}"
+        handler(self, message, sender)
+        self.invariants()
+
+    def take_ready(self) -> Ready:
+        """Everything to persist, send and reply since the last call."""
+        if self.role == Role.leader:
+            self._propose_pending()
+        if self.commit_slot > self._commit_persisted:
+            self._ready.persist.append(CommitRecord(commit_slot=self.commit_slot))
+            self._commit_persisted = self.commit_slot
+        if self._compact_wanted:
+            self._ready.compact = self._wal_seed()
+            self._compact_wanted = False
+        ready, self._ready = self._ready, Ready()
+        return ready
+
+    # ================================================================ clients
+
+    def _on_client_request(self, request: ClientRequest, sender: str | None) -> None:
+        command = request.command
+        key = (command.client_id, command.request_no)
+        if self.ledger.is_duplicate(command):
+            outcome = self.ledger.stored_outcome(*key)
+            if outcome is not None and sender is None:
+                self._reply(command, outcome)  # ignore: older requests get nothing
+            return
+        if self.role == Role.leader:
+            if key in self.in_flight or key in self.pending:
+                return  # ignore: already on its way; the client hears when it executes
+            if len(self.pending) >= self.s.pending_commands_max:
+                self._ready.events.append(f"leader queue full, dropped {key}")
+                return
+            self.pending[key] = command
+        elif self.leader is not None and sender is None:
+            self._send(self.leader, request)  # forward; our own copy replies once executed
+        # else ignore: no leader known (the client retries) or a forward loop
+
+    def _reply(self, command: Command, outcome: Outcome) -> None:
+        self._ready.replies.append(
+            ClientReply(
+                client_id=command.client_id,
+                request_no=command.request_no,
+                outcome=outcome,
+                leader=self.leader,
+            )
+        )
+
+    # ================================================================ election
+
+    def _random_election_timeout(self) -> int:
+        return self.rng.randint(self.s.election_timeout_ticks_min, self.s.election_timeout_ticks_max)
+
+    def _reset_election_timer(self) -> None:
+        self.election_elapsed = 0
+        self.election_timeout = self._random_election_timeout()
+
+    def _heard_leader_recently(self) -> bool:
+        return (
+            self.leader_heard_at is not None
+            and self.now - self.leader_heard_at < self.s.election_timeout_ticks_min
+        )
+
+    def _start_pre_vote(self) -> None:
+        self.role = Role.candidate
+        self.phase = Phase.pre_vote
+        self.leader = None
+        self.candidate_ballot = max(self.promised, self.highest_seen).next_for(self.my_index)
+        self.pre_votes = {self.me}
+        self._reset_election_timer()
+        self._ready.events.append(f"election timeout: asking pre-votes for ballot {self.candidate_ballot}")
+        for peer in self.peers:
+            self._send(peer, PreVote(ballot=self.candidate_ballot))
+        self._check_pre_votes()
+
+    def _on_pre_vote(self, m: PreVote, sender: str) -> None:
+        self._see(m.ballot)
+        granted = (
+            self.role != Role.leader
+            and m.ballot > self.promised
+            and not self._heard_leader_recently()
+        )
+        self._send(sender, PreVoteReply(ballot=m.ballot, granted=granted))
+
+    def _on_pre_vote_reply(self, m: PreVoteReply, sender: str) -> None:
+        if self.role != Role.candidate or self.phase != Phase.pre_vote:
+            return  # ignore: not asking
+        if m.ballot != self.candidate_ballot or not m.granted:
+            return  # ignore: an old round, or refused
+        self.pre_votes.add(sender)
+        self._check_pre_votes()
+
+    def _check_pre_votes(self) -> None:
+        if len(self.pre_votes) < self.s.majority:
+            return
+        self.phase = Phase.prepare
+        self.candidate_ballot = max(self.candidate_ballot, self.highest_seen.next_for(self.my_index))
+        self._promise(self.candidate_ballot)
+        self.promises = {self.me: self._make_promise(self.candidate_ballot)}
+        for peer in self.peers:
+            self._send(peer, Prepare(ballot=self.candidate_ballot))
+        self._check_promises()
+
+    def _promise(self, ballot: Ballot) -> None:
+        assert ballot >= self.promised
+        if ballot != self.promised:
+            self.promised = ballot
+            self._ready.persist.append(PromiseRecord(ballot=ballot))
+        self._see(ballot)
+
+    def _make_promise(self, ballot: Ballot) -> Promise:
+        entries = tuple(e for s, e in sorted(self.log.items()) if s > self.checkpoint_slot)
+        return Promise(
+            ballot=ballot,
+            checkpoint_slot=self.checkpoint_slot,
+            commit_slot=self.commit_slot,
+            entries=entries,
+        )
+
+    def _on_prepare(self, m: Prepare, sender: str) -> None:
+        self._see(m.ballot)
+        repeat = m.ballot == self.promised and m.ballot.node == self.s.index_of(sender)
+        if m.ballot < self.promised or (m.ballot == self.promised and not repeat):
+            self._send(sender, Nack(ballot=m.ballot, promised=self.promised))
+            return
+        if self.role != Role.follower or self.leader is not None:
+            self._become_follower(leader=None, ballot=Ballot.zero())
+        self._promise(m.ballot)
+        self._reset_election_timer()
+        self._send(sender, self._make_promise(m.ballot))
+
+    def _on_promise(self, m: Promise, sender: str) -> None:
+        if self.role != Role.candidate or self.phase != Phase.prepare:
+            return  # ignore: late
+        if m.ballot != self.candidate_ballot:
+            return  # ignore: for an earlier round
+        self.promises[sender] = m
+        self._check_promises()
+
+    def _check_promises(self) -> None:
+        if len(self.promises) >= self.s.majority:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        b = self.candidate_ballot
+        assert b == self.promised
+        promises = self.promises
+        self.role = Role.leader
+        self.ballot = b
+        self.leader = self.me
+        self.leader_ballot = b
+        self._note_view(b, self.me)
+        self.led_since = self.now
+        self.heartbeat_elapsed = 0
+        self.peer_heard_at = {p: self.now for p in self.peers}
+        self.votes = {}
+        self.decided = set()
+        self.pending = OrderedDict()
+        self.in_flight = set()
+
+        # Everything at or below the highest checkpoint among the promises is
+        # decided; above it, adopt per slot the value of the highest ballot.
+        start = max(p.checkpoint_slot for p in promises.values())
+        best: dict[int, LogEntry] = {}
+        for p in promises.values():
+            for e in p.entries:
+                if e.slot > start and (e.slot not in best or e.ballot > best[e.slot].ballot):
+                    best[e.slot] = e
+        # Our own decided values win: they are what any quorum would give.
+        for slot in range(start + 1, self.commit_slot + 1):
+            best[slot] = self.log[slot]
+        top = max([start, self.commit_slot, *best])
+        entries = []
+        for slot in range(start + 1, top + 1):
+            batch = best[slot].batch if slot in best else NOOP
+            entries.append(self._store(LogEntry(slot=slot, ballot=b, batch=batch)))
+            self.votes[slot] = {self.me}
+            self.in_flight.update((c.client_id, c.request_no) for c in batch)
+        self.next_slot = top + 1
+        self.known_commit = max(self.known_commit, start)
+        self._ready.events.append(
+            f"leader for ballot {b}: re-proposing slots {start + 1}..{top}"
+            + (f", catching up to {start} first" if start > self.commit_slot else "")
+        )
+        for peer in self.peers:
+            self._send(
+                peer,
+                NewView(
+                    ballot=b,
+                    entries=tuple(entries),
+                    commit_slot=self.commit_slot,
+                    purge_slot=self.purge_slot,
+                ),
+            )
+        if start > self.commit_slot:
+            # Behind the checkpoint of a promiser: fetch from it.
+            source = max(promises, key=lambda n: promises[n].checkpoint_slot)
+            self._ask_for_catchup(source)
+        for slot in list(self.votes):
+            self._check_decided(slot)
+
+    def _become_follower(self, *, leader: str | None, ballot: Ballot) -> None:
+        was_leader = self.role == Role.leader
+        self.role = Role.follower
+        self.leader = leader
+        self.leader_ballot = ballot
+        if was_leader:
+            dropped = len(self.pending)
+            self.pending.clear()
+            self.votes.clear()
+            self.decided = {s for s in self.decided if s > self.commit_slot}
+            self.in_flight.clear()
+            self._ready.events.append(
+                f"stepped down from ballot {self.ballot}; dropped {dropped} queued commands"
+            )
+        if leader is not None:
+            self._note_view(ballot, leader)
+
+    def _note_view(self, ballot: Ballot, leader: str) -> None:
+        if not self.views or self.views[-1] != (ballot, leader):
+            self.views.append((ballot, leader))
+            del self.views[: -constants.views_remembered_max]
+            self._ready.events.append(f"view {ballot}: leader {leader}")
+
+    def _see(self, ballot: Ballot) -> None:
+        self.highest_seen = max(self.highest_seen, ballot)
+
+    def _step_down_if_isolated(self) -> None:
+        window = self.s.election_timeout_ticks_max
+        if self.now - self.led_since <= window:
+            return
+        heard = sum(1 for p in self.peers if self.now - self.peer_heard_at[p] <= window)
+        if heard + 1 < self.s.majority:
+            self._ready.events.append("lost contact with a majority")
+            self._become_follower(leader=None, ballot=Ballot.zero())
+            self._reset_election_timer()
+
+    # ================================================================ leader: phase 2
+
+    def _propose_pending(self) -> None:
+        while self.pending and len(self.votes) < self.s.pipeline_slots_max:
+            batch: list[Command] = []
+            while self.pending and len(batch) < self.s.batch_commands_max:
+                key, command = self.pending.popitem(last=False)
+                self.in_flight.add(key)
+                batch.append(command)
+            self._propose(tuple(batch))
+
+    def _propose(self, batch: Batch) -> None:
+        assert self.role == Role.leader
+        slot = self.next_slot
+        self.next_slot += 1
+        self._store(LogEntry(slot=slot, ballot=self.ballot, batch=batch))
+        self.votes[slot] = {self.me}
+        for peer in self.peers:
+            self._send(
+                peer,
+                Accept(
+                    ballot=self.ballot,
+                    slot=slot,
+                    batch=batch,
+                    commit_slot=self.commit_slot,
+                    purge_slot=self.purge_slot,
+                ),
+            )
+        self._check_decided(slot)
+
+    def _resend_undecided(self) -> None:
+        """Accepts (or their replies) may have been lost: ask again whoever has
+        not answered for a slot that is still open."""
+        for slot in sorted(self.votes)[: self.s.pipeline_slots_max]:
+            entry = self.log[slot]
+            for peer in self.peers:
+                if peer not in self.votes[slot]:
+                    self._send(
+                        peer,
+                        Accept(
+                            ballot=self.ballot,
+                            slot=slot,
+                            batch=entry.batch,
+                            commit_slot=self.commit_slot,
+                            purge_slot=self.purge_slot,
+                        ),
+                    )
+
+    def _on_accepted(self, m: Accepted, sender: str) -> None:
+        if self.role != Role.leader or m.ballot != self.ballot:
+            return  # ignore: from an earlier view
+        self.peer_heard_at[sender] = self.now
+        voters = self.votes.get(m.slot)
+        if voters is None:
+            return  # ignore: already decided
+        voters.add(sender)
+        self._check_decided(m.slot)
+
+    def _check_decided(self, slot: int) -> None:
+        if len(self.votes[slot]) < self.s.majority:
+            return
+        del self.votes[slot]
+        if slot > self.commit_slot:
+            self.decided.add(slot)
+            self._advance_commit()
+
+    def _advance_commit(self) -> None:
+        while self.commit_slot + 1 in self.decided:
+            self.commit_slot += 1
+            self.decided.discard(self.commit_slot)
+        self.known_commit = max(self.known_commit, self.commit_slot)
+        self._execute_decided()
+
+    def _broadcast_heartbeat(self) -> None:
+        self.heartbeat_elapsed = 0
+        self._resend_undecided()
+        for peer in self.peers:
+            self._send(
+                peer,
+                Heartbeat(ballot=self.ballot, commit_slot=self.commit_slot, purge_slot=self.purge_slot),
+            )
+
+    def _on_heartbeat_ack(self, m: HeartbeatAck, sender: str) -> None:
+        if self.role != Role.leader or m.ballot != self.ballot:
+            return  # ignore: from an earlier view
+        self.peer_heard_at[sender] = self.now
+        self.peer_executed[sender] = m.executed_slot
+        self.peer_checkpoint[sender] = m.checkpoint_slot
+        mine = self.checkpoint_digests.get(m.checkpoint_slot)
+        if mine is not None and m.checkpoint_digest != mine:
+            self._ready.alarms.append(
+                f"checkpoint digest mismatch at slot {m.checkpoint_slot}: "
+                f"{self.me} has {mine.hex()[:16]}, {sender} has {m.checkpoint_digest.hex()[:16]}"
+            )
+        # Entries at or below a checkpoint that a majority holds may be purged.
+        held = sorted([self.checkpoint_slot, *self.peer_checkpoint.values()], reverse=True)
+        if len(held) >= self.s.majority:
+            self._purge_to(held[self.s.majority - 1])
+
+    def _on_nack(self, m: Nack, sender: str) -> None:
+        self._see(m.promised)
+        if self.role == Role.leader and m.ballot == self.ballot and m.promised > self.ballot:
+            self._ready.events.append(f"{sender} promised {m.promised}, above our {self.ballot}")
+            self._become_follower(leader=None, ballot=Ballot.zero())
+            self._reset_election_timer()
+        elif self.role == Role.candidate and m.ballot == self.candidate_ballot:
+            self._become_follower(leader=None, ballot=Ballot.zero())
+            self._reset_election_timer()
+
+    # ================================================================ follower: phase 2
+
+    def _accept_leader(self, ballot: Ballot, sender: str) -> bool:
+        """Common gate of Accept, NewView and Heartbeat. False: refused with a Nack."""
+        self._see(ballot)
+        if ballot < self.promised:
+            self._send(sender, Nack(ballot=ballot, promised=self.promised))
+            return False
+        assert ballot.node == self.s.index_of(sender), "a ballot is only used by its own node"
+        self._promise(ballot)
+        if self.role != Role.follower or self.leader_ballot != ballot:
+            self._become_follower(leader=sender, ballot=ballot)
+        self.leader_heard_at = self.now
+        self._reset_election_timer()
+        return True
+
+    def _on_accept(self, m: Accept, sender: str) -> None:
+        if not self._accept_leader(m.ballot, sender):
+            return
+        self._accept_entry(LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch))
+        self._send(sender, Accepted(ballot=m.ballot, slot=m.slot))
+        self._learn_commit(m.commit_slot, m.purge_slot)
+
+    def _on_new_view(self, m: NewView, sender: str) -> None:
+        if not self._accept_leader(m.ballot, sender):
+            return
+        for entry in m.entries:
+            assert entry.ballot == m.ballot
+            self._accept_entry(entry)
+            self._send(sender, Accepted(ballot=m.ballot, slot=entry.slot))
+        self._learn_commit(m.commit_slot, m.purge_slot)
+
+    def _on_heartbeat(self, m: Heartbeat, sender: str) -> None:
+        if not self._accept_leader(m.ballot, sender):
+            return
+        self._learn_commit(m.commit_slot, m.purge_slot)
+        self._send(
+            sender,
+            HeartbeatAck(
+                ballot=m.ballot,
+                executed_slot=self.executed_slot,
+                checkpoint_slot=self.checkpoint_slot,
+                checkpoint_digest=self.checkpoint_digests.get(self.checkpoint_slot, b""),
+            ),
+        )
+
+    def _accept_entry(self, entry: LogEntry) -> None:
+        if entry.slot <= self.commit_slot:
+            return  # ignore: decided here already; by Paxos it is the same value
+        if self.log.get(entry.slot) != entry:
+            self._store(entry)
+
+    def _store(self, entry: LogEntry) -> LogEntry:
+        self.log[entry.slot] = entry
+        self._ready.persist.append(AcceptRecord(entry=entry))
+        return entry
+
+    def _learn_commit(self, leader_commit: int, purge_slot: int) -> None:
+        """The leader decided every slot up to `leader_commit`; our entries of
+        its ballot are its values, anything else we have to fetch."""
+        self.known_commit = max(self.known_commit, leader_commit)
+        advanced = False
+        while self.commit_slot < leader_commit:
+            entry = self.log.get(self.commit_slot + 1)
+            if entry is None or entry.ballot != self.leader_ballot:
+                break
+            self.commit_slot += 1
+            advanced = True
+        if advanced:
+            self._execute_decided()
+        self._purge_to(purge_slot)
+        if self.commit_slot < self.known_commit and not advanced:
+            self._ask_for_catchup_if_stuck()
+
+    # ================================================================ catch-up
+
+    def _ask_for_catchup_if_stuck(self) -> None:
+        if self.commit_slot >= self.known_commit:
+            self.catchup_asked_at = None
+            return
+        if (
+            self.catchup_asked_at is not None
+            and self.now - self.catchup_asked_at < self.s.catchup_retry_ticks
+        ):
+            return
+        if self.role == Role.leader:
+            # Ask whoever has executed the most.
+            ahead = [p for p in self.peers if self.peer_executed.get(p, 0) > self.commit_slot]
+            source = max(ahead, key=lambda p: self.peer_executed[p]) if ahead else None
+            if source is None and self.peers:
+                source = self.rng.choice(self.peers)
+        else:
+            source = self.leader
+        if source is not None and source != self.me:
+            self._ask_for_catchup(source)
+
+    def _ask_for_catchup(self, source: str) -> None:
+        self.catchup_asked_at = self.now
+        self._send(source, CatchupRequest(after_slot=self.commit_slot))
+
+    def _on_catchup_request(self, m: CatchupRequest, sender: str) -> None:
+        after = m.after_slot
+        if after >= self.commit_slot:
+            return  # ignore: we know no more than they do
+        last = min(self.commit_slot, after + self.s.catchup_slots_max)
+        if after < self.checkpoint_slot and any(s not in self.log for s in range(after + 1, self.checkpoint_slot + 1)):
+            assert self.last_snapshot is not None
+            self._send(sender, InstallCheckpoint(snapshot=self.last_snapshot))
+            return
+        entries = []
+        for slot in range(after + 1, last + 1):
+            entry = self.log.get(slot)
+            if entry is None:
+                break
+            entries.append(entry)
+        if entries:
+            self._send(sender, CatchupReply(entries=tuple(entries), commit_slot=self.commit_slot))
+
+    def _on_catchup_reply(self, m: CatchupReply, sender: str) -> None:
+        self.known_commit = max(self.known_commit, m.commit_slot)
+        progressed = False
+        for entry in m.entries:
+            if entry.slot != self.commit_slot + 1:
+                continue  # ignore: a gap or already decided here
+            if self.log.get(entry.slot) != entry:
+                self._store(entry)
+            self.commit_slot += 1
+            progressed = True
+            if self.role == Role.leader:
+                self.decided.discard(entry.slot)
+                self.votes.pop(entry.slot, None)
+        if progressed:
+            if self.role == Role.leader:
+                self._advance_commit()
+            else:
+                self._execute_decided()
+            if self.commit_slot < self.known_commit:
+                self._ask_for_catchup(sender)
+
+    def _on_install_checkpoint(self, m: InstallCheckpoint, sender: str) -> None:
+        snapshot = m.snapshot
+        if snapshot.slot <= self.executed_slot:
+            return  # ignore: we are past it
+        if state_digest(snapshot.balances, snapshot.clients) != snapshot.digest:
+            self._ready.alarms.append(f"checkpoint from {sender} at slot {snapshot.slot} fails its digest")
+            return
+        self._ready.events.append(f"installing checkpoint {snapshot.slot} from {sender}")
+        self._adopt_snapshot(snapshot)
+        self._ready.snapshots.append(snapshot)
+        self._compact_wanted = True
+        self.known_commit = max(self.known_commit, snapshot.slot)
+        self._execute_decided()
+        if self.commit_slot < self.known_commit:
+            self._ask_for_catchup(sender)
+
+    def _adopt_snapshot(self, snapshot: Snapshot) -> None:
+        self.ledger.install(snapshot)
+        self.executed_slot = snapshot.slot
+        self.commit_slot = max(self.commit_slot, snapshot.slot)
+        self.checkpoint_slot = snapshot.slot
+        self.last_snapshot = snapshot
+        self._remember_digest(snapshot.slot, snapshot.digest)
+        self.purge_slot = max(self.purge_slot, snapshot.slot)
+        for slot in [s for s in self.log if s <= snapshot.slot]:
+            del self.log[slot]
+        self.decided = {s for s in self.decided if s > self.commit_slot}
+        for slot in [s for s in self.votes if s <= self.commit_slot]:
+            del self.votes[slot]
+        # Walk on through decided entries we may already hold.
+        while self.commit_slot + 1 in self.decided:
+            self.commit_slot += 1
+            self.decided.discard(self.commit_slot)
+
+    # ================================================================ execution, checkpoints
+
+    def _execute_decided(self) -> None:
+        while self.executed_slot < self.commit_slot:
+            slot = self.executed_slot + 1
+            entry = self.log[slot]
+            outcomes: list[Outcome | None] = []
+            for command in entry.batch:
+                outcome = self.ledger.execute(command)
+                outcomes.append(outcome)
+                key = (command.client_id, command.request_no)
+                self.in_flight.discard(key)
+                reply = outcome if outcome is not None else self.ledger.stored_outcome(*key)
+                if reply is not None:
+                    self._reply(command, reply)
+            self.executed_slot = slot
+            self._ready.executed.append(Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes)))
+            if slot % self.s.checkpoint_interval == 0:
+                self._checkpoint(slot)
+
+    def _checkpoint(self, slot: int) -> None:
+        snapshot = self.ledger.snapshot(slot)
+        self.checkpoint_slot = slot
+        self.last_snapshot = snapshot
+        self._remember_digest(slot, snapshot.digest)
+        self._ready.snapshots.append(snapshot)
+        if self.role == Role.leader:
+            held = sorted([slot, *self.peer_checkpoint.values()], reverse=True)
+            if len(held) >= self.s.majority:
+                self._purge_to(held[self.s.majority - 1])
+
+    def _remember_digest(self, slot: int, digest: bytes) -> None:
+        self.checkpoint_digests[slot] = digest
+        while len(self.checkpoint_digests) > constants.checkpoint_digests_remembered_max:
+            self.checkpoint_digests.popitem(last=False)
+
+    def _purge_to(self, purge_slot: int) -> None:
+        """Drop log entries at or below a checkpoint a majority holds (and we hold)."""
+        target = min(purge_slot, self.checkpoint_slot)
+        if target <= self.purge_slot:
+            return
+        self.purge_slot = target
+        for slot in [s for s in self.log if s <= target]:
+            del self.log[slot]
+        self._compact_wanted = True
+
+    def _wal_seed(self) -> tuple[WalRecord, ...]:
+        """The records a fresh WAL segment needs to stand for the whole current state."""
+        records: list[WalRecord] = [PromiseRecord(ballot=self.promised)]
+        records.extend(AcceptRecord(entry=e) for _, e in sorted(self.log.items()))
+        records.append(CommitRecord(commit_slot=self.commit_slot))
+        return tuple(records)
+
+    # ================================================================ helpers
+
+    def _send(self, to: str, message: object) -> None:
+        assert to != self.me
+        self._ready.send.append((to, message))  # type: ignore[arg-type]
+
+    def invariants(self) -> None:
+        assert self.executed_slot <= self.commit_slot
+        assert self.checkpoint_slot <= self.executed_slot
+        assert self.purge_slot <= self.checkpoint_slot
+        assert all(s > self.purge_slot for s in self.log)
+        assert self.executed_slot == self.checkpoint_slot or all(
+            s in self.log for s in range(max(self.checkpoint_slot, self.purge_slot) + 1, self.commit_slot + 1)
+        )
+        if self.role == Role.leader:
+            assert self.ballot == self.promised == self.leader_ballot
+            assert all(s < self.next_slot for s in self.votes)
+            assert all(s > self.commit_slot for s in self.decided)
+
+    # ================================================================ queries (control, tests)
+
+    def slot_status(self, slot: int) -> str:
+        """The seed's letters: E executed, C committed, A accepted, X purged, - nothing."""
+        if slot <= self.executed_slot:
+            return "E" if slot in self.log else "X"
+        if slot <= self.commit_slot or slot in self.decided:
+            return "C"
+        if slot in self.log:
+            return "A"
+        return "-"
+
+    def balances(self) -> dict[str, int]:
+        return dict(self.ledger.balances)
+
+    _handlers = {
+        ClientRequest: _on_client_request,
+        PreVote: _on_pre_vote,
+        PreVoteReply: _on_pre_vote_reply,
+        Prepare: _on_prepare,
+        Promise: _on_promise,
+        Accept: _on_accept,
+        NewView: _on_new_view,
+        Accepted: _on_accepted,
+        Nack: _on_nack,
+        Heartbeat: _on_heartbeat,
+        HeartbeatAck: _on_heartbeat_ack,
+        CatchupRequest: _on_catchup_request,
+        CatchupReply: _on_catchup_reply,
+        InstallCheckpoint: _on_install_checkpoint,
+    }

@@ -1,0 +1,72 @@
+"""The numbers one replica core runs with, in ticks and counts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ledgerpaxos import constants
+
+if TYPE_CHECKING:
+    from ledgerpaxos.config import Config
+
+
+def ticks_for(ms: int) -> int:
+    return max(1, -(-ms // constants.tick_ms))
+
+
+@attrs.frozen(kw_only=True)
+class CoreSettings:
+    node_id: str
+    node_ids: tuple[str, ...]  # configuration order; a node's index is its position + 1
+    accounts: tuple[str, ...]
+    initial_balance: int
+    checkpoint_interval: int
+    heartbeat_ticks: int
+    election_timeout_ticks_min: int
+    election_timeout_ticks_max: int
+    catchup_retry_ticks: int = ticks_for(constants.catchup_retry_ms)
+    batch_commands_max: int = constants.batch_commands_max
+    pipeline_slots_max: int = constants.pipeline_slots_max
+    pending_commands_max: int = constants.pending_commands_max
+    catchup_slots_max: int = constants.catchup_slots_max
+
+    def __attrs_post_init__(self) -> None:
+        assert self.node_id in self.node_ids
+        assert len(set(self.node_ids)) == len(self.node_ids)
+        assert 1 <= len(self.node_ids) <= constants.replicas_max
+        assert self.checkpoint_interval >= 1
+        assert 0 < self.heartbeat_ticks < self.election_timeout_ticks_min
+        assert self.election_timeout_ticks_min <= self.election_timeout_ticks_max
+
+    @property
+    def majority(self) -> int:
+        return len(self.node_ids) // 2 + 1
+
+    @property
+    def index(self) -> int:
+        return self.index_of(self.node_id)
+
+    def index_of(self, node_id: str) -> int:
+        return self.node_ids.index(node_id) + 1
+
+    def node_at(self, index: int) -> str:
+        assert 1 <= index <= len(self.node_ids)
+        return self.node_ids[index - 1]
+
+    @staticmethod
+    def from_config(config: Config, node_id: str) -> CoreSettings:
+        t = config.timers
+        return CoreSettings(
+            node_id=node_id,
+            node_ids=tuple(config.node_ids),
+            accounts=tuple(config.accounts),
+            initial_balance=config.initial_balance,
+            checkpoint_interval=config.checkpoint_interval,
+            heartbeat_ticks=ticks_for(t.heartbeat_ms),
+            election_timeout_ticks_min=ticks_for(t.election_timeout_ms_min),
+            election_timeout_ticks_max=ticks_for(t.election_timeout_ms_max),
+            batch_commands_max=config.batch_commands_max,
+            pipeline_slots_max=config.pipeline_slots_max,
+        )

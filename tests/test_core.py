@@ -1,0 +1,334 @@
+"""The pure protocol core, driven by a deterministic in-test network (no I/O, no clock)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ledgerpaxos.core import Core, Ledger
+from ledgerpaxos.core import ledger as ledger_rules
+from ledgerpaxos.core.messages import (
+    Accept,
+    AcceptRecord,
+    Ballot,
+    ClientRequest,
+    Command,
+    CommandKind,
+    Heartbeat,
+    Nack,
+    PreVote,
+    PreVoteReply,
+    Prepare,
+    Promise,
+    PromiseRecord,
+    Transfer,
+)
+from tests.corenet import CoreNet, settings
+
+ELECTION_TICKS_MAX = 80
+
+
+def elected(net: CoreNet) -> str:
+    net.run_until(lambda: net.leader() is not None)
+    leader = net.leader()
+    assert leader is not None
+    return leader
+
+
+def test_a_leader_is_elected_and_all_follow_it() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    net.run(10)
+    for node in net.ids:
+        assert net.cores[node].leader == leader
+    assert net.cores[leader].promised == net.cores[leader].ballot
+
+
+def test_transfer_commits_and_executes_on_every_replica() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    command = net.submit(leader, "A", [("A", "B", 3)])
+    net.run(20)
+    reply = net.reply_for(leader, command)
+    assert reply is not None and reply.outcome.ok
+    for node in net.ids:
+        assert net.cores[node].balances()["A"] == 7
+        assert net.cores[node].balances()["B"] == 13
+    net.check_agreement()
+
+
+def test_follower_forwards_to_leader_and_replies_itself() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    follower = next(n for n in net.ids if n != leader)
+    command = net.submit(follower, "C", [("C", "D", 1)])
+    net.run(20)
+    reply = net.reply_for(follower, command)
+    assert reply is not None and reply.outcome.ok and reply.leader == leader
+
+
+def test_accept_is_persisted_in_the_same_ready_that_sends_accepted() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    accept = Accept(ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, purge_slot=0)
+    core.step(accept, "n1")
+    ready = core.take_ready()
+    assert PromiseRecord(ballot=Ballot(1, 1)) in ready.persist
+    assert any(isinstance(r, AcceptRecord) and r.entry.slot == 1 for r in ready.persist)
+    assert [type(m).__name__ for _, m in ready.send] == ["Accepted"]
+
+
+def test_promise_persists_the_ballot_and_carries_accepted_entries() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    core.step(Accept(ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, purge_slot=0), "n1")
+    core.take_ready()
+    core.step(Prepare(ballot=Ballot(2, 3)), "n3")
+    ready = core.take_ready()
+    assert ready.persist == [PromiseRecord(ballot=Ballot(2, 3))]
+    (to, promise), = ready.send
+    assert to == "n3" and isinstance(promise, Promise)
+    assert [e.slot for e in promise.entries] == [1]
+
+
+def test_lower_ballot_is_refused_with_a_nack() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    core.step(Prepare(ballot=Ballot(5, 3)), "n3")
+    core.take_ready()
+    core.step(Heartbeat(ballot=Ballot(4, 1), commit_slot=0, purge_slot=0), "n1")
+    (to, nack), = core.take_ready().send
+    assert to == "n1" and nack == Nack(ballot=Ballot(4, 1), promised=Ballot(5, 3))
+
+
+def test_pre_vote_is_refused_while_the_leader_is_heard() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    core.step(Heartbeat(ballot=Ballot(1, 1), commit_slot=0, purge_slot=0), "n1")
+    core.take_ready()
+    core.step(PreVote(ballot=Ballot(2, 3)), "n3")
+    (_, reply), = core.take_ready().send
+    assert reply == PreVoteReply(ballot=Ballot(2, 3), granted=False)
+    for _ in range(core.s.election_timeout_ticks_min):
+        core.tick()
+    core.take_ready()
+    core.step(PreVote(ballot=Ballot(2, 3)), "n3")
+    replies = [m for _, m in core.take_ready().send if isinstance(m, PreVoteReply)]
+    assert replies == [PreVoteReply(ballot=Ballot(2, 3), granted=True)]
+
+
+def test_commits_with_three_of_five_and_not_with_two() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    others = [n for n in net.ids if n != leader]
+    net.crash(others[0])
+    net.crash(others[1])
+    c1 = net.submit(leader, "A", [("A", "B", 1)])
+    net.run(20)
+    assert net.reply_for(leader, c1) is not None
+    net.crash(others[2])
+    c2 = net.submit(leader, "B", [("B", "C", 1)])
+    net.run(300)
+    assert all(net.reply_for(n, c2) is None for n in net.alive)
+    net.alive.add(others[2])  # a third replica comes back
+    net.run_until(lambda: any(net.reply_for(n, c2) is not None for n in net.alive), 2000)
+    net.check_agreement()
+
+
+def test_killed_leader_is_replaced_and_nothing_committed_is_lost() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    commands = [net.submit(leader, c, [(c, "J", 1)]) for c in "ABCD"]
+    net.run(20)
+    assert all(net.reply_for(leader, c) for c in commands)
+    net.crash(leader)
+    ticks = net.run_until(lambda: net.leader() not in (None, leader), 1000)
+    assert ticks <= 3 * ELECTION_TICKS_MAX
+    new = net.leader()
+    net.run(10)
+    assert net.cores[new].balances()["J"] == 14
+    after = net.submit(new, "E", [("E", "J", 1)])
+    net.run(20)
+    assert net.reply_for(new, after) is not None
+    assert net.cores[new].balances()["J"] == 15
+    net.check_agreement()
+
+
+def test_uncommitted_value_accepted_by_a_majority_survives_a_leader_change() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    command = net.submit(leader, "A", [("A", "B", 5)])
+    # Let the Accepts reach followers but not the Accepted replies the leader.
+    net.cores[leader].take_ready()  # already flushed by submit; nothing more
+    sends = list(net.queue)
+    net.queue.clear()
+    for to, sender, message in sends:
+        if isinstance(message, Accept):
+            net.cores[to].step(message, sender)
+            net.cores[to].take_ready()  # its Accepted is lost
+    net.crash(leader)
+    net.run_until(lambda: net.leader() not in (None, leader), 1000)
+    net.run(30)
+    for node in net.alive:
+        assert net.cores[node].balances()["A"] == 5
+    net.check_agreement()
+    assert command.client_id == "A"
+
+
+def test_same_request_twice_also_across_a_leader_change_applies_once() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    command = net.submit(leader, "A", [("A", "B", 2)])
+    net.run(20)
+    net.cores[leader].step(ClientRequest(command=command), None)
+    net.flush(leader)
+    net.run(20)
+    net.crash(leader)
+    new = elected(net)
+    net.cores[new].step(ClientRequest(command=command), None)
+    net.flush(new)
+    net.run(20)
+    assert net.reply_for(new, command) is not None
+    for node in net.alive:
+        assert net.cores[node].balances()["A"] == 8
+
+
+def test_duplicate_in_two_slots_executes_once() -> None:
+    ledger = Ledger("AB", 10)
+    command = Command(
+        client_id="A", request_no=7, kind=CommandKind.transfer,
+        transfers=(Transfer(sender="A", receiver="B", amount=4),),
+    )
+    first = ledger.execute(command)
+    assert first is not None and first.ok
+    assert ledger.execute(command) is None
+    assert ledger.balances == {"A": 6, "B": 14}
+    assert ledger.stored_outcome("A", 7) == first
+
+
+@pytest.mark.parametrize(
+    ("transfer", "reason"),
+    [
+        (("A", "B", 0), ledger_rules.REASON_AMOUNT),
+        (("A", "B", -3), ledger_rules.REASON_AMOUNT),
+        (("Z", "B", 1), ledger_rules.REASON_UNKNOWN_SENDER),
+        (("A", "Z", 1), ledger_rules.REASON_UNKNOWN_RECEIVER),
+        (("A", "A", 1), ledger_rules.REASON_SAME_ACCOUNT),
+        (("A", "B", 11), ledger_rules.REASON_INSUFFICIENT),
+    ],
+)
+def test_each_ledger_rule_rejects_with_its_reason(transfer: tuple[str, str, int], reason: str) -> None:
+    net = CoreNet(n=3)
+    leader = elected(net)
+    command = net.submit(leader, "A", [transfer])
+    net.run(20)
+    reply = net.reply_for(leader, command)
+    assert reply is not None
+    assert not reply.outcome.ok and reply.outcome.reason == reason
+    assert net.cores[leader].balances()["A"] == 10
+
+
+def test_read_goes_through_the_log_and_sees_earlier_writes() -> None:
+    net = CoreNet(n=3)
+    leader = elected(net)
+    net.submit(leader, "A", [("A", "B", 4)])
+    read = net.submit(leader, "B", kind=CommandKind.read)
+    net.run(20)
+    reply = net.reply_for(leader, read)
+    assert reply is not None and dict(reply.outcome.balances)["B"] == 14
+
+
+def test_dead_replica_catches_up_by_installing_a_checkpoint() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    lagger = next(n for n in net.ids if n != leader)
+    net.crash(lagger)
+    for i in range(25):
+        net.submit(leader, "A", [("A", "B", 1)], request_no=1000 + i)
+        net.run(3)
+    net.run(20)
+    assert net.cores[leader].executed_slot >= 25
+    assert net.cores[leader].purge_slot >= 20
+    net.alive.add(lagger)
+    net.run_until(lambda: net.cores[lagger].executed_slot == net.cores[leader].executed_slot, 1000)
+    assert net.cores[lagger].balances() == net.cores[leader].balances()
+    assert net.cores[lagger].checkpoint_slot >= 20
+    assert net.disks[lagger].snapshot is not None and net.disks[lagger].snapshot.slot >= 20
+    assert not net.alarms
+
+
+def test_cut_off_replica_does_not_depose_a_healthy_leader() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    ballot = net.cores[leader].ballot
+    loner = next(n for n in net.ids if n != leader)
+    net.crash(loner)  # cut off: it still ticks, and its messages go nowhere
+    for _ in range(600):
+        net.cores[loner].tick()
+        net.cores[loner].take_ready()
+        net.run(1)
+    net.alive.add(loner)
+    net.run(400)
+    assert net.leader() == leader and net.cores[leader].ballot == ballot
+    assert net.cores[loner].leader == leader
+
+
+def test_all_crash_and_restart_from_disk_keeps_every_committed_transfer() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    for i in range(14):
+        net.submit(leader, "A", [("A", "C", 1)], request_no=100 + i)
+        net.run(2)
+    net.run(20)
+    before = net.cores[leader].balances()
+    assert before["A"] == 0 and before["C"] == 20  # four were refused: no overdraft
+    for node in net.ids:
+        net.crash(node)
+    for node in net.ids:
+        net.restart(node)
+    net.run_until(lambda: net.leader() is not None, 2000)
+    net.run(30)
+    for node in net.ids:
+        assert net.cores[node].balances() == before
+    net.check_agreement()
+
+
+def test_leader_isolated_from_majority_steps_down() -> None:
+    net = CoreNet()
+    leader = elected(net)
+    net.crash(leader)
+    for _ in range(3 * ELECTION_TICKS_MAX):
+        net.cores[leader].tick()
+        net.cores[leader].take_ready()
+    assert net.cores[leader].role.value != "leader"
+
+
+@pytest.mark.parametrize(("loss", "duplication"), [(0.0, 0.0), (0.1, 0.1), (0.25, 0.3)])
+def test_many_seeds_with_random_crashes_agree(loss: float, duplication: float) -> None:
+    executed_total = 0
+    for seed in range(12):
+        net = CoreNet(seed=seed, loss=loss, duplication=duplication)
+        rng = random.Random(seed)
+        for step in range(150):
+            leader = net.leader()
+            if leader is not None:
+                client = rng.choice("ABCDEFGHIJ")
+                net.submit(leader, client, [(client, rng.choice("ABCDEFGHIJ"), rng.randint(1, 4))])
+            if step % 25 == 7:
+                victim = rng.choice(net.ids)
+                if victim in net.alive and len(net.alive) > 3:
+                    net.crash(victim)
+                else:
+                    dead = sorted(set(net.ids) - net.alive)
+                    if dead:
+                        net.restart(dead[0])
+            net.run(5)
+        for node in set(net.ids) - net.alive:
+            net.restart(node)
+        net.run(600)
+        net.check_agreement()
+        tops = {net.cores[n].executed_slot for n in net.ids}
+        assert len(tops) == 1, (seed, tops)
+        balances = [net.cores[n].balances() for n in net.ids]
+        assert all(b == balances[0] for b in balances)
+        assert sum(balances[0].values()) == 100
+        assert not net.alarms
+        executed_total += tops.pop()
+    assert executed_total >= 12 * 40  # the runs did real work
