@@ -1,0 +1,250 @@
+"""One replica's data directory: its lock, its WAL and its snapshots.
+
+    data/<node>/replica.lock                      flock'ed while a process uses it
+    data/<node>/wal-<sequence:020d>.log           see wal.py
+    data/<node>/snapshot-<slot:020d>.snap         see snapshot.py
+
+ReplicaStore.open() recovers the newest valid snapshot and the WAL and folds
+the records into what the core needs to restart (`Recovered`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+import wire
+from ledgerpaxos import constants
+from ledgerpaxos.core.messages import (
+    AcceptRecord,
+    Ballot,
+    CommitRecord,
+    LogEntry,
+    PromiseRecord,
+    Snapshot,
+    WalRecord,
+)
+from ledgerpaxos.storage import files
+from ledgerpaxos.storage import snapshot as snapshots
+from ledgerpaxos.storage.errors import StorageError
+from ledgerpaxos.storage.snapshot import SnapshotCodec
+from ledgerpaxos.storage.wal import RecordCodec, RecoveredLog, WriteAheadLog
+
+lock_file_name = "replica.lock"
+
+
+@attrs.frozen(kw_only=True)
+class Recovered:
+    """The durable state of a replica, as found when it starts."""
+
+    snapshot: Snapshot | None
+    promised: Ballot  # highest PromiseRecord ballot; Ballot.zero() if none
+    entries: dict[int, LogEntry]  # slot -> the last AcceptRecord written for it
+    commit_slot: int  # highest CommitRecord; 0 if none
+    torn_tail_cut: bool
+
+
+def fold_records(
+    records: Sequence[WalRecord], snapshot: Snapshot | None, *, torn: bool
+) -> Recovered:
+    """Replay WAL records in order into a Recovered."""
+    promised = Ballot.zero()
+    entries: dict[int, LogEntry] = {}
+    commit_slot = 0
+    for record in records:
+        if isinstance(record, PromiseRecord):
+            promised = max(promised, record.ballot)
+        elif isinstance(record, AcceptRecord):
+            entries[record.entry.slot] = record.entry
+        elif isinstance(record, CommitRecord):
+            commit_slot = max(commit_slot, record.commit_slot)
+        else:
+            raise AssertionError(f"unknown WAL record {record!r}")
+    return Recovered(
+        snapshot=snapshot,
+        promised=promised,
+        entries=entries,
+        commit_slot=commit_slot,
+        torn_tail_cut=torn,
+    )
+
+
+class _DirectoryLock:
+    """An exclusive flock on `<directory>/replica.lock`, held until release()."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, lock_file_name)
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageError(self.path, "open lock file", error) from error
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            os.close(self._fd)
+            self._fd = None
+            raise StorageError(
+                self.path,
+                f"lock: the data directory {directory} is in use by another replica process",
+            ) from error
+        except OSError as error:
+            os.close(self._fd)
+            self._fd = None
+            raise StorageError(self.path, "lock", error) from error
+        try:
+            os.ftruncate(self._fd, 0)  # the pid is only for people looking at the directory
+            files.write_all(self._fd, f"{os.getpid()}\n".encode(), self.path)
+        except (OSError, StorageError):
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+class StoreCodec(RecordCodec, SnapshotCodec, Protocol):
+    """Record and snapshot encoding; the `wire` module satisfies it."""
+
+
+class ReplicaStore:
+    """Owns one replica's data directory while the replica runs.
+
+    Not thread-safe: the runtime's storage-writer step is its only user. Any
+    StorageError leaves it unusable; the replica must stop.
+    """
+
+    def __init__(
+        self, directory: str, *, fsync: bool, codec: StoreCodec, segment_size_max: int
+    ) -> None:
+        """Use ReplicaStore.open(); this only sets up an unopened store."""
+        self.directory = directory
+        self.fsync_enabled = fsync
+        self.last_recovery: RecoveredLog | None = None  # for status and logs
+        self._codec = codec
+        self._segment_size_max = segment_size_max
+        self._lock: _DirectoryLock | None = None
+        self._wal: WriteAheadLog | None = None
+        self._fsyncs_of_wiped_logs = 0
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        codec: StoreCodec = wire,
+        segment_size_max: int = constants.wal_segment_size_max,
+    ) -> tuple[ReplicaStore, Recovered]:
+        """Lock `directory` (created if missing), recover it, be ready to append."""
+        path = os.fspath(directory)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise StorageError(path, "create data directory", error) from error
+        store = cls(path, fsync=fsync, codec=codec, segment_size_max=segment_size_max)
+        store._lock = _DirectoryLock(path)
+        try:
+            snapshot = snapshots.load_newest_snapshot(path, codec=codec)
+            log = store._open_log()
+        except BaseException:
+            store.close()
+            raise
+        return store, fold_records(log.records, snapshot, torn=log.torn_tail_cut)
+
+    # ------------------------------------------------------------ writing
+
+    def append(self, records: Sequence[WalRecord]) -> None:
+        """Write records to the WAL (one write() call); durable after sync()."""
+        self._current_wal().append(records)
+
+    def sync(self) -> None:
+        """One fsync for everything appended since the last sync."""
+        self._current_wal().sync()
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Temporary file, fsync, rename, directory fsync; older snapshots pruned."""
+        self._current_wal()
+        snapshots.write_snapshot(
+            self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec
+        )
+
+    def compact(self, seed_records: Sequence[WalRecord]) -> None:
+        """Replace the WAL by one durable segment holding exactly `seed_records`."""
+        self._current_wal().compact(seed_records)
+
+    def wipe(self) -> None:
+        """Delete everything in the directory but the lock; go on with an empty log."""
+        wal = self._current_wal()
+        self._fsyncs_of_wiped_logs += wal.fsync_count
+        wal.close()
+        self._wal = None
+        try:
+            names = os.listdir(self.directory)
+        except OSError as error:
+            raise StorageError(self.directory, "list directory", error) from error
+        for name in names:
+            if name == lock_file_name:
+                continue  # still ours: deleting it would let a second process lock a new one
+            path = os.path.join(self.directory, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except OSError as error:
+                raise StorageError(path, "remove", error) from error
+        if self.fsync_enabled:
+            files.fsync_directory(self.directory)
+        log = self._open_log()
+        assert not log.records and not log.torn_tail_cut
+
+    def close(self) -> None:
+        """Close the WAL (without a sync) and release the directory lock."""
+        if self._wal is not None:
+            wal, self._wal = self._wal, None
+            self._fsyncs_of_wiped_logs += wal.fsync_count
+            wal.close()
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()
+
+    # ------------------------------------------------------------ status
+
+    @property
+    def fsync_count(self) -> int:
+        """WAL fsyncs (files and directory) since open, snapshots not included."""
+        wal = self._wal.fsync_count if self._wal is not None else 0
+        return self._fsyncs_of_wiped_logs + wal
+
+    @property
+    def wal_size_bytes(self) -> int:
+        return self._current_wal().size_bytes
+
+    @property
+    def wal_segment_count(self) -> int:
+        return self._current_wal().segment_count
+
+    # ------------------------------------------------------------ internals
+
+    def _open_log(self) -> RecoveredLog:
+        assert self._wal is None
+        self._wal, log = WriteAheadLog.open(
+            self.directory,
+            fsync=self.fsync_enabled,
+            codec=self._codec,
+            segment_size_max=self._segment_size_max,
+        )
+        self.last_recovery = log
+        return log
+
+    def _current_wal(self) -> WriteAheadLog:
+        if self._wal is None:
+            raise StorageError(self.directory, "use of a closed or failed replica store")
+        return self._wal

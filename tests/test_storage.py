@@ -1,0 +1,634 @@
+"""Storage: WAL framing, torn tails, corruption, compaction, snapshots, the lock."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from ledgerpaxos import constants
+from ledgerpaxos.core.messages import (
+    AcceptRecord,
+    Ballot,
+    ClientEntry,
+    Command,
+    CommandKind,
+    CommitRecord,
+    LogEntry,
+    Outcome,
+    PromiseRecord,
+    Snapshot,
+    Transfer,
+    TransferResult,
+    WalRecord,
+)
+from ledgerpaxos.storage import (
+    Recovered,
+    ReplicaStore,
+    StorageCorruption,
+    StorageError,
+    WriteAheadLog,
+    load_newest_snapshot,
+    write_snapshot,
+)
+from ledgerpaxos.storage import wal as wal_module
+from ledgerpaxos.storage.snapshot import snapshot_file_name
+from ledgerpaxos.storage.wal import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
+
+FIRST_SEGMENT = segment_file_name(1)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def entry(slot: int, ballot: Ballot, transfers: int = 1) -> LogEntry:
+    command = Command(
+        client_id=f"client-{slot}",
+        request_no=slot,
+        kind=CommandKind.transfer,
+        transfers=tuple(Transfer(sender="A", receiver="B", amount=i + 1) for i in range(transfers)),
+    )
+    return LogEntry(slot=slot, ballot=ballot, batch=(command,))
+
+
+def sample_records(count: int) -> list[WalRecord]:
+    """A mix of every record kind, of different sizes."""
+    records: list[WalRecord] = []
+    ballot = Ballot(1, 1)
+    for i in range(count):
+        slot = i // 3 + 1
+        if i % 3 == 0:
+            ballot = Ballot(i + 1, 2)
+            records.append(PromiseRecord(ballot=ballot))
+        elif i % 3 == 1:
+            records.append(AcceptRecord(entry=entry(slot, ballot, transfers=i % 5 + 1)))
+        else:
+            records.append(CommitRecord(commit_slot=slot))
+    return records
+
+
+def write_one_by_one(directory: Path, records: Sequence[WalRecord]) -> list[int]:
+    """Append records one per write; return the segment's size before each and at the end."""
+    directory.mkdir(exist_ok=True)
+    log, _ = WriteAheadLog.open(directory, fsync=False)
+    boundaries = [log.size_bytes]
+    for record in records:
+        log.append([record])
+        log.sync()
+        boundaries.append(log.size_bytes)
+    log.close()
+    return boundaries
+
+
+def recover(directory: Path) -> list[WalRecord]:
+    log, recovered = WriteAheadLog.open(directory, fsync=False)
+    log.close()
+    return list(recovered.records)
+
+
+def truncate(path: Path, length: int) -> None:
+    with open(path, "r+b") as file:
+        file.truncate(length)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def make_snapshot(slot: int) -> Snapshot:
+    return Snapshot(
+        slot=slot,
+        balances=(("A", 10 - slot % 10), ("B", 10 + slot % 10)),
+        clients=(
+            ClientEntry(
+                client_id="c1",
+                request_no=slot,
+                outcome=Outcome(results=(TransferResult(ok=True),)),
+            ),
+        ),
+        digest=bytes(range(32)),
+    )
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_empty_directory_gives_empty_log(tmp_path: Path) -> None:
+    log, recovered = WriteAheadLog.open(tmp_path)
+    assert recovered.records == ()
+    assert not recovered.torn_tail_cut
+    assert log.segment_count == 1
+    assert log.size_bytes == SEGMENT_HEADER.size
+    log.close()
+    assert sorted(os.listdir(tmp_path)) == [FIRST_SEGMENT]
+
+
+def test_append_sync_reopen_round_trip(tmp_path: Path) -> None:
+    records = sample_records(30)
+    log, _ = WriteAheadLog.open(tmp_path)
+    log.append(records[:10])
+    log.append(records[10:11])
+    log.sync()
+    log.append(records[11:])
+    log.sync()
+    log.close()
+
+    log, recovered = WriteAheadLog.open(tmp_path)
+    assert list(recovered.records) == records
+    assert not recovered.torn_tail_cut
+    more = [CommitRecord(commit_slot=99)]
+    log.append(more)
+    log.sync()
+    log.close()
+    assert recover(tmp_path) == records + more
+
+
+def test_store_folds_records_into_recovered_state(tmp_path: Path) -> None:
+    store, recovered = ReplicaStore.open(tmp_path / "n1")
+    assert recovered == Recovered(
+        snapshot=None, promised=Ballot.zero(), entries={}, commit_slot=0, torn_tail_cut=False
+    )
+    first = entry(1, Ballot(1, 1))
+    second = entry(2, Ballot(1, 1))
+    replaced = entry(1, Ballot(3, 2), transfers=2)
+    store.append(
+        [
+            PromiseRecord(ballot=Ballot(3, 2)),
+            AcceptRecord(entry=first),
+            AcceptRecord(entry=second),
+            CommitRecord(commit_slot=2),
+            PromiseRecord(ballot=Ballot(2, 5)),  # lower than promised already: max wins
+            AcceptRecord(entry=replaced),  # the last record for a slot wins
+            CommitRecord(commit_slot=1),
+        ]
+    )
+    store.sync()
+    store.close()
+
+    store, recovered = ReplicaStore.open(tmp_path / "n1")
+    store.close()
+    assert recovered.promised == Ballot(3, 2)
+    assert recovered.entries == {1: replaced, 2: second}
+    assert recovered.commit_slot == 2
+    assert recovered.snapshot is None
+    assert not recovered.torn_tail_cut
+
+
+# ---------------------------------------------------------------- torn tails
+
+
+def test_cut_at_every_record_boundary_recovers_exactly_the_prefix(tmp_path: Path) -> None:
+    records = sample_records(12)
+    original = tmp_path / "original"
+    original.mkdir()
+    boundaries = write_one_by_one(original, records)
+    assert boundaries[0] == SEGMENT_HEADER.size
+    for count, boundary in enumerate(boundaries):
+        copy = tmp_path / f"cut-{count}"
+        shutil.copytree(original, copy)
+        truncate(copy / FIRST_SEGMENT, boundary)
+        log, recovered = WriteAheadLog.open(copy, fsync=False)
+        log.close()
+        assert list(recovered.records) == records[:count]
+        assert not recovered.torn_tail_cut
+
+
+@pytest.mark.parametrize(
+    "into_last_record",
+    [1, 4, RECORD_HEADER.size - 1, RECORD_HEADER.size, RECORD_HEADER.size + 1, -1],
+)
+def test_torn_last_record_is_cut_off(
+    tmp_path: Path, into_last_record: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = sample_records(5)
+    assert isinstance(records[-1], AcceptRecord)  # end on the largest kind of record
+    boundaries = write_one_by_one(tmp_path, records)
+    last_start, end = boundaries[-2], boundaries[-1]
+    cut = end - 1 if into_last_record == -1 else last_start + into_last_record
+    assert last_start < cut < end
+    segment = tmp_path / FIRST_SEGMENT
+    truncate(segment, cut)
+
+    with caplog.at_level(logging.WARNING, logger="ledgerpaxos.storage"):
+        log, recovered = WriteAheadLog.open(tmp_path, fsync=False)
+    assert recovered.torn_tail_cut
+    assert recovered.torn_tail_path == str(segment)
+    assert recovered.torn_tail_offset == last_start
+    assert recovered.torn_bytes_cut == cut - last_start
+    assert list(recovered.records) == records[:-1]
+    assert segment.stat().st_size == last_start
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("torn" in m and f"offset {last_start}" in m for m in messages)
+
+    # The log goes on after the cut.
+    log.append([records[-1], CommitRecord(commit_slot=42)])
+    log.sync()
+    log.close()
+    log, recovered = WriteAheadLog.open(tmp_path, fsync=False)
+    log.close()
+    assert list(recovered.records) == [*records, CommitRecord(commit_slot=42)]
+    assert not recovered.torn_tail_cut
+
+
+def test_garbage_after_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    records = sample_records(5)
+    boundaries = write_one_by_one(tmp_path, records)
+    segment = tmp_path / FIRST_SEGMENT
+    with open(segment, "ab") as file:
+        file.write(b"\0" * 4096)  # a file extended by a crash, never written
+    log, recovered = WriteAheadLog.open(tmp_path, fsync=False)
+    log.close()
+    assert recovered.torn_tail_cut
+    assert list(recovered.records) == records
+    assert segment.stat().st_size == boundaries[-1]
+
+
+def test_store_reports_the_torn_tail(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path, fsync=False)
+    store.append(sample_records(3))
+    store.sync()
+    store.close()
+    segment = tmp_path / FIRST_SEGMENT
+    truncate(segment, segment.stat().st_size - 3)
+    store, recovered = ReplicaStore.open(tmp_path, fsync=False)
+    store.close()
+    records = sample_records(3)
+    assert isinstance(records[2], CommitRecord)  # the torn one
+    assert recovered.torn_tail_cut
+    assert recovered.promised == Ballot(1, 2)
+    assert list(recovered.entries.values()) == [records[1].entry]  # type: ignore[union-attr]
+    assert recovered.commit_slot == 0
+
+
+# ---------------------------------------------------------------- corruption
+
+
+def test_corrupted_middle_record_names_file_and_offset(tmp_path: Path) -> None:
+    records = sample_records(9)
+    boundaries = write_one_by_one(tmp_path, records)
+    segment = tmp_path / FIRST_SEGMENT
+    middle = 4
+    start = boundaries[middle]
+    for offset_in_record, what in [(0, "magic"), (9, "header"), (RECORD_HEADER.size + 2, "body")]:
+        copy = tmp_path / f"copy-{what}"
+        copy.mkdir()
+        shutil.copy(segment, copy / FIRST_SEGMENT)
+        flip_byte(copy / FIRST_SEGMENT, start + offset_in_record)
+        with pytest.raises(StorageCorruption) as caught:
+            WriteAheadLog.open(copy, fsync=False)
+        error = caught.value
+        assert error.path == str(copy / FIRST_SEGMENT)
+        assert error.offset == start
+        message = str(error)
+        assert str(copy / FIRST_SEGMENT) in message
+        assert f"offset {start}" in message
+        assert "restore" in message and "peer" in message
+        # Nothing was changed on disk by a refused recovery.
+        assert (copy / FIRST_SEGMENT).stat().st_size == boundaries[-1]
+
+
+def test_every_single_byte_flip_is_detected(tmp_path: Path) -> None:
+    """A flipped byte anywhere either cuts a torn last record or is refused;
+    recovery never returns a record that was not written."""
+    records = sample_records(5)
+    boundaries = write_one_by_one(tmp_path / "original", records)
+    original = (tmp_path / "original" / FIRST_SEGMENT).read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    for offset in range(len(original)):
+        data = bytearray(original)
+        data[offset] ^= 0xFF
+        (work / FIRST_SEGMENT).write_bytes(bytes(data))
+        if offset >= boundaries[-2]:  # in the last record: indistinguishable from a torn write
+            assert recover(work) == records[:-1], offset
+        else:
+            with pytest.raises(StorageCorruption):
+                recover(work)
+
+
+def test_swapped_records_break_the_chain(tmp_path: Path) -> None:
+    records = [CommitRecord(commit_slot=slot) for slot in range(1, 6)]  # all the same size
+    boundaries = write_one_by_one(tmp_path, records)
+    segment = tmp_path / FIRST_SEGMENT
+    original = segment.read_bytes()
+    for i in [1, 3]:  # two middle records; the last two
+        a, b, c = boundaries[i], boundaries[i + 1], boundaries[i + 2]
+        segment.write_bytes(original[:a] + original[b:c] + original[a:b] + original[c:])
+        with pytest.raises(StorageCorruption, match="chain") as caught:
+            recover(tmp_path)
+        assert caught.value.offset == a
+
+
+def test_record_that_verifies_but_does_not_decode_is_corruption(tmp_path: Path) -> None:
+    log, _ = WriteAheadLog.open(tmp_path, fsync=False)
+    log.close()
+    segment = tmp_path / FIRST_SEGMENT
+    header = segment.read_bytes()
+    tip = int.from_bytes(header[24:32], "little")
+    framed, _ = wal_module._encode_chained([b"\xff not a record"], tip)
+    segment.write_bytes(header + framed)
+    with pytest.raises(StorageCorruption, match="does not decode") as caught:
+        recover(tmp_path)
+    assert caught.value.offset == SEGMENT_HEADER.size
+
+
+def test_corrupted_segment_header_is_refused(tmp_path: Path) -> None:
+    write_one_by_one(tmp_path, sample_records(3))
+    flip_byte(tmp_path / FIRST_SEGMENT, 10)
+    with pytest.raises(StorageCorruption, match="segment header") as caught:
+        recover(tmp_path)
+    assert caught.value.offset == 0
+
+
+# ---------------------------------------------------------------- segments
+
+
+def test_roll_to_new_segments_and_recover_across_them(tmp_path: Path) -> None:
+    records = sample_records(40)
+    log, _ = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=400)
+    for i in range(0, len(records), 3):
+        log.append(records[i : i + 3])
+        log.sync()
+    assert log.segment_count > 3
+    count = log.segment_count
+    size = log.size_bytes
+    log.close()
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) == size
+
+    log, recovered = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=400)
+    log.close()
+    assert list(recovered.records) == records
+    assert len(recovered.segments_read) == count
+
+
+def test_torn_tail_of_the_last_segment_after_rolls(tmp_path: Path) -> None:
+    records = sample_records(30)
+    log, _ = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=300)
+    for record in records:
+        log.append([record])
+    count = log.segment_count
+    assert count >= 4
+    log.close()
+    last = tmp_path / segment_file_name(count)
+    assert last.stat().st_size > SEGMENT_HEADER.size
+    truncate(last, last.stat().st_size - 2)
+    log, recovered = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=300)
+    assert recovered.torn_tail_cut
+    assert recovered.torn_tail_path == str(last)
+    assert list(recovered.records) == records[:-1]
+    log.append(records[-1:])
+    log.close()
+    assert recover(tmp_path) == records
+
+
+def test_missing_middle_segment_is_refused(tmp_path: Path) -> None:
+    log, _ = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=300)
+    for record in sample_records(30):
+        log.append([record])
+    assert log.segment_count >= 4
+    log.close()
+    (tmp_path / segment_file_name(2)).unlink()
+    with pytest.raises(StorageCorruption, match="segment 2 is missing"):
+        recover(tmp_path)
+
+
+def test_torn_end_of_an_earlier_segment_is_corruption(tmp_path: Path) -> None:
+    log, _ = WriteAheadLog.open(tmp_path, fsync=False, segment_size_max=300)
+    for record in sample_records(30):
+        log.append([record])
+    log.close()
+    first = tmp_path / FIRST_SEGMENT
+    truncate(first, first.stat().st_size - 1)
+    with pytest.raises(StorageCorruption) as caught:
+        recover(tmp_path)
+    assert caught.value.path == str(first)
+
+
+def test_segment_from_another_log_breaks_the_chain(tmp_path: Path) -> None:
+    for name in ["a", "b"]:
+        (tmp_path / name).mkdir()
+        log, _ = WriteAheadLog.open(tmp_path / name, fsync=False, segment_size_max=300)
+        records = sample_records(20) if name == "a" else sample_records(21)[1:]
+        for record in records:  # different contents, so different chains
+            log.append([record])
+        log.close()
+    shutil.copy(tmp_path / "b" / segment_file_name(2), tmp_path / "a" / segment_file_name(2))
+    with pytest.raises(StorageCorruption, match="chain"):
+        recover(tmp_path / "a")
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def seed_for(promised: Ballot, entries: list[LogEntry], commit: int) -> list[WalRecord]:
+    return [
+        PromiseRecord(ballot=promised),
+        *(AcceptRecord(entry=e) for e in entries),
+        CommitRecord(commit_slot=commit),
+    ]
+
+
+def test_compaction_leaves_one_segment_with_the_seeded_state(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path, fsync=True, segment_size_max=400)
+    store.append(sample_records(60))
+    store.append(sample_records(60))
+    store.sync()
+    assert store.wal_segment_count > 1
+    seed = seed_for(Ballot(7, 3), [entry(21, Ballot(7, 3)), entry(22, Ballot(6, 1))], 21)
+    store.compact(seed)
+    assert store.wal_segment_count == 1
+    wal_files = [p.name for p in tmp_path.iterdir() if p.name.startswith("wal-")]
+    assert len(wal_files) == 1
+    store.append([CommitRecord(commit_slot=22)])
+    store.sync()
+    store.close()
+
+    store, recovered = ReplicaStore.open(tmp_path)
+    store.close()
+    assert recovered.promised == Ballot(7, 3)
+    assert recovered.entries == {21: entry(21, Ballot(7, 3)), 22: entry(22, Ballot(6, 1))}
+    assert recovered.commit_slot == 22
+
+
+def test_crash_after_new_segment_before_deleting_old_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "n1"
+    directory.mkdir()
+    log, _ = WriteAheadLog.open(directory, fsync=False, segment_size_max=400)
+    records = sample_records(40)
+    for i in range(0, len(records), 3):
+        log.append(records[i : i + 3])
+    log.sync()
+    assert log.segment_count > 2
+    before = tmp_path / "before"
+    shutil.copytree(directory, before)
+    seed = seed_for(Ballot(9, 1), [entry(30, Ballot(9, 1))], 29)
+    log.compact(seed)
+    log.close()
+    # The crash: the old segments were never deleted.
+    for old in before.iterdir():
+        shutil.copy(old, directory / old.name)
+    assert len(list(directory.iterdir())) > 2
+
+    with caplog.at_level(logging.WARNING, logger="ledgerpaxos.storage"):
+        log, recovered = WriteAheadLog.open(directory, fsync=False)
+    assert list(recovered.records) == seed
+    assert len(recovered.stale_segments_removed) == len(list(before.iterdir()))
+    assert log.segment_count == 1
+    assert len(list(directory.iterdir())) == 1
+    assert any("interrupted compaction" in r.getMessage() for r in caplog.records)
+    log.append([CommitRecord(commit_slot=30)])
+    log.close()
+    assert recover(directory) == [*seed, CommitRecord(commit_slot=30)]
+
+
+def test_crash_before_the_new_segment_was_renamed(tmp_path: Path) -> None:
+    records = sample_records(10)
+    write_one_by_one(tmp_path, records)
+    # A new segment still under its temporary name: compaction never happened.
+    (tmp_path / (segment_file_name(2) + ".tmp")).write_bytes(b"half a segm")
+    assert recover(tmp_path) == records
+    assert sorted(os.listdir(tmp_path)) == [FIRST_SEGMENT]
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def test_snapshot_write_and_load(tmp_path: Path) -> None:
+    assert load_newest_snapshot(tmp_path) is None
+    write_snapshot(tmp_path, make_snapshot(5))
+    write_snapshot(tmp_path, make_snapshot(9))
+    assert load_newest_snapshot(tmp_path) == make_snapshot(9)
+
+    store, recovered = ReplicaStore.open(tmp_path)
+    assert recovered.snapshot == make_snapshot(9)
+    store.write_snapshot(make_snapshot(12))
+    store.close()
+    store, recovered = ReplicaStore.open(tmp_path)
+    store.close()
+    assert recovered.snapshot == make_snapshot(12)
+
+
+def test_only_the_newest_snapshots_are_kept(tmp_path: Path) -> None:
+    for slot in [3, 1, 8, 20, 15]:
+        write_snapshot(tmp_path, make_snapshot(slot), fsync=False)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    newest = sorted([3, 1, 8, 20, 15])[-constants.snapshots_kept :]
+    assert kept == [snapshot_file_name(slot) for slot in newest]
+
+
+@pytest.mark.parametrize("damage", ["flip-body", "flip-header", "truncate", "empty"])
+def test_invalid_newest_snapshot_falls_back_to_the_previous(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_snapshot(tmp_path, make_snapshot(10))
+    write_snapshot(tmp_path, make_snapshot(20))
+    newest = tmp_path / snapshot_file_name(20)
+    size = newest.stat().st_size
+    if damage == "flip-body":
+        flip_byte(newest, size - 5)
+    elif damage == "flip-header":
+        flip_byte(newest, 9)
+    elif damage == "truncate":
+        truncate(newest, size - 1)
+    else:
+        truncate(newest, 0)
+    with caplog.at_level(logging.WARNING, logger="ledgerpaxos.storage"):
+        assert load_newest_snapshot(tmp_path) == make_snapshot(10)
+    assert any(str(newest) in r.getMessage() for r in caplog.records)
+
+
+def test_no_valid_snapshot_at_all_is_corruption(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, make_snapshot(10))
+    flip_byte(tmp_path / snapshot_file_name(10), 50)
+    with pytest.raises(StorageCorruption, match="no snapshot verifies"):
+        load_newest_snapshot(tmp_path)
+
+
+def test_leftover_snapshot_temp_files_are_removed(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, make_snapshot(4))
+    leftover = tmp_path / (snapshot_file_name(6) + ".tmp")
+    leftover.write_bytes(b"interrupted")
+    assert load_newest_snapshot(tmp_path) == make_snapshot(4)
+    assert not leftover.exists()
+
+
+# ---------------------------------------------------------------- the store
+
+
+def test_lock_refuses_a_second_opener(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path)
+    with pytest.raises(StorageError, match="in use"):
+        ReplicaStore.open(tmp_path)
+    store.close()
+    again, _ = ReplicaStore.open(tmp_path)
+    again.close()
+
+
+def test_wipe_leaves_an_empty_usable_store(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path)
+    store.append(sample_records(10))
+    store.sync()
+    store.write_snapshot(make_snapshot(3))
+    (tmp_path / "stray-dir").mkdir()
+    store.wipe()
+    assert sorted(os.listdir(tmp_path)) == sorted([FIRST_SEGMENT, "replica.lock"])
+    store.append([CommitRecord(commit_slot=1)])
+    store.sync()
+    with pytest.raises(StorageError, match="in use"):
+        ReplicaStore.open(tmp_path)  # still locked after the wipe
+    store.close()
+    store, recovered = ReplicaStore.open(tmp_path)
+    store.close()
+    assert recovered.snapshot is None
+    assert recovered.commit_slot == 1
+    assert recovered.entries == {}
+
+
+def test_one_fsync_per_sync_however_many_records(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path)
+    before = store.fsync_count
+    store.append(sample_records(100))
+    store.append(sample_records(50))
+    store.sync()
+    assert store.fsync_count == before + 1
+    store.sync()  # nothing appended since: nothing to make durable
+    assert store.fsync_count == before + 1
+    store.append([CommitRecord(commit_slot=1)])
+    store.sync()
+    assert store.fsync_count == before + 2
+    store.close()
+
+
+def test_without_fsync_nothing_is_fsynced(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path, fsync=False)
+    store.append(sample_records(10))
+    store.sync()
+    store.compact(sample_records(2))
+    assert store.fsync_count == 0
+    store.close()
+
+
+def test_fsync_failure_stops_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, _ = ReplicaStore.open(tmp_path)
+    store.append(sample_records(3))
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(StorageError, match="fsync"):
+        store.sync()
+    monkeypatch.undo()
+    with pytest.raises(StorageError):
+        store.sync()  # never retried: the page cache may have dropped the data
+    with pytest.raises(StorageError):
+        store.append([CommitRecord(commit_slot=1)])
+    store.close()

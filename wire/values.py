@@ -1,0 +1,74 @@
+"""Construct fields for the composite values that messages and records carry."""
+
+from __future__ import annotations
+
+from construct import Struct
+
+from ledgerpaxos import constants
+from ledgerpaxos.core.messages import ClientEntry, LogEntry, Outcome, Snapshot, TransferResult
+
+from .batch import Batch_
+from .fields import (
+    AttrsAdapter,
+    Balances,
+    BallotField,
+    BoundedArray,
+    ClientId,
+    Digest,
+    Flag,
+    Maybe,
+    Reason,
+    RequestNo,
+    Slot,
+)
+
+LogEntryField = AttrsAdapter(
+    LogEntry,
+    Struct(
+        "slot" / Slot,
+        "ballot" / BallotField,
+        "batch" / Batch_,
+    ),
+)
+
+TransferResultField = AttrsAdapter(
+    TransferResult,
+    Struct(
+        "ok" / Flag,
+        "reason" / Maybe(Reason),
+    ),
+)
+
+OutcomeField = AttrsAdapter(
+    Outcome,
+    Struct(
+        "results" / BoundedArray(TransferResultField, constants.transfers_per_request_max),
+        "balances" / Maybe(Balances),
+    ),
+)
+
+ClientEntryField = AttrsAdapter(
+    ClientEntry,
+    Struct(
+        "client_id" / ClientId,
+        "request_no" / RequestNo,
+        "outcome" / OutcomeField,
+    ),
+)
+
+SnapshotField = AttrsAdapter(
+    Snapshot,
+    Struct(
+        "slot" / Slot,
+        "balances" / Balances,
+        "clients" / BoundedArray(ClientEntryField),
+        "digest" / Digest,
+    ),
+)
+
+
+def LogEntries(count_max: int | None = None) -> BoundedArray:
+    """A tuple of log entries, at most `count_max` (default: as many as fit in a body)."""
+    if count_max is None:
+        return BoundedArray(LogEntryField)
+    return BoundedArray(LogEntryField, count_max)
