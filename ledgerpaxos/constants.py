@@ -14,7 +14,7 @@ election_timeout_ms_max_default = 800
 client_timeout_ms_default = 1000
 
 # Wire.
-message_size_max = 16 * 1024 * 1024  # bytes of one frame body
+message_size_max = 64 * 1024 * 1024  # bytes of one frame body
 wire_magic = 0x4C504158  # "LPAX"
 wire_version = 1
 account_name_length_max = 32  # bytes (UTF-8)
@@ -26,6 +26,11 @@ replicas_max = 15
 # Consensus.
 batch_commands_max = 1024  # client commands in one slot
 transfers_per_request_max = 8190  # transfers carried by one client request
+# Transfers in one slot (a lone bigger request still gets its own slot). With
+# ~30 bytes a transfer a slot stays near 256 KiB, so a Promise holding
+# checkpoint_interval + pipeline_slots_max slots, or a catch-up reply of
+# slots totalling about this many transfers, stays far below message_size_max.
+batch_transfers_max = 8192
 pipeline_slots_max = 64  # slots proposed but not yet committed
 pending_commands_max = 65536  # client commands queued at the leader
 catchup_slots_max = 256  # committed slots sent in one catch-up reply
@@ -49,5 +54,10 @@ assert heartbeat_ms_default * 2 < election_timeout_ms_min_default
 assert election_timeout_ms_min_default < election_timeout_ms_max_default
 assert batch_commands_max >= 1 and pipeline_slots_max >= 1
 assert catchup_slots_max >= 1
+assert batch_transfers_max >= transfers_per_request_max
+# A Promise carries the slots above a checkpoint: with the default interval of 10,
+# at most 10 + pipeline_slots_max full slots of worst-case transfers must fit a frame.
+transfer_wire_bytes_max = 2 * (1 + account_name_length_max) + 8
+assert batch_transfers_max * transfer_wire_bytes_max * (10 + pipeline_slots_max) < message_size_max
 assert peer_reconnect_backoff_ms_min < peer_reconnect_backoff_ms_max
 assert replicas_max < 256  # node index travels as one byte

@@ -133,6 +133,7 @@ class Core:
         self.pending: OrderedDict[CommandKey, Command] = OrderedDict()
         self.in_flight: set[CommandKey] = set()
         self.heartbeat_elapsed = 0
+        self._commit_announced = 0
         self.led_since = 0
         self.peer_heard_at: dict[str, int] = {}
         self.peer_checkpoint: dict[str, int] = {}
@@ -159,6 +160,7 @@ class Core:
         if self.role == Role.leader:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.s.heartbeat_ticks:
+                self._resend_undecided()
                 self._broadcast_heartbeat()
             self._step_down_if_isolated()
         else:
@@ -181,6 +183,8 @@ class Core:
         """Everything to persist, send and reply since the last call."""
         if self.role == Role.leader:
             self._propose_pending()
+            if self.commit_slot > self._commit_announced:
+                self._broadcast_heartbeat()  # followers execute now, not a heartbeat later
         if self.commit_slot > self._commit_persisted:
             self._ready.persist.append(CommitRecord(commit_slot=self.commit_slot))
             self._commit_persisted = self.commit_slot
@@ -413,12 +417,19 @@ class Core:
     # ================================================================ leader: phase 2
 
     def _propose_pending(self) -> None:
+        """Cut the queue into slots: at most batch_commands_max commands and
+        batch_transfers_max transfers each (one command may exceed the latter alone)."""
         while self.pending and len(self.votes) < self.s.pipeline_slots_max:
             batch: list[Command] = []
+            transfers = 0
             while self.pending and len(batch) < self.s.batch_commands_max:
-                key, command = self.pending.popitem(last=False)
+                key, command = next(iter(self.pending.items()))
+                if batch and transfers + len(command.transfers) > constants.batch_transfers_max:
+                    break
+                del self.pending[key]
                 self.in_flight.add(key)
                 batch.append(command)
+                transfers += len(command.transfers)
             self._propose(tuple(batch))
 
     def _propose(self, batch: Batch) -> None:
@@ -438,6 +449,7 @@ class Core:
                     purge_slot=self.purge_slot,
                 ),
             )
+        self._commit_announced = self.commit_slot
         self._check_decided(slot)
 
     def _resend_undecided(self) -> None:
@@ -485,7 +497,7 @@ class Core:
 
     def _broadcast_heartbeat(self) -> None:
         self.heartbeat_elapsed = 0
-        self._resend_undecided()
+        self._commit_announced = self.commit_slot
         for peer in self.peers:
             self._send(
                 peer,
@@ -629,11 +641,13 @@ class Core:
             self._send(sender, InstallCheckpoint(snapshot=self.last_snapshot))
             return
         entries = []
+        transfers = 0
         for slot in range(after + 1, last + 1):
             entry = self.log.get(slot)
-            if entry is None:
+            if entry is None or (entries and transfers > constants.batch_transfers_max):
                 break
             entries.append(entry)
+            transfers += sum(len(c.transfers) for c in entry.batch)
         if entries:
             self._send(sender, CatchupReply(entries=tuple(entries), commit_slot=self.commit_slot))
 

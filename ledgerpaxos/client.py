@@ -1,0 +1,318 @@
+"""The ledgerpaxos client library (trio).
+
+    config = ledgerpaxos.load_config("configs/cluster.toml")
+    async with ledgerpaxos.open_client(config, client_id="A") as client:
+        reply = await client.transfer("A", "B", 3)   # reply.ok, reply.reason
+        balances = await client.balances()           # {"A": 7, ...}
+
+Exactly once: every request carries (client id, request number); numbers
+strictly increase per client id, also across client restarts (they start from
+the wall clock in microseconds), and a re-sent request keeps its number, so the
+ledger applies it at most once and answers a repeat with the stored reply.
+
+Retries: a request goes to the believed leader first (initially the first node
+of the config); after `timers.client_timeout_ms` without a reply it goes to
+every replica, again every `client_timeout_ms`, until a reply comes (or the
+optional `timeout` runs out: ClientTimeout). The leader named by a reply is
+believed from then on. One request is in flight per Client at a time.
+
+A balance read goes through the log like a transfer, so it is linearizable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+import wire
+from ledgerpaxos import constants
+from ledgerpaxos.config import Config
+from ledgerpaxos.core.messages import (
+    ClientReply,
+    ClientRequest,
+    Command,
+    CommandKind,
+    ControlOp,
+    ControlReply,
+    ControlRequest,
+    Transfer,
+    TransferResult,
+)
+from ledgerpaxos.runtime.network import Network, TcpNetwork
+
+__all__ = ["Client", "ClientTimeout", "TransferReply", "control", "open_client"]
+
+log = logging.getLogger("ledgerpaxos.client")
+
+receive_size_max = 64 * 1024  # bytes asked of one receive_some
+
+
+class ClientTimeout(Exception):
+    """No reply came within the `timeout` the caller gave.
+
+    The request may still be applied later; the next request gets a higher
+    number, so it is never applied twice.
+    """
+
+
+@attrs.frozen(kw_only=True)
+class TransferReply:
+    """The outcome of one transfer request (possibly carrying many transfers)."""
+
+    ok: bool  # every transfer succeeded
+    reason: str | None  # the first failure's reason, None when ok
+    results: tuple[TransferResult, ...]  # one per transfer, in order
+    request_no: int
+    leader: str | None  # the leader as the replying replica believed it
+
+
+@attrs.define(eq=False)
+class _Pending:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    reply: ClientReply | None = None
+
+
+@attrs.define(eq=False)
+class _Connection:
+    """A kept connection to one replica; cancelling `scope` closes it."""
+
+    stream: trio.abc.Stream
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+class Client:
+    """Use `open_client`; this class holds the connections and the request state."""
+
+    def __init__(
+        self, config: Config, client_id: str, network: Network, nursery: trio.Nursery
+    ) -> None:
+        if not client_id or len(client_id.encode()) > constants.client_id_length_max:
+            raise ValueError(
+                f"client id must be 1-{constants.client_id_length_max} bytes, got {client_id!r}"
+            )
+        self.config = config
+        self.client_id = client_id
+        self.leader: str = config.node_ids[0]  # believed leader
+        self._network = network
+        self._nursery = nursery
+        self._lock = trio.Lock()
+        self._last_request_no = 0
+        self._pending: dict[int, _Pending] = {}
+        self._connections: dict[str, _Connection] = {}
+
+    # ------------------------------------------------------------ requests
+
+    async def transfer(
+        self, sender: str, receiver: str, amount: int, *, timeout: float | None = None
+    ) -> TransferReply:
+        """Move `amount` from `sender` to `receiver`; a refusal is a reply with ok False."""
+        return await self.transfers([(sender, receiver, amount)], timeout=timeout)
+
+    async def transfers(
+        self, transfers: Iterable[tuple[str, str, int]], *, timeout: float | None = None
+    ) -> TransferReply:
+        """Many transfers in one request, applied in order; `results` has one per transfer."""
+        items = tuple(Transfer(sender=s, receiver=r, amount=a) for s, r, a in transfers)
+        if not 1 <= len(items) <= constants.transfers_per_request_max:
+            most = constants.transfers_per_request_max
+            raise ValueError(f"a request carries 1-{most} transfers, got {len(items)}")
+        reply = await self.request(CommandKind.transfer, items, timeout=timeout)
+        outcome = reply.outcome
+        return TransferReply(
+            ok=outcome.ok,
+            reason=outcome.reason,
+            results=outcome.results,
+            request_no=reply.request_no,
+            leader=reply.leader,
+        )
+
+    async def balances(self, *, timeout: float | None = None) -> dict[str, int]:
+        """Every account's balance, read through the log (linearizable)."""
+        reply = await self.request(CommandKind.read, (), timeout=timeout)
+        assert reply.outcome.balances is not None, "a read always returns balances"
+        return dict(reply.outcome.balances)
+
+    async def request(
+        self,
+        kind: CommandKind,
+        transfers: tuple[Transfer, ...] = (),
+        *,
+        timeout: float | None = None,
+    ) -> ClientReply:
+        """Send one command with a fresh request number and wait for its reply."""
+        async with self._lock:
+            command = Command(
+                client_id=self.client_id,
+                request_no=self._next_request_no(),
+                kind=kind,
+                transfers=transfers,
+            )
+            frame = self._encode(ClientRequest(command=command))
+            pending = _Pending()
+            self._pending[command.request_no] = pending
+            try:
+                with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+                    reply = await self._send_until_answered(frame, pending)
+            except trio.TooSlowError:
+                raise ClientTimeout(
+                    f"no reply to request {command.request_no} of client {self.client_id} "
+                    f"within {timeout} s"
+                ) from None
+            finally:
+                del self._pending[command.request_no]
+            if reply.leader in self.config.node_ids:
+                self.leader = reply.leader
+            return reply
+
+    def _next_request_no(self) -> int:
+        now_us = time.time_ns() // 1000
+        self._last_request_no = max(self._last_request_no + 1, now_us)
+        return self._last_request_no
+
+    async def _send_until_answered(self, frame: bytes, pending: _Pending) -> ClientReply:
+        retry_s = self.config.timers.client_timeout_ms / 1000
+        if await self._send(self.leader, frame):
+            with trio.move_on_after(retry_s):
+                await pending.event.wait()
+        while pending.reply is None:
+            async with trio.open_nursery() as nursery:
+                for node_id in self.config.node_ids:
+                    nursery.start_soon(self._send, node_id, frame)
+            with trio.move_on_after(retry_s):
+                await pending.event.wait()
+        return pending.reply
+
+    # ------------------------------------------------------------ connections
+
+    def _encode(self, message: ClientRequest | ControlRequest) -> bytes:
+        return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=0)
+
+    async def _send(self, node_id: str, frame: bytes) -> bool:
+        """Send a frame to one replica, (re)connecting as needed; False if it failed."""
+        for _ in range(2):  # a kept connection may have died since: one fresh try
+            connection = self._connections.get(node_id) or await self._connect(node_id)
+            if connection is None:
+                return False
+            try:
+                with trio.move_on_after(self.config.timers.client_timeout_ms / 1000):
+                    await connection.stream.send_all(frame)
+                    return True
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            except BaseException:
+                self._drop(node_id, connection)  # maybe half a frame went out: start afresh
+                raise
+            self._drop(node_id, connection)
+        return False
+
+    async def _connect(self, node_id: str) -> _Connection | None:
+        with trio.move_on_after(self.config.timers.client_timeout_ms / 1000):
+            try:
+                stream = await self._network.connect(node_id)
+            except OSError as error:
+                log.debug("client %s cannot reach %s: %s", self.client_id, node_id, error)
+                return None
+            connection = self._connections[node_id] = _Connection(stream)
+            self._nursery.start_soon(self._receive_replies, node_id, connection)
+            return connection
+        return None
+
+    def _drop(self, node_id: str, connection: _Connection) -> None:
+        """Forget a connection and close it (its receive task closes the stream)."""
+        if self._connections.get(node_id) is connection:
+            del self._connections[node_id]
+        connection.scope.cancel()
+
+    async def _receive_replies(self, node_id: str, connection: _Connection) -> None:
+        decoder = wire.FrameDecoder(cluster_id=self.config.cluster_id)
+        try:
+            with connection.scope:
+                async with connection.stream as stream:
+                    while data := await stream.receive_some(receive_size_max):
+                        for _, message in decoder.feed(data):
+                            if isinstance(message, ClientReply):
+                                self._route(message)
+        except wire.FrameError as error:
+            log.warning("client %s: closing connection to %s: %s", self.client_id, node_id, error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._drop(node_id, connection)
+
+    def _route(self, reply: ClientReply) -> None:
+        if reply.client_id != self.client_id:
+            return
+        pending = self._pending.get(reply.request_no)
+        if pending is not None and pending.reply is None:
+            pending.reply = reply
+            pending.event.set()
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    config: Config, client_id: str, *, network: Network | None = None
+) -> AsyncIterator[Client]:
+    """A client for the cluster of `config`; its connections close on exit."""
+    error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        net = network if network is not None else TcpNetwork(config)
+        client = Client(config, client_id, net, nursery)
+        try:
+            yield client
+        except BaseException as raised:  # re-raised below, outside the nursery (no ExceptionGroup)
+            error = raised
+        finally:
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def control(
+    config: Config,
+    node_id: str,
+    op: ControlOp | str | int,
+    argument: int = 0,
+    *,
+    network: Network | None = None,
+    timeout_s: float = constants.control_timeout_ms / 1000,
+) -> ControlReply:
+    """Ask one replica a control question (ping, print_log, set_alive, ...).
+
+    `op` is a ControlOp or its name. Raises ClientTimeout when no answer comes
+    within `timeout_s`, ConnectionError (an OSError) when the replica cannot be
+    reached or closes the connection.
+    """
+    control_op = ControlOp[op] if isinstance(op, str) else ControlOp(op)
+    frame = wire.encode_frame(
+        ControlRequest(op=control_op, argument=argument), cluster_id=config.cluster_id, sender=0
+    )
+    net = network if network is not None else TcpNetwork(config)
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await net.connect(node_id)
+            async with stream:
+                await stream.send_all(frame)
+                decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
+                while data := await stream.receive_some(receive_size_max):
+                    for _, message in decoder.feed(data):
+                        if isinstance(message, ControlReply) and message.op == control_op:
+                            return message
+    except trio.TooSlowError:
+        raise ClientTimeout(
+            f"{node_id} did not answer {control_op.name} within {timeout_s} s"
+        ) from None
+    except trio.BrokenResourceError as error:
+        raise ConnectionError(f"connection to {node_id} broke: {error}") from None
+    raise ConnectionError(f"{node_id} closed the connection without answering {control_op.name}")
+
+
+def control_body(reply: ControlReply) -> Any:
+    """The decoded JSON body of a control reply."""
+    return json.loads(reply.body)

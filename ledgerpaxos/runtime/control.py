@@ -1,0 +1,124 @@
+"""The control endpoint: answers ControlRequest straight from the runtime.
+
+Control never goes through consensus. Every answer is a ControlReply whose body
+is a JSON object; the keys per operation:
+
+    ping          {"node", "alive", "role", "leader"}
+    print_log     {"node", "entries": [{"slot", "ballot", "status", "batch": [str, ...]}]}
+    print_db      {"node", "alive", "balances": {account: balance}}
+    print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
+    print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
+                   "commit_slot", "executed_slot", "checkpoint_slot"}
+    set_alive     {"node", "alive"}                              argument: 1 alive, 0 dead
+    kill_leader   {"node", "alive"}, or ok=false and {"node", "reason"} when not the leader
+    reset         {"node", "alive"}
+
+A ballot is written "round.node" ("3.2"); `ballot` in print_view is the ballot
+of the view the replica is in (its own ballot when it leads). A command in a
+batch reads "<client>#<request no> (A, B, 3) (B, C, 1)" or "<client>#<request no> read".
+Status letters: E executed, C committed, A accepted, X purged (folded into a
+checkpoint), - nothing known.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from ledgerpaxos.core import Core, Role
+from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, ControlReply, ControlRequest
+
+# print_status with argument 0 lists at most this many slots (the newest).
+status_slots_max = 100_000
+
+
+class Controllable(Protocol):
+    """What control needs of a running replica (runtime.replica.Replica)."""
+
+    node_id: str
+    alive: bool
+
+    @property
+    def core(self) -> Core: ...
+
+    def reset(self) -> None: ...
+
+
+def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
+    """Carry out one control request and describe the result."""
+    core = replica.core
+    node = replica.node_id
+    op = request.op
+    ok = True
+    body: dict[str, Any]
+    if op == ControlOp.ping:
+        body = {
+            "node": node,
+            "alive": replica.alive,
+            "role": core.role.value,
+            "leader": core.leader,
+        }
+    elif op == ControlOp.print_log:
+        body = {"node": node, "entries": [describe_entry(core, slot) for slot in sorted(core.log)]}
+    elif op == ControlOp.print_db:
+        body = {"node": node, "alive": replica.alive, "balances": core.balances()}
+    elif op == ControlOp.print_status:
+        body = {"node": node, "status": slot_statuses(core, request.argument)}
+    elif op == ControlOp.print_view:
+        body = {**describe_view(core, node), "alive": replica.alive}
+    elif op == ControlOp.set_alive:
+        replica.alive = request.argument != 0
+        body = {"node": node, "alive": replica.alive}
+    elif op == ControlOp.kill_leader:
+        if core.role == Role.leader:
+            replica.alive = False
+            body = {"node": node, "alive": replica.alive}
+        else:
+            ok = False
+            reason = f"{node} is not the leader (it believes {core.leader} is)"
+            body = {"node": node, "reason": reason}
+    elif op == ControlOp.reset:
+        replica.reset()
+        body = {"node": node, "alive": replica.alive}
+    else:  # pragma: no cover - the wire decoder only lets known ops through
+        raise AssertionError(f"unknown control op {op!r}")
+    return ControlReply(op=op, ok=ok, body=json.dumps(body))
+
+
+def describe_command(command: Command) -> str:
+    head = f"{command.client_id}#{command.request_no}"
+    if command.kind == CommandKind.read:
+        return f"{head} read"
+    return " ".join([head, *(f"({t.sender}, {t.receiver}, {t.amount})" for t in command.transfers)])
+
+
+def describe_entry(core: Core, slot: int) -> dict[str, Any]:
+    entry = core.log[slot]
+    return {
+        "slot": slot,
+        "ballot": str(entry.ballot),
+        "status": core.slot_status(slot),
+        "batch": [describe_command(c) for c in entry.batch],
+    }
+
+
+def slot_statuses(core: Core, slot: int) -> dict[str, str]:
+    if slot > 0:
+        return {str(slot): core.slot_status(slot)}
+    top = max([core.commit_slot, core.executed_slot, *core.log])
+    first = max(1, top - status_slots_max + 1)
+    return {str(s): core.slot_status(s) for s in range(first, top + 1)}
+
+
+def describe_view(core: Core, node: str) -> dict[str, Any]:
+    return {
+        "node": node,
+        "role": core.role.value,
+        "leader": core.leader,
+        "ballot": str(core.leader_ballot),
+        "promised": str(core.promised),
+        "views": [{"ballot": str(b), "leader": leader} for b, leader in core.views],
+        "commit_slot": core.commit_slot,
+        "executed_slot": core.executed_slot,
+        "checkpoint_slot": core.checkpoint_slot,
+    }

@@ -1,0 +1,108 @@
+"""ledgerpaxos-replica: run one replica of a cluster until SIGTERM or SIGINT.
+
+    ledgerpaxos-replica --id n1 --config configs/cluster.toml [--log-level INFO]
+
+Exit status: 0 after a signal, 2 for a mistake of the user (config file,
+unknown node id, address in use), 1 for a fatal error (storage corruption or
+an I/O failure). Errors are one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+
+import trio
+
+from ledgerpaxos.config import Config, ConfigError, load_config
+from ledgerpaxos.runtime.network import ListenError
+from ledgerpaxos.runtime.replica import serve_replica
+from ledgerpaxos.storage import StorageCorruption, StorageError
+
+prog = "ledgerpaxos-replica"
+exit_user_error = 2
+exit_fatal = 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description="Run one ledgerpaxos replica.")
+    parser.add_argument("--id", required=True, help="node id of this replica, e.g. n1")
+    parser.add_argument(
+        "--config", default="configs/cluster.toml", help="cluster config file (TOML)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level logged to stderr (default INFO)",
+    )
+    return parser.parse_args(argv)
+
+
+def setup_logging(node_id: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s.%(msecs)03d {node_id} %(levelname)s %(message)s",
+            datefmt="%Y-%m-%d %H:%M:%S",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def run(config: Config, node_id: str) -> None:
+    """The replica, until a signal cancels it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(serve_replica, config, node_id)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logging.getLogger("ledgerpaxos.runtime").info(
+                "%s: stopping", signal.Signals(signum).name
+            )
+            scope.cancel()
+            return
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+        config.node(args.id)
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return exit_user_error
+    setup_logging(args.id, args.log_level)
+    try:
+        trio.run(run, config, args.id)
+    except BaseException as error:  # noqa: BLE001 - sorted below, re-raised if unknown
+        for leaf in _leaves(error):
+            if isinstance(leaf, ListenError):
+                print(f"{prog}: {leaf}", file=sys.stderr)
+                return exit_user_error
+            if isinstance(leaf, (StorageCorruption, StorageError)):
+                print(f"{prog}: {args.id}: {leaf}", file=sys.stderr)
+                return exit_fatal
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

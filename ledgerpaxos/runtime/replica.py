@@ -1,0 +1,478 @@
+"""The trio runtime of one replica: carries out what the pure core asks.
+
+One nursery holds, started in this order:
+
+- the listener: one port for peers, clients and control. The first frame of
+  an accepted connection tells its kind: header sender > 0 is a peer (its
+  frames go to the core), 0 a client or control tool (requests in, replies out);
+- one link task per peer: dials the peer and sends the frames of a bounded
+  outbox, reconnecting with exponential backoff (peers receive on the
+  connections they accept; two TCP connections per pair);
+- the tick driver: a tick into the inbox every `constants.tick_ms`;
+- the core loop: takes up to `inbox_drain_max` items from the bounded inbox,
+  steps them all, then carries out one Ready in the order of core/ready.py:
+  WAL append and one fsync (group commit), snapshots, compaction, and only
+  then frames to peers and replies to clients.
+
+Storage failures end the replica with the error (nothing unpersisted is ever
+acknowledged). A peer that sends garbage loses its connection, not the replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+
+import attrs
+import trio
+
+import wire
+from ledgerpaxos import constants
+from ledgerpaxos.config import Config
+from ledgerpaxos.core import Core, CoreSettings, Ready
+from ledgerpaxos.core.messages import (
+    Accept,
+    ClientRequest,
+    ControlReply,
+    ControlRequest,
+    Heartbeat,
+    Message,
+    NewView,
+    PeerMessage,
+)
+from ledgerpaxos.runtime import control
+from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
+from ledgerpaxos.storage import Recovered, ReplicaStore
+
+CommandKey = tuple[str, int]  # (client id, request number)
+
+receive_size_max = 64 * 1024  # bytes asked of one receive_some
+client_replies_queued_max = 256  # replies waiting to be written to one client connection
+client_waits_per_connection_max = 64  # requests one client connection may wait on at once
+
+
+@attrs.frozen
+class _Tick:
+    pass
+
+
+_TICK = _Tick()
+
+
+@attrs.frozen
+class _FromPeer:
+    message: PeerMessage | ClientRequest
+    sender: str
+
+
+@attrs.frozen(eq=False)
+class _FromClient:
+    request: ClientRequest
+    connection: _ClientConnection
+
+
+@attrs.frozen(eq=False)
+class _Control:
+    request: ControlRequest
+    connection: _ClientConnection
+
+
+_InboxItem = _Tick | _FromPeer | _FromClient | _Control
+
+
+class _ProtocolViolation(Exception):
+    """A well-formed frame that has no business on this connection."""
+
+
+class _ClientConnection:
+    """An accepted connection of a client or control tool, and what it waits for."""
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
+            client_replies_queued_max
+        )
+        self.waiting: OrderedDict[CommandKey, None] = OrderedDict()
+        self.closed = False
+
+    def deliver(self, frame: bytes) -> None:
+        """Queue a frame for the connection's writer; dropped if the client does not read."""
+        if self.closed:
+            return
+        try:
+            self.replies_in.send_nowait(frame)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client retries; a reply is never needed twice
+
+    async def write_replies(self, stream: trio.abc.Stream, done: trio.CancelScope) -> None:
+        try:
+            async for frame in self.replies_out:
+                await stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        done.cancel()
+
+
+class Replica:
+    """One replica: its store, its core and the tasks around them."""
+
+    def __init__(
+        self,
+        config: Config,
+        node_id: str,
+        *,
+        network: Network | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.index = config.index_of(node_id)
+        self.settings = CoreSettings.from_config(config, node_id)
+        self.network: Network = network if network is not None else TcpNetwork(config)
+        self.rng = rng if rng is not None else random.Random()
+        self.log = logging.getLogger(f"ledgerpaxos.runtime.{node_id}")
+        self.peers = tuple(n for n in config.node_ids if n != node_id)
+        self.alive = True  # False: "dead", drops all peer and client traffic
+        self.port: int | None = None
+        self._store: ReplicaStore | None = None
+        self._core: Core | None = None
+        self._waiters: dict[CommandKey, set[_ClientConnection]] = {}
+        self._inbox_in, self._inbox_out = trio.open_memory_channel[_InboxItem](
+            constants.inbox_messages_max
+        )
+        self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._outbox_full_reported: set[str] = set()
+
+    @property
+    def core(self) -> Core:
+        assert self._core is not None, "the replica is not running"
+        return self._core
+
+    @property
+    def store(self) -> ReplicaStore:
+        assert self._store is not None, "the replica is not running"
+        return self._store
+
+    # ================================================================ lifetime
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        directory = self.config.data_dir_for(self.node_id)
+        self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync)
+        try:
+            self._core = self._restore_core(recovered)
+            async with trio.open_nursery() as nursery:
+                self.port = await nursery.start(
+                    self.network.serve, self.node_id, self._serve_connection
+                )
+                for peer in self.peers:
+                    outbox_in, outbox_out = trio.open_memory_channel[bytes](
+                        constants.peer_outbox_frames_max
+                    )
+                    self._outboxes[peer] = outbox_in
+                    nursery.start_soon(self._link_to_peer, peer, outbox_out)
+                nursery.start_soon(self._drive_ticks)
+                nursery.start_soon(self._run_core)
+                self.log.info("listening on port %s", self.port)
+                task_status.started(self.port)
+        finally:
+            self._store.close()
+            self.log.info("stopped")
+
+    def _restore_core(self, recovered: Recovered) -> Core:
+        core = Core(
+            self.settings,
+            self.rng,
+            snapshot=recovered.snapshot,
+            promised=recovered.promised,
+            entries=recovered.entries,
+            commit_slot=recovered.commit_slot,
+        )
+        if recovered.torn_tail_cut:
+            self.log.warning("the WAL ended in a torn record; it was cut off")
+        self.log.info(
+            "recovered: checkpoint %d, commit %d, executed %d, promised %s, %d log entries",
+            core.checkpoint_slot,
+            core.commit_slot,
+            core.executed_slot,
+            core.promised,
+            len(core.log),
+        )
+        return core
+
+    def reset(self) -> None:
+        """Control `reset`: wipe the data directory, start over with a fresh core."""
+        self.core.take_ready()  # whatever the old core wanted done no longer matters
+        self.store.wipe()
+        self._core = Core(self.settings, self.rng)
+        self.alive = True
+        for connections in self._waiters.values():
+            for connection in connections:
+                connection.waiting.clear()
+        self._waiters.clear()
+        self.log.warning("reset: data directory wiped, starting empty")
+
+    # ================================================================ core loop
+
+    async def _drive_ticks(self) -> None:
+        while True:
+            await trio.sleep(constants.tick_ms / 1000)
+            await self._inbox_in.send(_TICK)
+
+    async def _run_core(self) -> None:
+        await self._carry_out(self.core.take_ready())  # what recovery executed
+        while True:
+            items = [await self._inbox_out.receive()]
+            while len(items) < constants.inbox_drain_max:
+                try:
+                    items.append(self._inbox_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            control_replies: list[tuple[_ClientConnection, ControlReply]] = []
+            for item in items:
+                if isinstance(item, _Control):
+                    control_replies.append((item.connection, control.answer(self, item.request)))
+                else:
+                    self._step(item)
+            await self._carry_out(self.core.take_ready())
+            for connection, reply in control_replies:
+                connection.deliver(self._encode(reply))
+
+    def _step(self, item: _Tick | _FromPeer | _FromClient) -> None:
+        if isinstance(item, _Tick):
+            self.core.tick()
+        elif not self.alive:
+            return  # dead: peer and client traffic is dropped
+        elif isinstance(item, _FromPeer):
+            self.core.step(item.message, item.sender)
+        else:
+            self._wait_for_reply(item.connection, item.request)
+            self.core.step(item.request, None)
+
+    async def _carry_out(self, ready: Ready) -> None:
+        """Persist, then speak: the order of core/ready.py."""
+        for event in ready.events:
+            self.log.info("%s", event)
+        for alarm in ready.alarms:
+            self.log.error("%s", alarm)
+        if ready.needs_sync():
+            await self._write(ready)
+        if not self.alive:
+            return
+        self._send_to_peers(ready)
+        self._reply_to_clients(ready)
+
+    async def _write(self, ready: Ready) -> None:
+        store = self.store
+
+        def write() -> None:
+            if ready.persist:
+                store.append(ready.persist)
+                store.sync()
+            for snapshot in ready.snapshots:
+                store.write_snapshot(snapshot)
+            if ready.compact is not None:
+                store.compact(ready.compact)
+
+        if self.config.fsync:
+            await trio.to_thread.run_sync(write)  # keep the network going during fsync
+        else:
+            write()
+
+    def _encode(self, message: Message) -> bytes:
+        return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=self.index)
+
+    def _send_to_peers(self, ready: Ready) -> None:
+        frames: dict[str, list[bytes]] = {}
+        for to, message in ready.send:
+            try:
+                frames.setdefault(to, []).append(self._encode(message))
+            except ValueError as error:
+                self.log.error("cannot send %s to %s: %s", type(message).__name__, to, error)
+        for to, chunks in frames.items():
+            try:
+                self._outboxes[to].send_nowait(b"".join(chunks))
+                self._outbox_full_reported.discard(to)
+            except trio.WouldBlock:
+                if to not in self._outbox_full_reported:
+                    self._outbox_full_reported.add(to)
+                    self.log.warning("outbox to %s is full; dropping frames until it drains", to)
+
+    def _reply_to_clients(self, ready: Ready) -> None:
+        for reply in ready.replies:
+            key = (reply.client_id, reply.request_no)
+            connections = self._waiters.pop(key, None)
+            if not connections:
+                continue
+            frame = self._encode(reply)
+            for connection in connections:
+                connection.waiting.pop(key, None)
+                connection.deliver(frame)
+
+    def _wait_for_reply(self, connection: _ClientConnection, request: ClientRequest) -> None:
+        if connection.closed:
+            return
+        key = (request.command.client_id, request.command.request_no)
+        self._waiters.setdefault(key, set()).add(connection)
+        connection.waiting[key] = None
+        connection.waiting.move_to_end(key)
+        while len(connection.waiting) > client_waits_per_connection_max:
+            oldest, _ = connection.waiting.popitem(last=False)
+            self._forget_waiter(oldest, connection)
+
+    def _forget_waiter(self, key: CommandKey, connection: _ClientConnection) -> None:
+        connections = self._waiters.get(key)
+        if connections is not None:
+            connections.discard(connection)
+            if not connections:
+                del self._waiters[key]
+
+    # ================================================================ peer links
+
+    async def _link_to_peer(self, peer: str, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+        """Dial `peer` and send it the outbox; reconnect with exponential backoff."""
+        backoff_ms = constants.peer_reconnect_backoff_ms_min
+        down_reported = False
+        while True:
+            try:
+                stream = await self.network.connect(peer, source=self.node_id)
+            except OSError as error:
+                if not down_reported:
+                    self.log.info("cannot reach peer %s (%s); retrying", peer, error)
+                    down_reported = True
+            else:
+                self.log.info("connected to peer %s", peer)
+                connected_at = trio.current_time()
+                reason = await self._send_outbox(stream, outbox)
+                self.log.info("lost connection to peer %s: %s", peer, reason)
+                down_reported = True
+                up_s = trio.current_time() - connected_at
+                if up_s > constants.peer_reconnect_backoff_ms_max / 1000:
+                    backoff_ms = constants.peer_reconnect_backoff_ms_min  # it was up a while
+            await trio.sleep(backoff_ms / 1000)
+            backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
+
+    async def _send_outbox(
+        self, stream: trio.abc.Stream, outbox: trio.MemoryReceiveChannel[bytes]
+    ) -> str:
+        """Send until the connection fails; returns why it ended."""
+        reason = "closed by the peer"
+
+        async def watch_for_close(done: trio.CancelScope) -> None:
+            # Peers never send on a connection we dialed: reading only notices its end.
+            nonlocal reason
+            try:
+                while await stream.receive_some(receive_size_max):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                reason = str(error) or type(error).__name__
+            done.cancel()
+
+        async with stream:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_for_close, nursery.cancel_scope)
+                try:
+                    async for data in outbox:
+                        await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                    reason = str(error) or type(error).__name__
+                nursery.cancel_scope.cancel()
+        return reason
+
+    # ================================================================ accepted connections
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        remote = describe_remote(stream)
+        connection = _ClientConnection(remote)
+        try:
+            async with stream:
+                async with trio.open_nursery() as nursery:
+                    await self._read_connection(stream, remote, connection, nursery)
+                    nursery.cancel_scope.cancel()
+        finally:
+            connection.closed = True
+            connection.replies_in.close()
+            for key in connection.waiting:
+                self._forget_waiter(key, connection)
+            connection.waiting.clear()
+
+    async def _read_connection(
+        self,
+        stream: trio.abc.Stream,
+        remote: str,
+        connection: _ClientConnection,
+        nursery: trio.Nursery,
+    ) -> None:
+        """Route frames until the connection ends; garbage ends it with a warning."""
+        decoder = wire.FrameDecoder(cluster_id=self.config.cluster_id)
+        kind: str | None = None  # "peer" or "client", from the first frame
+        peer = ""  # the peer's node id, once known
+        try:
+            while data := await stream.receive_some(receive_size_max):
+                for header, message in decoder.feed(data):
+                    if kind is None:
+                        if header.sender == 0:
+                            kind = "client"
+                            nursery.start_soon(
+                                connection.write_replies, stream, nursery.cancel_scope
+                            )
+                        else:
+                            kind, peer = "peer", self._peer_at(header.sender)
+                            self.log.debug("peer %s connected from %s", peer, remote)
+                    if kind == "peer":
+                        await self._receive_from_peer(peer, header, message)
+                    else:
+                        await self._receive_from_client(connection, header, message)
+        except (wire.FrameError, _ProtocolViolation) as error:
+            who = f"peer {peer} at {remote}" if peer else remote
+            self.log.warning("closing the connection from %s: %s", who, error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self.log.debug("connection from %s ended: %s", peer or remote, error)
+
+    def _peer_at(self, index: int) -> str:
+        if not 1 <= index <= len(self.config.nodes) or index == self.index:
+            raise _ProtocolViolation(f"sender index {index} is not a peer of {self.node_id}")
+        return self.config.node_ids[index - 1]
+
+    async def _receive_from_peer(self, peer: str, header: wire.Header, message: Message) -> None:
+        if header.sender != self.config.index_of(peer):
+            raise _ProtocolViolation(f"sender index {header.sender} on the connection of {peer}")
+        if not isinstance(message, PeerMessage | ClientRequest):
+            raise _ProtocolViolation(f"a peer sent {type(message).__name__}")
+        _check_leader_ballot(message, header.sender)
+        await self._inbox_in.send(_FromPeer(message, peer))
+
+    async def _receive_from_client(
+        self, connection: _ClientConnection, header: wire.Header, message: Message
+    ) -> None:
+        if header.sender != 0:
+            raise _ProtocolViolation(f"sender index {header.sender} on a client connection")
+        if isinstance(message, ClientRequest):
+            await self._inbox_in.send(_FromClient(message, connection))
+        elif isinstance(message, ControlRequest):
+            await self._inbox_in.send(_Control(message, connection))
+        else:
+            raise _ProtocolViolation(f"a client sent {type(message).__name__}")
+
+
+def _check_leader_ballot(message: Message, sender: int) -> None:
+    """What the core asserts of a leader's messages, checked at the trust boundary."""
+    if isinstance(message, Accept | NewView | Heartbeat):
+        name = type(message).__name__
+        if message.ballot.node != sender:
+            raise _ProtocolViolation(f"{name} for ballot {message.ballot} of another node")
+        entries = message.entries if isinstance(message, NewView) else ()
+        if any(e.ballot != message.ballot for e in entries):
+            raise _ProtocolViolation("NewView entries of another ballot")
+
+
+async def serve_replica(
+    config: Config,
+    node_id: str,
+    *,
+    network: Network | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run replica `node_id` until cancelled; reports its port once listening."""
+    await Replica(config, node_id, network=network, rng=rng).run(task_status=task_status)

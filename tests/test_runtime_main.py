@@ -1,0 +1,111 @@
+"""The ledgerpaxos-replica console script: exit statuses and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledgerpaxos.config import make_local_config, write_config
+from ledgerpaxos.core.messages import Ballot, PromiseRecord
+from ledgerpaxos.storage import ReplicaStore
+from tests.conftest import REPO, free_base_port
+
+pytestmark = pytest.mark.processes
+
+
+def replica(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledgerpaxos.runtime.main", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    return process.returncode, stderr
+
+
+def write_local_config(tmp_path: Path) -> tuple[Path, int]:
+    base = free_base_port(3)
+    path = tmp_path / "cluster.toml"
+    write_config(make_local_config(3, base, tmp_path / "data"), path)
+    return path, base
+
+
+def test_an_unknown_node_id_is_a_user_error(tmp_path: Path) -> None:
+    path, _ = write_local_config(tmp_path)
+    status, stderr = finish(replica("--id", "n9", "--config", str(path)))
+    assert status == 2
+    assert stderr.count("\n") == 1 and "no node 'n9'" in stderr
+
+
+def test_a_broken_config_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("cluster_id = [\n")
+    status, stderr = finish(replica("--id", "n1", "--config", str(path)))
+    assert status == 2
+    assert stderr.count("\n") == 1 and "TOML syntax error" in stderr
+
+
+def test_an_address_in_use_is_a_user_error(tmp_path: Path) -> None:
+    path, base = write_local_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))
+        taken.listen()
+        status, stderr = finish(replica("--id", "n1", "--config", str(path)))
+    assert status == 2
+    last = stderr.strip().splitlines()[-1]
+    assert f"n1 cannot listen on 127.0.0.1:{base}" in last and "Traceback" not in stderr
+
+
+def test_corrupt_storage_is_fatal(tmp_path: Path) -> None:
+    path, _ = write_local_config(tmp_path)
+    data = tmp_path / "data" / "n1"
+    store, _ = ReplicaStore.open(data, fsync=False)
+    store.append([PromiseRecord(ballot=Ballot(round, 1)) for round in range(1, 6)])
+    store.sync()
+    store.close()
+    (wal,) = data.glob("wal-*")
+    damaged = bytearray(wal.read_bytes())
+    damaged[len(damaged) // 3] ^= 0xFF  # a broken record with good ones after it
+    wal.write_bytes(bytes(damaged))
+    status, stderr = finish(replica("--id", "n1", "--config", str(path)))
+    assert status == 1
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("ledgerpaxos-replica: n1: storage corruption")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_replica_cleanly(tmp_path: Path, signum: int) -> None:
+    path, base = write_local_config(tmp_path)
+    process = replica("--id", "n2", "--config", str(path))
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", base + 1), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        process.send_signal(signum)
+        status, stderr = finish(process)
+    finally:
+        process.kill()
+    assert status == 0, stderr
+    assert "stopping" in stderr and "Traceback" not in stderr
+    assert " n2 INFO " in stderr  # "2026-11-26 14:09:06.123 n2 INFO ..."

@@ -1,0 +1,148 @@
+"""Real replica processes on 127.0.0.1: kill -9 all of them, restart, nothing lost.
+
+Runs in real time (a few seconds); marked `processes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ledgerpaxos.client import ClientTimeout, control, open_client
+from ledgerpaxos.config import Config, make_local_config, write_config
+from ledgerpaxos.core.messages import ControlOp
+from tests.conftest import REPO, free_base_port
+
+pytestmark = pytest.mark.processes
+
+
+class Processes:
+    def __init__(self, config: Config, config_path: Path, logs: Path) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.logs = logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node_id: str) -> None:
+        path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
+        with open(self.logs / f"{node_id}.log", "ab") as log:
+            self.running[node_id] = subprocess.Popen(
+                [sys.executable, "-m", "ledgerpaxos.runtime.main", "--id", node_id,
+                 "--config", str(self.config_path)],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=REPO,
+            )
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(sig)
+        for process in self.running.values():
+            process.wait(timeout=30)
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.logs.iterdir())
+        )
+
+
+@contextmanager
+def replica_processes(tmp_path: Path) -> Iterator[Processes]:
+    config = make_local_config(5, free_base_port(5), tmp_path / "data", fsync=True)
+    config_path = tmp_path / "cluster.toml"
+    write_config(config, config_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = Processes(config, config_path, logs)
+    try:
+        yield processes
+    finally:
+        processes.kill_all()  # every process we started, also when the test failed
+
+
+async def ask(config: Config, node_id: str, op: ControlOp) -> dict[str, Any]:
+    reply = await control(config, node_id, op, timeout_s=2)
+    body: dict[str, Any] = json.loads(reply.body)
+    return body
+
+
+async def wait_for_leader(config: Config, timeout_s: float = 30) -> str:
+    with trio.fail_after(timeout_s):
+        while True:
+            leaders = set()
+            try:
+                for node_id in config.node_ids:
+                    leaders.add((await ask(config, node_id, ControlOp.ping))["leader"])
+            except (OSError, ClientTimeout):
+                leaders.add(None)
+            if len(leaders) == 1 and None not in leaders:
+                return leaders.pop()
+            await trio.sleep(0.1)
+
+
+def committed(log: dict[str, Any]) -> dict[int, list[str]]:
+    return {e["slot"]: e["batch"] for e in log["entries"] if e["status"] in ("E", "C")}
+
+
+@pytest.mark.trio
+async def test_kill_9_of_every_replica_loses_nothing(tmp_path: Path) -> None:
+    with replica_processes(tmp_path) as processes:
+        config = processes.config
+        for node_id in config.node_ids:
+            processes.start(node_id)
+        try:
+            await wait_for_leader(config)
+            done = [("A", "B", 3), ("B", "C", 2), ("C", "A", 1)] * 4  # across a checkpoint
+            async with open_client(config, "proc") as client:
+                with trio.fail_after(30):
+                    for t in done:
+                        assert (await client.transfer(*t)).ok
+                    balances = await client.balances()
+            assert (balances["A"], balances["B"], balances["C"]) == (2, 14, 14)
+            with trio.fail_after(10):  # followers learn the last commit from a heartbeat
+                while True:
+                    dbs = [
+                        (await ask(config, n, ControlOp.print_db))["balances"]
+                        for n in config.node_ids
+                    ]
+                    if all(db == balances for db in dbs):
+                        break
+                    await trio.sleep(0.05)
+            before = {
+                n: committed(await ask(config, n, ControlOp.print_log)) for n in config.node_ids
+            }
+
+            processes.kill_all(signal.SIGKILL)
+            for node_id in config.node_ids:
+                processes.start(node_id)
+            await wait_for_leader(config)
+
+            for node_id in config.node_ids:
+                db = await ask(config, node_id, ControlOp.print_db)
+                assert db["balances"] == balances, node_id
+                view = await ask(config, node_id, ControlOp.print_view)
+                after = committed(await ask(config, node_id, ControlOp.print_log))
+                # every committed slot above the checkpoint it restarted from is back, unchanged
+                kept = {s: b for s, b in before[node_id].items() if s > view["checkpoint_slot"]}
+                assert kept and {s: after[s] for s in kept if s in after} == kept, node_id
+            async with open_client(config, "proc") as client:
+                with trio.fail_after(30):
+                    assert await client.balances() == balances
+                    assert (await client.transfer("A", "B", 1)).ok
+        except BaseException:
+            print(processes.log_text())
+            raise
