@@ -51,7 +51,6 @@ __all__ = ["Client", "ClientTimeout", "TransferReply", "control", "open_client"]
 
 log = logging.getLogger("ledgerpaxos.client")
 
-receive_size_max = 64 * 1024  # bytes asked of one receive_some
 
 
 class ClientTimeout(Exception):
@@ -235,7 +234,7 @@ class Client:
         try:
             with connection.scope:
                 async with connection.stream as stream:
-                    while data := await stream.receive_some(receive_size_max):
+                    while data := await stream.receive_some(constants.receive_size_max):
                         for _, message in decoder.feed(data):
                             if isinstance(message, ClientReply):
                                 self._route(message)
@@ -300,7 +299,7 @@ async def control(
             async with stream:
                 await stream.send_all(frame)
                 decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
-                while data := await stream.receive_some(receive_size_max):
+                while data := await stream.receive_some(constants.receive_size_max):
                     for _, message in decoder.feed(data):
                         if isinstance(message, ControlReply) and message.op == control_op:
                             return message

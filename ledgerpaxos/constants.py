@@ -45,6 +45,10 @@ peer_outbox_frames_max = 8192  # frames queued for one peer link
 peer_reconnect_backoff_ms_min = 20
 peer_reconnect_backoff_ms_max = 1000
 control_timeout_ms = 5000
+receive_size_max = 64 * 1024  # bytes asked of one receive_some
+client_replies_queued_max = 256  # replies waiting to be written to one client connection
+client_waits_per_connection_max = 64  # requests one client connection may wait on at once
+status_slots_max = 100_000  # slots listed by `print status all` (the newest)
 wal_segment_size_max = 64 * 1024 * 1024  # bytes before the WAL rolls to a new segment
 snapshots_kept = 2
 

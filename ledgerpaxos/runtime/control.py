@@ -25,11 +25,9 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from ledgerpaxos import constants
 from ledgerpaxos.core import Core, Role
 from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, ControlReply, ControlRequest
-
-# print_status with argument 0 lists at most this many slots (the newest).
-status_slots_max = 100_000
 
 
 class Controllable(Protocol):
@@ -106,7 +104,7 @@ def slot_statuses(core: Core, slot: int) -> dict[str, str]:
     if slot > 0:
         return {str(slot): core.slot_status(slot)}
     top = max([core.commit_slot, core.executed_slot, *core.log])
-    first = max(1, top - status_slots_max + 1)
+    first = max(1, top - constants.status_slots_max + 1)
     return {str(s): core.slot_status(s) for s in range(first, top + 1)}
 
 

@@ -47,9 +47,6 @@ from ledgerpaxos.storage import Recovered, ReplicaStore
 
 CommandKey = tuple[str, int]  # (client id, request number)
 
-receive_size_max = 64 * 1024  # bytes asked of one receive_some
-client_replies_queued_max = 256  # replies waiting to be written to one client connection
-client_waits_per_connection_max = 64  # requests one client connection may wait on at once
 
 
 @attrs.frozen
@@ -91,7 +88,7 @@ class _ClientConnection:
     def __init__(self, remote: str) -> None:
         self.remote = remote
         self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
-            client_replies_queued_max
+            constants.client_replies_queued_max
         )
         self.waiting: OrderedDict[CommandKey, None] = OrderedDict()
         self.closed = False
@@ -316,7 +313,7 @@ class Replica:
         self._waiters.setdefault(key, set()).add(connection)
         connection.waiting[key] = None
         connection.waiting.move_to_end(key)
-        while len(connection.waiting) > client_waits_per_connection_max:
+        while len(connection.waiting) > constants.client_waits_per_connection_max:
             oldest, _ = connection.waiting.popitem(last=False)
             self._forget_waiter(oldest, connection)
 
@@ -362,7 +359,7 @@ class Replica:
             # Peers never send on a connection we dialed: reading only notices its end.
             nonlocal reason
             try:
-                while await stream.receive_some(receive_size_max):
+                while await stream.receive_some(constants.receive_size_max):
                     pass
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
                 reason = str(error) or type(error).__name__
@@ -408,7 +405,7 @@ class Replica:
         kind: str | None = None  # "peer" or "client", from the first frame
         peer = ""  # the peer's node id, once known
         try:
-            while data := await stream.receive_some(receive_size_max):
+            while data := await stream.receive_some(constants.receive_size_max):
                 for header, message in decoder.feed(data):
                     if kind is None:
                         if header.sender == 0:
