@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: test venv lint clean
+.PHONY: test venv lint clean cluster shell
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/python -m compileall -q ledgerpaxos wire tools tests
 
-# Later entry points, each depending on $(STAMP) like `test`:
-#   cluster  start the replicas of configs/cluster.toml and the cmd2 shell
-#   sim      run the deterministic simulator over many seeds
-#   bench    run the benchmark and draw its figures (the `plot` extra)
+# KEEP=1 keeps data/ and logs/ from the last run.
+cluster: $(STAMP)
+	$(VENV)/bin/ledgerpaxos-shell --launch $(if $(KEEP),--keep-data)
+
+# The shell on replicas that are already running.
+shell: $(STAMP)
+	$(VENV)/bin/ledgerpaxos-shell
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache .hypothesis build dist *.egg-info

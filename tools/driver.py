@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import trio
 
+from ledgerpaxos import constants
 from ledgerpaxos.client import Client, ClientTimeout, TransferReply, control, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
@@ -33,6 +34,10 @@ log = logging.getLogger("ledgerpaxos.driver")
 leader_poll_s = 0.05  # how often LF looks for the leader to kill
 control_timeout_s = 2.0
 settle_timeout_s = 2.0  # after a set, how long to wait for followers to execute
+# Before a reset every replica is made dead for this long, so that frames still on
+# the wire or queued for a peer that was down (a link reconnects within the backoff)
+# arrive and are dropped, instead of handing the old ballots and log to a reset replica.
+reset_quiet_s = constants.peer_reconnect_backoff_ms_max / 1000 + 0.3
 
 
 @attrs.define
@@ -50,6 +55,7 @@ class SetReport:
     finished: tuple[TxnResult, ...]  # this set's answered transfers
     pending: tuple[TxnResult, ...]  # transfers of this or earlier sets still unanswered
     killed: tuple[str, ...]  # leaders killed by LF so far in this set
+    unreachable: tuple[str, ...] = ()  # replicas that did not answer set_alive (crashed, not started)
 
 
 ProgressCallback = Callable[[int, int], None]  # (answered, total)
@@ -92,7 +98,7 @@ class Driver:
         test_set = self.sets[self.position]
         self.position += 1
         await self._ensure_work_nursery()
-        await self.apply_live_nodes(test_set.live_nodes)
+        unreachable = await self.apply_live_nodes(test_set.live_nodes)
         results = [TxnResult(set_number=test_set.number, txn=t) for t in test_set.transfers]
         self.results.extend(results)
         done = trio.Event()
@@ -122,6 +128,7 @@ class Driver:
             finished=tuple(r for r in results if r.reply is not None),
             pending=tuple(self.pending()),
             killed=tuple(self._killed.get(test_set.number, [])),
+            unreachable=tuple(unreachable),
         )
 
     async def _run_set(
@@ -152,10 +159,12 @@ class Driver:
 
     # ------------------------------------------------------------ cluster operations
 
-    async def apply_live_nodes(self, live: tuple[str, ...]) -> None:
-        async with trio.open_nursery() as nursery:
-            for node_id in self.config.node_ids:
-                nursery.start_soon(self.set_alive, node_id, node_id in live)
+    async def apply_live_nodes(self, live: tuple[str, ...]) -> dict[str, Exception]:
+        """Make exactly `live` alive. A replica that cannot be reached (crashed, not
+        started) is skipped: returned with its error, the others are still set."""
+        return await self._on_every_node(
+            lambda node_id: self.set_alive(node_id, node_id in live)
+        )
 
     async def set_alive(self, node_id: str, alive: bool) -> None:
         await self.control(node_id, ControlOp.set_alive, 1 if alive else 0)
@@ -215,15 +224,37 @@ class Driver:
                     return leader
             await trio.sleep(leader_poll_s)
 
-    async def reset(self) -> None:
-        """Stop all pending work, reset every replica, and rewind the loaded file."""
+    async def reset(self) -> dict[str, Exception]:
+        """Stop all pending work, rewind the loaded file and reset every replica;
+        returns the replicas that could not be reached (not reset) with their error."""
         await self._stop_work()
-        async with trio.open_nursery() as nursery:
-            for node_id in self.config.node_ids:
-                nursery.start_soon(self.control, node_id, ControlOp.reset)
         self.position = 0
         self.results = []
         self._killed = {}
+        # First silence everyone and let what is already on the wire arrive (and be
+        # dropped): a replica reset while another still speaks with its old ballot
+        # would take the old log back from it.
+        failed = await self._on_every_node(lambda node_id: self.set_alive(node_id, False))
+        await trio.sleep(reset_quiet_s)
+        failed.update(await self._on_every_node(lambda node_id: self.control(node_id, ControlOp.reset)))
+        return {n: failed[n] for n in self.config.node_ids if n in failed}
+
+    async def _on_every_node(
+        self, operation: Callable[[str], Awaitable[object]]
+    ) -> dict[str, Exception]:
+        """Run `operation` on every replica at once; the unreachable ones and why."""
+        failed: dict[str, Exception] = {}
+
+        async def one(node_id: str) -> None:
+            try:
+                await operation(node_id)
+            except (OSError, ClientTimeout) as error:
+                failed[node_id] = error
+
+        async with trio.open_nursery() as nursery:
+            for node_id in self.config.node_ids:
+                nursery.start_soon(one, node_id)
+        return {n: failed[n] for n in self.config.node_ids if n in failed}
 
     async def aclose(self) -> None:
         await self._stop_work()

@@ -1,0 +1,423 @@
+"""What the shell does, as trio code: one object living in the shell's trio thread.
+
+The cmd2 commands in tools/shell.py parse, call one method here (through
+`trio.from_thread.run`) and print what it returns with tools/shell_views.py.
+Tests drive this object directly under pytest-trio (in-process cluster, autojump
+clock), without cmd2 or threads.
+
+Every method is bounded in time: control requests by `control_timeout_s`,
+requests to the ledger and leader searches by `wait_s`. Anything the user should
+hear about (unreachable replica, unknown node or account, malformed CSV, nothing
+loaded) is a ShellError whose text is the whole message.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
+from ledgerpaxos.config import Config
+from ledgerpaxos.core.messages import ControlOp
+from ledgerpaxos.runtime.network import Network
+from tools.driver import ControlRefused, Driver, SetReport, TxnResult
+from tools.launcher import Launcher, LaunchError, wait_until_answering
+from tools.testsets import TestSet, TestSetError, load_test_sets
+
+wait_s_default = 5.0
+catch_up_poll_s = 0.1
+
+
+class ShellError(Exception):
+    """A command could not do what was asked; str() is the message for the user."""
+
+
+@attrs.frozen(kw_only=True)
+class NodeAnswer:
+    """One replica's answer to a control request, or why there is none."""
+
+    node: str
+    body: dict[str, Any] | None = None
+    error: str | None = None  # "unreachable at 127.0.0.1:5002 (connection refused): ..."
+    hint: str | None = None  # how to get it running, when unreachable
+
+
+@attrs.frozen(kw_only=True)
+class LoadResult:
+    path: str
+    sets: tuple[TestSet, ...]
+
+    @property
+    def transfers(self) -> int:
+        return sum(len(s.transfers) for s in self.sets)
+
+
+@attrs.frozen(kw_only=True)
+class NextResult:
+    report: SetReport
+    total_sets: int
+    remaining: int  # sets still to run
+    earlier_completed: tuple[TxnResult, ...]  # left pending by earlier sets, answered now
+    alive: dict[str, bool | None]  # when stuck: what each replica says (None: unreachable)
+    majority: int
+
+    @property
+    def rejected(self) -> tuple[TxnResult, ...]:
+        return tuple(
+            r for r in (*self.earlier_completed, *self.report.finished)
+            if r.reply is not None and not r.reply.ok
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.report
+
+        def txn(r: TxnResult) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "set": r.set_number, "line": r.txn.line, "sender": r.txn.sender,
+                "receiver": r.txn.receiver, "amount": r.txn.amount,
+            }
+            if r.reply is not None:
+                out["ok"] = r.reply.ok
+                out["reason"] = r.reply.reason
+            return out
+
+        return {
+            "set": report.number,
+            "live_nodes": list(report.live_nodes),
+            "done": report.done,
+            "finished": [txn(r) for r in report.finished],
+            "earlier_completed": [txn(r) for r in self.earlier_completed],
+            "rejected": [txn(r) for r in self.rejected],
+            "pending": [txn(r) for r in report.pending],
+            "killed": list(report.killed),
+            "unreachable": list(report.unreachable),
+            "alive": self.alive,
+            "remaining": self.remaining,
+        }
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Backend:
+    """The shell's cluster operations, run inside one trio nursery."""
+
+    def __init__(
+        self,
+        config: Config,
+        nursery: trio.Nursery,
+        *,
+        network: Network | None = None,
+        wait_s: float = wait_s_default,
+        launcher: Launcher | None = None,
+        control_timeout_s: float = 2.0,
+        client_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.network = network
+        self.wait_s = wait_s
+        self.launcher = launcher
+        self.control_timeout_s = control_timeout_s
+        self.driver = Driver(config, nursery, network=network)
+        self.loaded: LoadResult | None = None
+        self._nursery = nursery
+        self._client: Client | None = None
+        self._client_id = client_id or f"shell-{os.getpid()}"
+
+    # ------------------------------------------------------------ checking names
+
+    def check_node(self, node_id: str) -> str:
+        if node_id not in self.config.node_ids:
+            raise ShellError(f"unknown node {node_id!r}; the nodes are {', '.join(self.config.node_ids)}")
+        return node_id
+
+    def check_account(self, account: str) -> str:
+        if account not in self.config.accounts:
+            raise ShellError(
+                f"unknown account {account!r}; the accounts are {', '.join(self.config.accounts)}"
+            )
+        return account
+
+    def start_hint(self, node_id: str) -> str:
+        """How the user gets a replica running."""
+        if self.launcher is not None:
+            return f"`restart {node_id}` starts it again"
+        config = self.config.path if self.config.path is not None else "CONFIG"
+        return (
+            f"start it with `ledgerpaxos-replica --id {node_id} --config {config}`, "
+            "or run the whole cluster with `make cluster` (ledgerpaxos-shell --launch)"
+        )
+
+    def unreachable(self, node_id: str, error: BaseException) -> str:
+        """'n2 is unreachable at 127.0.0.1:5002 (connection refused): ...' without the hint."""
+        node = self.config.node(node_id)
+        if isinstance(error, ClientTimeout):
+            why = f"no answer within {self.control_timeout_s:g} s"
+        elif isinstance(error, ConnectionRefusedError) or _refused(error):
+            why = "connection refused"
+        else:
+            why = str(error) or type(error).__name__
+        return f"unreachable at {node.host}:{node.port} ({why}): it may be crashed or not started"
+
+    # ------------------------------------------------------------ control
+
+    async def ask(self, node_id: str, op: ControlOp, argument: int = 0) -> dict[str, Any]:
+        """One control request; ShellError naming the replica if it cannot be reached."""
+        self.check_node(node_id)
+        try:
+            with trio.fail_after(self.control_timeout_s + 1):  # a bound whatever the network does
+                return await self.driver.control(node_id, op, argument)
+        except ControlRefused as refused:
+            raise ShellError(str(refused)) from None
+        except (OSError, ClientTimeout, trio.TooSlowError) as error:
+            raise ShellError(
+                f"{node_id} is {self.unreachable(node_id, _timeout(error))}; {self.start_hint(node_id)}"
+            ) from None
+
+    async def ask_all(
+        self, op: ControlOp, argument: int = 0, nodes: Iterable[str] | None = None
+    ) -> dict[str, NodeAnswer]:
+        """The same control request to many replicas at once, each answer or its error."""
+        node_ids = list(nodes) if nodes is not None else list(self.config.node_ids)
+        answers: dict[str, NodeAnswer] = {}
+
+        async def one(node_id: str) -> None:
+            try:
+                with trio.fail_after(self.control_timeout_s + 1):
+                    body = await self.driver.control(node_id, op, argument)
+                answers[node_id] = NodeAnswer(node=node_id, body=body)
+            except ControlRefused as refused:
+                answers[node_id] = NodeAnswer(node=node_id, error=str(refused))
+            except (OSError, ClientTimeout, trio.TooSlowError) as error:
+                answers[node_id] = NodeAnswer(
+                    node=node_id, error=self.unreachable(node_id, _timeout(error)), hint=self.start_hint(node_id)
+                )
+
+        async with trio.open_nursery() as nursery:
+            for node_id in node_ids:
+                nursery.start_soon(one, node_id)
+        return {n: answers[n] for n in node_ids}
+
+    async def ask_all_or_fail(
+        self, op: ControlOp, argument: int = 0, nodes: Iterable[str] | None = None
+    ) -> dict[str, NodeAnswer]:
+        """ask_all, but a ShellError when not a single replica answered."""
+        answers = await self.ask_all(op, argument, nodes)
+        if answers and all(a.body is None for a in answers.values()):
+            lines = "\n".join(f"  {a.node}: {a.error}" for a in answers.values())
+            raise ShellError(
+                f"no replica answered:\n{lines}\nAre the replicas running? Start the cluster with "
+                "`make cluster` (ledgerpaxos-shell --launch), or each replica with "
+                f"`ledgerpaxos-replica --id NODE --config {self.config.path or 'CONFIG'}`."
+            )
+        return answers
+
+    async def alive_map(self) -> dict[str, bool | None]:
+        """What every replica says about itself: alive, dead (simulated), None unreachable."""
+        answers = await self.ask_all(ControlOp.ping)
+        return {n: (a.body["alive"] if a.body is not None else None) for n, a in answers.items()}
+
+    # ------------------------------------------------------------ test sets
+
+    async def load(self, path: str) -> LoadResult:
+        try:
+            sets = load_test_sets(path, accounts=self.config.accounts, node_ids=self.config.node_ids)
+        except TestSetError as error:
+            raise ShellError(f"{error} (nothing loaded, nothing sent)") from None
+        self.driver.load(sets)
+        self.loaded = LoadResult(path=path, sets=tuple(sets))
+        return self.loaded
+
+    async def run_next(self, progress: ProgressCallback | None = None) -> NextResult:
+        if self.loaded is None:
+            raise ShellError("nothing loaded: `load PATH` reads a CSV test-set file first, e.g. `load testdata/test.csv`")
+        if self.driver.remaining == 0:
+            raise ShellError(
+                f"all {len(self.loaded.sets)} sets of {self.loaded.path} have run; "
+                "`reset` starts again from the first set, or `load` another file"
+            )
+        pending_before = self.driver.pending()
+        report = await self.driver.run_next(wait_s=self.wait_s, progress=progress)
+        earlier = tuple(r for r in pending_before if r.reply is not None)
+        alive = {} if report.done else await self.alive_map()
+        return NextResult(
+            report=report,
+            total_sets=len(self.loaded.sets),
+            remaining=self.driver.remaining,
+            earlier_completed=earlier,
+            alive=alive,
+            majority=self.config.majority,
+        )
+
+    # ------------------------------------------------------------ one-off requests
+
+    async def _shell_client(self) -> Client:
+        if self._client is None:
+            self._client = await self._nursery.start(self._host_client)
+        return self._client
+
+    async def _host_client(self, *, task_status: trio.TaskStatus[Client]) -> None:
+        async with open_client(self.config, self._client_id, network=self.network) as client:
+            task_status.started(client)
+            await trio.sleep_forever()
+
+    async def _no_reply(self, what: str) -> ShellError:
+        alive = await self.alive_map()
+        return ShellError(f"no reply to {what} within {self.wait_s:g} s: {self.why_stuck(alive)}")
+
+    def why_stuck(self, alive: dict[str, bool | None]) -> str:
+        up = [n for n, a in alive.items() if a]
+        dead = [n for n, a in alive.items() if a is False]
+        down = [n for n, a in alive.items() if a is None]
+        parts = [f"alive: {', '.join(up) or 'none'}"]
+        if dead:
+            parts.append(f"dead: {', '.join(dead)}")
+        if down:
+            parts.append(f"unreachable: {', '.join(down)}")
+        state = "; ".join(parts)
+        if len(up) < self.config.majority:
+            return (
+                f"no majority ({state}; {self.config.majority} of {len(self.config.nodes)} needed). "
+                "`alive NODE on` or the next set's live nodes bring one back"
+            )
+        return f"a majority is alive ({state}) but nothing was decided yet: electing a leader? `print view` shows the views"
+
+    async def transfer(self, sender: str, receiver: str, amount: int) -> TransferReply:
+        self.check_account(sender)
+        self.check_account(receiver)
+        client = await self._shell_client()
+        try:
+            reply = await client.transfer(sender, receiver, amount, timeout=self.wait_s)
+        except ClientTimeout:
+            error = await self._no_reply(f"transfer ({sender}, {receiver}, {amount})")
+            raise ShellError(f"{error}; it was not confirmed and may still be applied later") from None
+        await self._settle()
+        return reply
+
+    async def balances(self) -> dict[str, int]:
+        client = await self._shell_client()
+        try:
+            return await client.balances(timeout=self.wait_s)
+        except ClientTimeout:
+            raise await self._no_reply("the balance read") from None
+
+    async def _settle(self) -> None:
+        """Let the live replicas execute what was just committed (bounded), so that a
+        `print db` right after shows them agreeing."""
+        alive = await self.alive_map()
+        await self.driver.settle(tuple(n for n, a in alive.items() if a))
+
+    # ------------------------------------------------------------ failures
+
+    async def kill_leader(self) -> str:
+        with trio.move_on_after(self.wait_s):
+            return await self.driver.kill_leader()
+        alive = await self.alive_map()
+        raise ShellError(f"no leader to kill within {self.wait_s:g} s: {self.why_stuck(alive)}")
+
+    async def set_alive(self, node_id: str, alive: bool) -> dict[str, Any]:
+        return await self.ask(node_id, ControlOp.set_alive, 1 if alive else 0)
+
+    async def reset(self) -> dict[str, str]:
+        """Every replica back to the initial balances, the loaded file to its first set.
+        Returns {node: why} for the replicas that could not be reset (and says so)."""
+        failed = await self.driver.reset()
+        if failed:
+            lines = "\n".join(
+                f"  {n}: {self.unreachable(n, e)}; {self.start_hint(n)}" for n, e in failed.items()
+            )
+            raise ShellError(
+                f"reset {len(self.config.nodes) - len(failed)} of {len(self.config.nodes)} replicas; "
+                f"not reset:\n{lines}\nThen `reset` again."
+            )
+        return {}
+
+    # ------------------------------------------------------------ processes
+
+    def _need_launcher(self, what: str) -> Launcher:
+        if self.launcher is None:
+            raise ShellError(
+                f"`{what}` works on replicas this shell started: run the shell with --launch "
+                "(`make cluster`). These replicas were started elsewhere; `alive NODE off` "
+                "simulates a failure instead."
+            )
+        return self.launcher
+
+    def crash(self, node_id: str) -> int:
+        """SIGKILL of the real process (run this in the shell's main thread)."""
+        launcher = self._need_launcher("crash")
+        self.check_node(node_id)
+        if not launcher.running(node_id):
+            raise ShellError(f"{node_id} is not running; `restart {node_id}` starts it")
+        return launcher.crash(node_id)
+
+    def start_again(self, node_id: str) -> int:
+        """Start a crashed replica on its data directory (main thread); returns its pid."""
+        launcher = self._need_launcher("restart")
+        self.check_node(node_id)
+        if launcher.running(node_id):
+            raise ShellError(
+                f"{node_id} is running (pid {launcher.pid(node_id)}); `crash {node_id}` first"
+            )
+        try:
+            launcher.check_ports_free([node_id])
+            return launcher.start(node_id).pid
+        except LaunchError as error:
+            raise ShellError(str(error)) from None
+
+    async def wait_started(self, node_ids: Iterable[str], timeout_s: float | None = None) -> None:
+        launcher = self._need_launcher("restart")
+        try:
+            kwargs = {} if timeout_s is None else {"timeout_s": timeout_s}
+            await wait_until_answering(launcher, list(node_ids), network=self.network, **kwargs)
+        except LaunchError as error:
+            raise ShellError(str(error)) from None
+
+    async def wait_caught_up(self, node_id: str) -> tuple[bool, int, int]:
+        """Wait (up to wait_s) until node_id has executed every slot the others
+        committed; returns (caught up, its executed slot, the target slot)."""
+        target = executed = 0
+        with trio.move_on_after(self.wait_s):
+            while True:
+                answers = await self.ask_all(ControlOp.print_view)
+                views = {n: a.body for n, a in answers.items() if a.body is not None}
+                others = [v["commit_slot"] for n, v in views.items() if n != node_id and v["alive"]]
+                target = max(others, default=0)
+                if node_id in views:
+                    executed = views[node_id]["executed_slot"]
+                    if executed >= target:
+                        return True, executed, target
+                await trio.sleep(catch_up_poll_s)
+        return False, executed, target
+
+    async def wait_for_leader(self, timeout_s: float) -> str | None:
+        with trio.move_on_after(timeout_s):
+            while (leader := await self.driver.find_leader()) is None:
+                await trio.sleep(catch_up_poll_s)
+            return leader
+        return None
+
+    async def aclose(self) -> None:
+        await self.driver.aclose()
+
+
+def _refused(error: BaseException | None, depth: int = 0) -> bool:
+    """trio wraps a refused connect: OSError('all attempts to connect ... failed')
+    caused by an ExceptionGroup of ConnectionRefusedError."""
+    if error is None or depth > 5:
+        return False
+    if isinstance(error, OSError) and error.errno == errno.ECONNREFUSED:
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return all(_refused(inner, depth + 1) for inner in error.exceptions)
+    return _refused(error.__cause__, depth + 1)
+
+
+def _timeout(error: BaseException) -> BaseException:
+    return ClientTimeout("timed out") if isinstance(error, trio.TooSlowError) else error
+
