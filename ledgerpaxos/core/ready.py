@@ -36,6 +36,10 @@ class Ready:
     5. `replies`: answer the clients waiting on this replica.
 
     `executed`, `events` and `alarms` are for observers (logs, tests, the simulator).
+
+    The core keeps this order safe to crash in at any point: a CommitRecord in
+    `persist` never covers slots whose only durable record is a snapshot of the
+    same Ready (an installed checkpoint); that CommitRecord waits for the next Ready.
     """
 
     persist: list[WalRecord] = attrs.field(factory=list)

@@ -102,6 +102,10 @@ class Core:
         self.last_snapshot: Snapshot | None = None
         self.checkpoint_digests: OrderedDict[int, bytes] = OrderedDict()
         self._commit_persisted = 0
+        # A checkpoint was installed since the last take_ready(): its snapshot is
+        # written after this Ready's WAL records, so a CommitRecord past the stale
+        # entries it replaces must wait for the next Ready.
+        self._installed_this_round = False
         self._compact_wanted = False
 
         # Who leads, as far as this replica knows.
@@ -185,9 +189,10 @@ class Core:
             self._propose_pending()
             if self.commit_slot > self._commit_announced:
                 self._broadcast_heartbeat()  # followers execute now, not a heartbeat later
-        if self.commit_slot > self._commit_persisted:
+        if self.commit_slot > self._commit_persisted and not self._installed_this_round:
             self._ready.persist.append(CommitRecord(commit_slot=self.commit_slot))
             self._commit_persisted = self.commit_slot
+        self._installed_this_round = False
         if self._compact_wanted:
             self._ready.compact = self._wal_seed()
             self._compact_wanted = False
@@ -353,8 +358,9 @@ class Core:
         for slot in range(start + 1, top + 1):
             batch = best[slot].batch if slot in best else NOOP
             entries.append(self._store(LogEntry(slot=slot, ballot=b, batch=batch)))
-            self.votes[slot] = {self.me}
-            self.in_flight.update((c.client_id, c.request_no) for c in batch)
+            if slot > self.commit_slot:  # our own decided slots need no votes
+                self.votes[slot] = {self.me}
+                self.in_flight.update((c.client_id, c.request_no) for c in batch)
         self.next_slot = top + 1
         self.known_commit = max(self.known_commit, start)
         self._ready.events.append(
@@ -682,6 +688,7 @@ class Core:
         self._ready.events.append(f"installing checkpoint {snapshot.slot} from {sender}")
         self._adopt_snapshot(snapshot)
         self._ready.snapshots.append(snapshot)
+        self._installed_this_round = True
         self._compact_wanted = True
         self.known_commit = max(self.known_commit, snapshot.slot)
         self._execute_decided()
@@ -750,6 +757,8 @@ class Core:
         self.purge_slot = target
         for slot in [s for s in self.log if s <= target]:
             del self.log[slot]
+        for slot in [s for s in self.votes if s <= target]:
+            del self.votes[slot]  # executed here, so decided: no more Accepts for it
         self._compact_wanted = True
 
     def _wal_seed(self) -> tuple[WalRecord, ...]:
@@ -775,7 +784,7 @@ class Core:
         )
         if self.role == Role.leader:
             assert self.ballot == self.promised == self.leader_ballot
-            assert all(s < self.next_slot for s in self.votes)
+            assert all(self.commit_slot < s < self.next_slot and s in self.log for s in self.votes)
             assert all(s > self.commit_slot for s in self.decided)
 
     # ================================================================ queries (control, tests)
