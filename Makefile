@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: test venv lint clean cluster shell
+.PHONY: test venv lint clean cluster shell sim
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ cluster: $(STAMP)
 # The shell on replicas that are already running.
 shell: $(STAMP)
 	$(VENV)/bin/ledgerpaxos-shell
+
+# make sim SEEDS=10000 START=0 REPLICAS=5
+SEEDS ?= 1000
+START ?= 0
+REPLICAS ?= 5
+sim: $(STAMP)
+	$(VENV)/bin/ledgerpaxos-sim --seeds $(SEEDS) --start $(START) --replicas $(REPLICAS)
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache .hypothesis build dist *.egg-info

@@ -1,7 +1,9 @@
 """Small file-system helpers shared by the WAL and the snapshots.
 
-Every OSError becomes a StorageError naming the path and the operation, so
-that the runtime can stop the replica with a message a person can act on.
+All I/O goes through a `FileSystem` (storage/filesystem.py): the operating
+system by default, an in-memory disk under the simulator. Every OSError becomes
+a StorageError naming the path and the operation, so that the runtime can stop
+the replica with a message a person can act on.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import os
 
 from ledgerpaxos.storage.errors import StorageError
+from ledgerpaxos.storage.filesystem import FileSystem, WritableFile
 
 checksum_size = 8  # bytes: BLAKE2b cut to 64 bits
 
@@ -22,74 +25,79 @@ def checksum64(data: bytes, *, person: bytes) -> int:
     return int.from_bytes(digest, "little")
 
 
-def write_all(fd: int, data: bytes, path: str) -> None:
-    """Write `data` at the descriptor's position: one write() call unless the
-    kernel returns short, which regular files do only on errors or signals."""
-    view = memoryview(data)
+def write_all(file: WritableFile, data: bytes, path: str) -> None:
+    """Write `data` at the file's position."""
     try:
-        while view:
-            written = os.write(fd, view)
-            assert written > 0
-            view = view[written:]
+        file.write(data)
     except OSError as error:
         raise StorageError(path, "write", error) from error
 
 
-def fsync_fd(fd: int, path: str) -> None:
+def fsync_file(file: WritableFile, path: str) -> None:
     try:
-        os.fsync(fd)
+        file.fsync()
     except OSError as error:
         raise StorageError(path, "fsync", error) from error
 
 
-def fsync_directory(directory: str) -> None:
+def close_file(file: WritableFile, path: str) -> None:
+    try:
+        file.close()
+    except OSError as error:
+        raise StorageError(path, "close", error) from error
+
+
+def fsync_directory(fs: FileSystem, directory: str) -> None:
     """Make renames, creations and deletions in `directory` durable."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        fs.fsync_directory(directory)
     except OSError as error:
-        raise StorageError(directory, "open directory", error) from error
+        raise StorageError(directory, "fsync directory", error) from error
+
+
+def list_directory(fs: FileSystem, directory: str) -> list[str]:
     try:
-        fsync_fd(fd, directory)
-    finally:
-        os.close(fd)
+        return fs.listdir(directory)
+    except OSError as error:
+        raise StorageError(directory, "list directory", error) from error
 
 
-def write_file_durably(path: str, data: bytes, *, fsync: bool) -> int:
+def write_file_durably(fs: FileSystem, path: str, data: bytes, *, fsync: bool) -> int:
     """Write `data` to `path` + ".tmp", fsync it, rename it to `path`, fsync the
     directory. Readers never see a half-written `path`. Returns the fsyncs done."""
     temporary = path + ".tmp"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        file = fs.create(temporary)
     except OSError as error:
         raise StorageError(temporary, "create", error) from error
     try:
-        write_all(fd, data, temporary)
+        write_all(file, data, temporary)
         if fsync:
-            fsync_fd(fd, temporary)
+            fsync_file(file, temporary)
     finally:
-        os.close(fd)
+        close_file(file, temporary)
     try:
-        os.rename(temporary, path)
+        fs.rename(temporary, path)
     except OSError as error:
         raise StorageError(path, "rename", error) from error
     if fsync:
-        fsync_directory(os.path.dirname(path) or ".")
+        fsync_directory(fs, os.path.dirname(path) or ".")
         return 2
     return 0
 
 
-def remove_file(path: str) -> None:
+def remove_file(fs: FileSystem, path: str) -> None:
     try:
-        os.unlink(path)
+        fs.remove(path)
     except FileNotFoundError:
         pass
     except OSError as error:
         raise StorageError(path, "remove", error) from error
 
 
-def read_file(path: str) -> bytes:
+def read_file(fs: FileSystem, path: str, size: int = -1) -> bytes:
+    """The whole file, or its first `size` bytes."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        return fs.read(path, size)
     except OSError as error:
         raise StorageError(path, "read", error) from error

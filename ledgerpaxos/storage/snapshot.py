@@ -32,7 +32,8 @@ import wire
 from ledgerpaxos import constants
 from ledgerpaxos.core.messages import Snapshot
 from ledgerpaxos.storage import files
-from ledgerpaxos.storage.errors import StorageCorruption, StorageError
+from ledgerpaxos.storage.errors import StorageCorruption
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, FileSystem
 
 logger = logging.getLogger("ledgerpaxos.storage")
 
@@ -105,15 +106,12 @@ def decode_snapshot_file(path: str, data: bytes, *, codec: SnapshotCodec = wire)
     return snapshot
 
 
-def _list_snapshots(directory: str) -> tuple[list[tuple[int, str]], list[str]]:
+def _list_snapshots(fs: FileSystem, directory: str) -> tuple[list[tuple[int, str]], list[str]]:
     """Snapshots as (slot, path), oldest first, and leftover temporary files."""
-    try:
-        names = os.listdir(directory)
-    except OSError as error:
-        raise StorageError(directory, "list directory", error) from error
+    names = files.list_directory(fs, directory)
     snapshots: list[tuple[int, str]] = []
     temporaries: list[str] = []
-    for name in names:
+    for name in sorted(names):
         if match := _snapshot_name.match(name):
             snapshots.append((int(match.group(1)), os.path.join(directory, name)))
         elif _snapshot_temporary_name.match(name):
@@ -128,34 +126,38 @@ def write_snapshot(
     *,
     fsync: bool = True,
     codec: SnapshotCodec = wire,
+    fs: FileSystem = OS_FILE_SYSTEM,
 ) -> str:
     """Write `snapshot` durably, keep only the newest snapshots; returns its path."""
     directory = os.fspath(directory)
     path = os.path.join(directory, snapshot_file_name(snapshot.slot))
-    files.write_file_durably(path, encode_snapshot_file(snapshot, codec=codec), fsync=fsync)
-    snapshots, _ = _list_snapshots(directory)
+    files.write_file_durably(fs, path, encode_snapshot_file(snapshot, codec=codec), fsync=fsync)
+    snapshots, _ = _list_snapshots(fs, directory)
     assert constants.snapshots_kept >= 1
     stale = snapshots[: -constants.snapshots_kept]
     for _, old in stale:
-        files.remove_file(old)
+        files.remove_file(fs, old)
     if stale and fsync:
-        files.fsync_directory(directory)
+        files.fsync_directory(fs, directory)
     return path
 
 
 def load_newest_snapshot(
-    directory: str | os.PathLike[str], *, codec: SnapshotCodec = wire
+    directory: str | os.PathLike[str],
+    *,
+    codec: SnapshotCodec = wire,
+    fs: FileSystem = OS_FILE_SYSTEM,
 ) -> Snapshot | None:
     """The newest snapshot that verifies; None if there is none at all."""
     directory = os.fspath(directory)
-    snapshots, temporaries = _list_snapshots(directory)
+    snapshots, temporaries = _list_snapshots(fs, directory)
     for path in temporaries:
         logger.info("removing %s, a snapshot whose writing was interrupted", path)
-        files.remove_file(path)
+        files.remove_file(fs, path)
     failures: list[StorageCorruption] = []
     for slot, path in reversed(snapshots):
         try:
-            snapshot = decode_snapshot_file(path, files.read_file(path), codec=codec)
+            snapshot = decode_snapshot_file(path, files.read_file(fs, path), codec=codec)
         except StorageCorruption as corruption:
             logger.warning("skipping an invalid snapshot: %s", corruption)
             failures.append(corruption)

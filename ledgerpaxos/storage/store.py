@@ -10,9 +10,7 @@ the records into what the core needs to restart (`Recovered`).
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -32,6 +30,7 @@ from ledgerpaxos.core.messages import (
 from ledgerpaxos.storage import files
 from ledgerpaxos.storage import snapshot as snapshots
 from ledgerpaxos.storage.errors import StorageError
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, DirectoryLock, FileSystem
 from ledgerpaxos.storage.snapshot import SnapshotCodec
 from ledgerpaxos.storage.wal import RecordCodec, RecoveredLog, WriteAheadLog
 
@@ -75,38 +74,24 @@ def fold_records(
 
 
 class _DirectoryLock:
-    """An exclusive flock on `<directory>/replica.lock`, held until release()."""
+    """An exclusive lock on `<directory>/replica.lock`, held until release()."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, fs: FileSystem, directory: str) -> None:
         self.path = os.path.join(directory, lock_file_name)
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StorageError(self.path, "open lock file", error) from error
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock: DirectoryLock | None = fs.lock(self.path)
         except BlockingIOError as error:
-            os.close(self._fd)
-            self._fd = None
             raise StorageError(
                 self.path,
                 f"lock: the data directory {directory} is in use by another replica process",
             ) from error
         except OSError as error:
-            os.close(self._fd)
-            self._fd = None
             raise StorageError(self.path, "lock", error) from error
-        try:
-            os.ftruncate(self._fd, 0)  # the pid is only for people looking at the directory
-            files.write_all(self._fd, f"{os.getpid()}\n".encode(), self.path)
-        except (OSError, StorageError):
-            self.release()
-            raise
 
     def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the descriptor drops the flock
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()
 
 
 class StoreCodec(RecordCodec, SnapshotCodec, Protocol):
@@ -121,10 +106,17 @@ class ReplicaStore:
     """
 
     def __init__(
-        self, directory: str, *, fsync: bool, codec: StoreCodec, segment_size_max: int
+        self,
+        directory: str,
+        *,
+        fsync: bool,
+        codec: StoreCodec,
+        segment_size_max: int,
+        fs: FileSystem = OS_FILE_SYSTEM,
     ) -> None:
         """Use ReplicaStore.open(); this only sets up an unopened store."""
         self.directory = directory
+        self.fs = fs
         self.fsync_enabled = fsync
         self.last_recovery: RecoveredLog | None = None  # for status and logs
         self._codec = codec
@@ -141,17 +133,21 @@ class ReplicaStore:
         fsync: bool = True,
         codec: StoreCodec = wire,
         segment_size_max: int = constants.wal_segment_size_max,
+        fs: FileSystem = OS_FILE_SYSTEM,
     ) -> tuple[ReplicaStore, Recovered]:
-        """Lock `directory` (created if missing), recover it, be ready to append."""
+        """Lock `directory` (created if missing), recover it, be ready to append.
+
+        `fs` is the file system to do it on: the operating system's unless a
+        simulator passes its own (see storage/filesystem.py)."""
         path = os.fspath(directory)
         try:
-            os.makedirs(path, exist_ok=True)
+            fs.makedirs(path)
         except OSError as error:
             raise StorageError(path, "create data directory", error) from error
-        store = cls(path, fsync=fsync, codec=codec, segment_size_max=segment_size_max)
-        store._lock = _DirectoryLock(path)
+        store = cls(path, fsync=fsync, codec=codec, segment_size_max=segment_size_max, fs=fs)
+        store._lock = _DirectoryLock(fs, path)
         try:
-            snapshot = snapshots.load_newest_snapshot(path, codec=codec)
+            snapshot = snapshots.load_newest_snapshot(path, codec=codec, fs=fs)
             log = store._open_log()
         except BaseException:
             store.close()
@@ -172,7 +168,7 @@ class ReplicaStore:
         """Temporary file, fsync, rename, directory fsync; older snapshots pruned."""
         self._current_wal()
         snapshots.write_snapshot(
-            self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec
+            self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec, fs=self.fs
         )
 
     def compact(self, seed_records: Sequence[WalRecord]) -> None:
@@ -185,23 +181,19 @@ class ReplicaStore:
         self._fsyncs_of_wiped_logs += wal.fsync_count
         wal.close()
         self._wal = None
-        try:
-            names = os.listdir(self.directory)
-        except OSError as error:
-            raise StorageError(self.directory, "list directory", error) from error
-        for name in names:
+        for name in files.list_directory(self.fs, self.directory):
             if name == lock_file_name:
                 continue  # still ours: deleting it would let a second process lock a new one
             path = os.path.join(self.directory, name)
             try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
+                if self.fs.is_directory(path):
+                    self.fs.remove_tree(path)
                 else:
-                    os.unlink(path)
+                    self.fs.remove(path)
             except OSError as error:
                 raise StorageError(path, "remove", error) from error
         if self.fsync_enabled:
-            files.fsync_directory(self.directory)
+            files.fsync_directory(self.fs, self.directory)
         log = self._open_log()
         assert not log.records and not log.torn_tail_cut
 
@@ -240,6 +232,7 @@ class ReplicaStore:
             fsync=self.fsync_enabled,
             codec=self._codec,
             segment_size_max=self._segment_size_max,
+            fs=self.fs,
         )
         self.last_recovery = log
         return log

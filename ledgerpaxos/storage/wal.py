@@ -58,6 +58,7 @@ from ledgerpaxos import constants
 from ledgerpaxos.core.messages import WalRecord
 from ledgerpaxos.storage import files
 from ledgerpaxos.storage.errors import StorageCorruption, StorageError
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, FileSystem, WritableFile
 
 logger = logging.getLogger("ledgerpaxos.storage")
 
@@ -280,24 +281,17 @@ def _read_records(
     return _SegmentContent(records, tip, None)
 
 
-def _read_head(path: str) -> bytes:
+def _read_head(fs: FileSystem, path: str) -> bytes:
     """The first bytes of a segment, enough for its header."""
-    try:
-        with open(path, "rb") as file:
-            return file.read(SEGMENT_HEADER.size)
-    except OSError as error:
-        raise StorageError(path, "read", error) from error
+    return files.read_file(fs, path, SEGMENT_HEADER.size)
 
 
-def _list_directory(directory: str) -> tuple[list[tuple[int, str]], list[str]]:
+def _list_directory(fs: FileSystem, directory: str) -> tuple[list[tuple[int, str]], list[str]]:
     """Segments as (sequence, path) in order, and leftover temporary files."""
-    try:
-        names = os.listdir(directory)
-    except OSError as error:
-        raise StorageError(directory, "list directory", error) from error
+    names = files.list_directory(fs, directory)
     segments: list[tuple[int, str]] = []
     temporaries: list[str] = []
-    for name in names:
+    for name in sorted(names):
         if match := _segment_name.match(name):
             segments.append((int(match.group(1)), os.path.join(directory, name)))
         elif _segment_temporary_name.match(name):
@@ -323,6 +317,7 @@ class WriteAheadLog:
         fsync: bool,
         codec: RecordCodec,
         segment_size_max: int,
+        fs: FileSystem = OS_FILE_SYSTEM,
     ) -> None:
         """Use WriteAheadLog.open(); this only sets up an unopened log."""
         assert segment_size_max > SEGMENT_HEADER.size
@@ -331,8 +326,9 @@ class WriteAheadLog:
         self.fsync_count = 0  # every fsync of a file or directory this log did
         self._codec = codec
         self._segment_size_max = segment_size_max
+        self._fs = fs
         self._segments: list[tuple[int, str, int]] = []  # (sequence, path, size), last is current
-        self._fd: int | None = None
+        self._file: WritableFile | None = None
         self._tip = 0
         self._unsynced_bytes = 0
         self._failed = False
@@ -347,23 +343,30 @@ class WriteAheadLog:
         fsync: bool = True,
         codec: RecordCodec = wire,
         segment_size_max: int = constants.wal_segment_size_max,
+        fs: FileSystem = OS_FILE_SYSTEM,
     ) -> tuple[WriteAheadLog, RecoveredLog]:
         """Recover the log in `directory` (which must exist) and position for appending."""
-        log = cls(os.fspath(directory), fsync=fsync, codec=codec, segment_size_max=segment_size_max)
+        log = cls(
+            os.fspath(directory),
+            fsync=fsync,
+            codec=codec,
+            segment_size_max=segment_size_max,
+            fs=fs,
+        )
         recovered = log._recover()
         return log, recovered
 
     def _recover(self) -> RecoveredLog:
-        segments, temporaries = _list_directory(self.directory)
+        segments, temporaries = _list_directory(self._fs, self.directory)
         for path in temporaries:
             logger.info("removing %s, a WAL segment whose creation was interrupted", path)
-            files.remove_file(path)
+            files.remove_file(self._fs, path)
         if not segments:
             self._start_segment(1, base=True, prev_checksum=0, bodies=[])
             return RecoveredLog(records=(), segments_read=(), torn_tail_cut=False)
 
         headers = [
-            _parse_segment_header(path, _read_head(path), sequence) for sequence, path in segments
+            _parse_segment_header(path, _read_head(self._fs, path), sequence) for sequence, path in segments
         ]
         bases = [i for i, header in enumerate(headers) if header.base]
         if not bases:
@@ -389,7 +392,7 @@ class WriteAheadLog:
                     raise StorageCorruption(
                         path, 16, "broken chain: segment does not follow its predecessor"
                     )
-            data = files.read_file(path)
+            data = files.read_file(self._fs, path)
             # The store's directory lock keeps other writers out; check anyway.
             assert _parse_segment_header(path, data, sequence) == header
             content = _read_records(
@@ -419,7 +422,7 @@ class WriteAheadLog:
         stale = [path for _, path in segments[:first]]
         for path in stale:
             logger.warning("removing %s, left behind by an interrupted compaction", path)
-            files.remove_file(path)
+            files.remove_file(self._fs, path)
         if stale:
             self._fsync_directory()
 
@@ -427,7 +430,7 @@ class WriteAheadLog:
             (sequence, path, size)
             for (sequence, path), size in zip(segments[first:], sizes, strict=True)
         ]
-        self._fd = self._open_for_append(last_path)
+        self._file = self._open_for_append(last_path)
         self._tip = tip
         return RecoveredLog(
             records=tuple(records),
@@ -454,8 +457,8 @@ class WriteAheadLog:
             sequence, path, size = self._segments[-1]
         data, tip = _encode_chained(bodies, self._tip)
         assert len(data) == batch_size
-        assert self._fd is not None
-        self._guarded(files.write_all, self._fd, data, path)
+        assert self._file is not None
+        self._guarded(files.write_all, self._file, data, path)
         self._segments[-1] = (sequence, path, size + len(data))
         self._tip = tip
         self._unsynced_bytes += len(data)
@@ -463,13 +466,13 @@ class WriteAheadLog:
     def sync(self) -> None:
         """Make everything appended since the last sync durable with one fsync
         (group commit). Without fsync (tests, experiments) there is nothing to
-        flush: append() writes straight to the file with os.write()."""
+        flush: append() already handed the bytes to the file system."""
         self._check_usable()
         if self._unsynced_bytes == 0:
             return
         if self.fsync_enabled:
-            assert self._fd is not None
-            self._guarded(files.fsync_fd, self._fd, self._segments[-1][1])
+            assert self._file is not None
+            self._guarded(files.fsync_file, self._file, self._segments[-1][1])
             self.fsync_count += 1
         self._unsynced_bytes = 0
 
@@ -484,16 +487,16 @@ class WriteAheadLog:
         bodies = _encode_bodies(self._codec, seed_records)
         old = [path for _, path, _ in self._segments]
         sequence = self._segments[-1][0] + 1
-        self._close_fd()
+        self._close_file()
         self._segments = []
         self._start_segment(sequence, base=True, prev_checksum=0, bodies=bodies)
         for path in old:
-            self._guarded(files.remove_file, path)
+            self._guarded(files.remove_file, self._fs, path)
         self._fsync_directory()
 
     def close(self) -> None:
         """Close the current segment; call sync() first to keep what is pending."""
-        self._close_fd()
+        self._close_file()
         self._failed = True  # closed: no further use
 
     # ------------------------------------------------------------ status
@@ -516,63 +519,63 @@ class WriteAheadLog:
         """Finish the current segment (fsync) and start its successor."""
         sequence, path, _ = self._segments[-1]
         if self.fsync_enabled and self._unsynced_bytes:
-            assert self._fd is not None
-            self._guarded(files.fsync_fd, self._fd, path)
+            assert self._file is not None
+            self._guarded(files.fsync_file, self._file, path)
             self.fsync_count += 1
         self._unsynced_bytes = 0
-        self._close_fd()
+        self._close_file()
         self._start_segment(sequence + 1, base=False, prev_checksum=self._tip, bodies=[])
 
     def _start_segment(
         self, sequence: int, *, base: bool, prev_checksum: int, bodies: Sequence[bytes]
     ) -> None:
         """Create segment `sequence` durably with `bodies` in it and make it current."""
-        assert self._fd is None
+        assert self._file is None
         path = os.path.join(self.directory, segment_file_name(sequence))
-        assert not os.path.exists(path), path
+        assert not self._fs.exists(path), path
         header, tip = _segment_header(sequence, base=base, prev_checksum=prev_checksum)
         records, tip = _encode_chained(bodies, tip)
         data = header + records
         self.fsync_count += self._guarded(
-            files.write_file_durably, path, data, fsync=self.fsync_enabled
+            files.write_file_durably, self._fs, path, data, fsync=self.fsync_enabled
         )
         self._segments.append((sequence, path, len(data)))
-        self._fd = self._open_for_append(path)
+        self._file = self._open_for_append(path)
         self._tip = tip
         self._unsynced_bytes = 0
 
-    def _open_for_append(self, path: str) -> int:
+    def _open_for_append(self, path: str) -> WritableFile:
         try:
-            return os.open(path, os.O_WRONLY | os.O_APPEND)
+            return self._fs.open_append(path)
         except OSError as error:
             self._failed = True
             raise StorageError(path, "open for append", error) from error
 
     def _truncate(self, path: str, length: int) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY)
+            file = self._fs.open_write(path)
         except OSError as error:
             raise StorageError(path, "open for truncation", error) from error
         try:
             try:
-                os.ftruncate(fd, length)
+                file.truncate(length)
             except OSError as error:
                 raise StorageError(path, "truncate", error) from error
             if self.fsync_enabled:
-                files.fsync_fd(fd, path)
+                files.fsync_file(file, path)
                 self.fsync_count += 1
         finally:
-            os.close(fd)
+            files.close_file(file, path)
 
     def _fsync_directory(self) -> None:
         if self.fsync_enabled:
-            self._guarded(files.fsync_directory, self.directory)
+            self._guarded(files.fsync_directory, self._fs, self.directory)
             self.fsync_count += 1
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+    def _close_file(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            files.close_file(file, self.directory)
 
     def _check_usable(self) -> None:
         if self._failed:

@@ -1,0 +1,288 @@
+"""Judges of a run: safety checked on every step, liveness after the heal.
+
+The reference is a sequential replay of the canonical log: the batch that the
+first replica to execute a slot executed there. Every later execution of that
+slot, anywhere, must be the same batch with the same outcomes, every replica's
+state must equal the replay's after the slots it executed, and every reply a
+client receives must be the replay's outcome for that request.
+
+A failed check raises `Violation` naming the property (a key of PROPERTIES).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ledgerpaxos.core import Core, Executed, Ledger
+from ledgerpaxos.core.messages import (
+    Accept,
+    Accepted,
+    AcceptRecord,
+    Ballot,
+    Batch,
+    ClientReply,
+    CommitRecord,
+    NewView,
+    Outcome,
+    Promise,
+    PromiseRecord,
+    Snapshot,
+    WalRecord,
+)
+from ledgerpaxos.storage import Recovered
+
+CommandKey = tuple[str, int]
+
+PROPERTIES: dict[str, str] = {
+    "agreement": "no two replicas execute different batches for one slot",
+    "executed-once": "a replica process never executes a slot twice",
+    "replay": "every replica's state equals a sequential replay of the executed log",
+    "conservation": "the sum of all balances never changes",
+    "no-overdraft": "no balance ever goes below zero",
+    "reply": "each acknowledged reply matches what the replay gives for that request",
+    "exactly-once": "a duplicate request never applies twice",
+    "checkpoint": "every checkpoint holds the replay's state at its slot",
+    "persist-before-speak": "a promise or accepted entry is durable before a message reveals it",
+    "committed-kept": "nothing committed is ever lost",
+    "core-invariant": "the core never fails an assertion or raises",
+    "core-alarm": "the core raises no alarm (e.g. a checkpoint digest mismatch)",
+    "recovery": "a crashed replica always recovers from its own disk",
+    "liveness": "after the heal, every request is answered and all replicas agree on slot and digest",
+}
+
+
+class Violation(Exception):
+    """A property of PROPERTIES does not hold."""
+
+    def __init__(self, prop: str, detail: str) -> None:
+        assert prop in PROPERTIES, prop
+        self.property = prop
+        self.detail = detail
+        super().__init__(f"{prop}: {detail}")
+
+
+# ---------------------------------------------------------------- the reference
+
+
+class ReferenceLedger:
+    """The canonical log and its sequential replay."""
+
+    def __init__(self, accounts: Sequence[str], initial_balance: int) -> None:
+        self.ledger = Ledger(accounts, initial_balance)
+        self.total = self.ledger.total
+        self.canonical: dict[int, Batch] = {}
+        self.first_executor: dict[int, str] = {}
+        self.applied = 0
+        self.outcomes: dict[int, tuple[Outcome | None, ...]] = {}
+        self.digests: dict[int, bytes] = {0: self.ledger.digest()}
+        self.results: dict[CommandKey, Outcome] = {}  # the outcome each request got
+        self.slot_of: dict[CommandKey, int] = {}  # where it was applied
+
+    def learn(self, slot: int, batch: Batch, node: str) -> list[int]:
+        """Record that `node` executed `batch` at `slot`; returns the slots the
+        replay newly applied."""
+        known = self.canonical.get(slot)
+        if known is not None:
+            if known != batch:
+                raise Violation(
+                    "agreement",
+                    f"slot {slot}: {node} executed {_keys(batch)}, "
+                    f"{self.first_executor[slot]} executed {_keys(known)}",
+                )
+            return []
+        self.canonical[slot] = batch
+        self.first_executor[slot] = node
+        applied: list[int] = []
+        while self.applied + 1 in self.canonical:
+            self._apply(self.applied + 1)
+            applied.append(self.applied)
+        return applied
+
+    def _apply(self, slot: int) -> None:
+        outcomes: list[Outcome | None] = []
+        for command in self.canonical[slot]:
+            outcome = self.ledger.execute(command)
+            outcomes.append(outcome)
+            if outcome is not None:
+                key = (command.client_id, command.request_no)
+                self.results[key] = outcome
+                self.slot_of[key] = slot
+        self.outcomes[slot] = tuple(outcomes)
+        self.applied = slot
+        self.digests[slot] = self.ledger.digest()
+
+
+def _keys(batch: Batch) -> str:
+    return "[" + " ".join(f"{c.client_id}#{c.request_no}" for c in batch) + "]" if batch else "noop"
+
+
+# ---------------------------------------------------------------- safety
+
+
+class SafetyChecker:
+    def __init__(self, accounts: Sequence[str], initial_balance: int) -> None:
+        self.reference = ReferenceLedger(accounts, initial_balance)
+        self.last_executed: dict[str, int] = {}  # per replica process (incarnation)
+        self.checked_state_at: dict[str, int] = {}
+        self._pending: dict[int, list[tuple[str, tuple[Outcome | None, ...]]]] = {}
+        self.max_executed = 0
+        self.duplicates_skipped = 0  # commands executed as duplicates (applied once)
+
+    def process_started(self, node: str, executed_from: int) -> None:
+        """A replica process (re)started; it executes slots after `executed_from`."""
+        self.last_executed[node] = executed_from
+        self.checked_state_at.pop(node, None)
+
+    def checkpoint_installed(self, node: str, slot: int) -> None:
+        self.last_executed[node] = max(self.last_executed[node], slot)
+
+    def executed(self, node: str, executed: Executed) -> None:
+        slot = executed.slot
+        if slot <= self.last_executed[node]:
+            raise Violation(
+                "executed-once",
+                f"{node} executed slot {slot} after slot {self.last_executed[node]}",
+            )
+        self.last_executed[node] = slot
+        self.max_executed = max(self.max_executed, slot)
+        self.duplicates_skipped += sum(1 for o in executed.outcomes if o is None)
+        for applied in self.reference.learn(slot, executed.batch, node):
+            for other, outcomes in self._pending.pop(applied, ()):
+                self._compare_outcomes(other, applied, outcomes)
+        if slot <= self.reference.applied:
+            self._compare_outcomes(node, slot, executed.outcomes)
+        else:
+            self._pending.setdefault(slot, []).append((node, executed.outcomes))
+
+    def _compare_outcomes(self, node: str, slot: int, outcomes: tuple[Outcome | None, ...]) -> None:
+        expected = self.reference.outcomes[slot]
+        if outcomes == expected:
+            return
+        batch = self.reference.canonical[slot]
+        for command, got, want in zip(batch, outcomes, expected, strict=True):
+            key = f"{command.client_id}#{command.request_no}"
+            if want is None and got is not None:
+                raise Violation(
+                    "exactly-once",
+                    f"{node} applied {key} again at slot {slot} "
+                    f"(first applied at slot {self.reference.slot_of.get((command.client_id, command.request_no))})",
+                )
+            if got != want:
+                raise Violation("replay", f"{node} slot {slot} {key}: got {got}, replay gives {want}")
+        raise AssertionError("outcomes differ but no command does")
+
+    def state(self, node: str, core: Core) -> None:
+        """The replica's whole state against the replay after the slots it executed."""
+        slot = core.executed_slot
+        if self.checked_state_at.get(node) == slot:
+            return
+        self.checked_state_at[node] = slot
+        balances = core.ledger.balances
+        total = sum(balances.values())
+        if total != self.reference.total:
+            raise Violation("conservation", f"{node} balances sum to {total}, not {self.reference.total}")
+        negative = sorted(a for a, b in balances.items() if b < 0)
+        if negative:
+            raise Violation("no-overdraft", f"{node}: accounts {negative} below zero at slot {slot}")
+        expected = self.reference.digests.get(slot)
+        if expected is None:
+            raise Violation("replay", f"{node} executed up to slot {slot}, the replay only to {self.reference.applied}")
+        if core.ledger.digest() != expected:
+            raise Violation("replay", f"{node} state after slot {slot} differs from the replay: {_state_difference(core, self.reference, slot)}")
+
+    def snapshot(self, node: str, snapshot: Snapshot) -> None:
+        expected = self.reference.digests.get(snapshot.slot)
+        if expected != snapshot.digest:
+            raise Violation(
+                "checkpoint",
+                f"{node} checkpoint at slot {snapshot.slot} has digest {snapshot.digest.hex()[:16]}, "
+                f"the replay {expected.hex()[:16] if expected else 'nothing'}",
+            )
+
+    def reply(self, client: str, reply: ClientReply) -> None:
+        key = (reply.client_id, reply.request_no)
+        expected = self.reference.results.get(key)
+        if expected is None:
+            raise Violation("reply", f"{client} got a reply for {key[0]}#{key[1]}, which the replay never applied")
+        if reply.outcome != expected:
+            raise Violation("reply", f"{client} got {reply.outcome} for {key[0]}#{key[1]}, the replay gives {expected}")
+
+
+def _state_difference(core: Core, reference: ReferenceLedger, slot: int) -> str:
+    """Explain a digest mismatch (only the current replay state is at hand when
+    the slot is the replay's newest; otherwise just the slot)."""
+    if slot != reference.applied:
+        return f"digest {core.ledger.digest().hex()[:16]} vs {reference.digests[slot].hex()[:16]}"
+    ref = reference.ledger
+    diffs = [f"{a}: {b} vs {ref.balances[a]}" for a, b in sorted(core.ledger.balances.items()) if ref.balances.get(a) != b]
+    mine = {c: e.request_no for c, e in sorted(core.ledger.clients.items())}
+    theirs = {c: e.request_no for c, e in sorted(ref.clients.items())}
+    if mine != theirs:
+        diffs.append(f"client table {mine} vs {theirs}")
+    return "; ".join(diffs) or "outcomes stored in the client table differ"
+
+
+# ---------------------------------------------------------------- persist before speak
+
+
+class DurableState:
+    """What one replica process has made durable: every promise and acceptance
+    that an fsync covered since the process started (a later record for the
+    same slot supersedes an acceptance but does not undo it: a message sent
+    after that fsync may still report it). Reset from what recovery finds."""
+
+    def __init__(self) -> None:
+        self.promised = Ballot.zero()
+        self.accepted: set[tuple[int, Ballot]] = set()  # (slot, ballot); membership only
+        self.commit_slot = 0
+        self.snapshot_slot = 0
+
+    def recovered(self, recovered: Recovered) -> None:
+        self.promised = recovered.promised
+        self.accepted = {(slot, e.ballot) for slot, e in recovered.entries.items()}
+        self.commit_slot = recovered.commit_slot
+        self.snapshot_slot = recovered.snapshot.slot if recovered.snapshot is not None else 0
+
+    def synced(self, records: Iterable[WalRecord]) -> None:
+        for record in records:
+            if isinstance(record, PromiseRecord):
+                self.promised = max(self.promised, record.ballot)
+            elif isinstance(record, AcceptRecord):
+                self.accepted.add((record.entry.slot, record.entry.ballot))
+            elif isinstance(record, CommitRecord):
+                self.commit_slot = max(self.commit_slot, record.commit_slot)
+
+    def snapshot_written(self, snapshot: Snapshot) -> None:
+        self.snapshot_slot = max(self.snapshot_slot, snapshot.slot)
+
+    def compacted(self, seed: Iterable[WalRecord]) -> None:
+        """The seed restates the current state; nothing it drops can be
+        revealed again without being stored again."""
+        self.synced(seed)
+
+    def _decided(self, slot: int) -> bool:
+        return slot <= max(self.commit_slot, self.snapshot_slot)
+
+    def check_send(self, node: str, to: str, message: object) -> None:
+        """Raise if `message` reveals a promise or acceptance not yet durable."""
+        if isinstance(message, Promise):
+            if self.promised < message.ballot:
+                raise Violation(
+                    "persist-before-speak",
+                    f"{node} sent Promise {message.ballot} to {to} with only {self.promised} on disk",
+                )
+        elif isinstance(message, Accepted):
+            self._check_accepted(node, to, "Accepted", message.ballot, message.slot)
+        elif isinstance(message, Accept):
+            self._check_accepted(node, to, "Accept", message.ballot, message.slot)
+        elif isinstance(message, NewView):
+            for entry in message.entries:
+                self._check_accepted(node, to, "NewView", message.ballot, entry.slot)
+
+    def _check_accepted(self, node: str, to: str, kind: str, ballot: Ballot, slot: int) -> None:
+        if (slot, ballot) in self.accepted or self._decided(slot):
+            return
+        raise Violation(
+            "persist-before-speak",
+            f"{node} sent {kind} {ballot} slot {slot} to {to} before its acceptance was on disk",
+        )

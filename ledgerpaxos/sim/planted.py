@@ -1,0 +1,141 @@
+"""Known protocol bugs, planted through the harness to prove the checkers bite.
+
+None of this is in a shipped code path: each bug is a subclass of the real
+Core (or of the simulator's replica host) that changes one decision. The
+tests in tests/test_sim_planted.py run seeds with each one until a checker
+catches it, and fail if none does within a bounded number of seeds (for
+lowest-ballot-wins, rarely exercised, they replay the seeds known to catch it);
+`ledgerpaxos-sim --planted NAME --seeds N` does the same from the console.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ledgerpaxos.core import Core, Ready
+from ledgerpaxos.core.messages import NOOP, Ballot, InstallCheckpoint, LogEntry, Promise
+from ledgerpaxos.sim.replica import ReplicaHost
+
+
+class QuorumOneShortCore(Core):
+    """Decides a slot with one Accepted fewer than a majority."""
+
+    def _check_decided(self, slot: int) -> None:
+        if len(self.votes[slot]) < self.s.majority - 1:
+            return
+        del self.votes[slot]
+        if slot > self.commit_slot:
+            self.decided.add(slot)
+            self._advance_commit()
+
+
+class PromiseBeforeFsyncHost(ReplicaHost):
+    """Sends Promises as soon as the core hands them out, before the fsync of
+    the PromiseRecord (the runtime's order is persist, then speak)."""
+
+    def _write_then_speak(self, ready: Ready) -> None:
+        early = [(to, m) for to, m in ready.send if isinstance(m, Promise)]
+        ready.send = [(to, m) for to, m in ready.send if not isinstance(m, Promise)]
+        for to, message in early:
+            self.send_now(to, message)
+        super()._write_then_speak(ready)
+
+
+class IgnoresHighestBallotCore(Core):
+    """A new leader that trusts its own log: for every open slot it re-proposes
+    its own accepted value, or a no-op where it has none, and never adopts the
+    highest-ballot value the promises report."""
+
+    def _check_promises(self) -> None:
+        if len(self.promises) < self.s.majority:
+            return
+        own = self.log
+        self.promises = {
+            node: attrs.evolve(
+                p,
+                entries=tuple(
+                    own.get(e.slot) or LogEntry(slot=e.slot, ballot=Ballot.zero(), batch=NOOP)
+                    for e in p.entries
+                ),
+            )
+            for node, p in self.promises.items()
+        }
+        self._become_leader()
+
+
+class LowestBallotWinsCore(Core):
+    """A new leader that takes, per slot, the value of the *lowest* ballot among
+    the promises instead of the highest (an inverted comparison).
+
+    It matters only when two ballots left different values in one slot that is
+    still open at an election and the higher one was chosen. This core's
+    pre-vote, its "own decided values win" rule and prompt catch-up make that
+    rare: 3 of seeds 0..999 catch it (422, 696, 740), too few for a bounded
+    search in CI; tests/test_sim_planted.py replays those seeds instead. A
+    fault schedule aimed at dueling leaders would catch it sooner."""
+
+    def _check_promises(self) -> None:
+        if len(self.promises) < self.s.majority:
+            return
+        lowest: dict[int, LogEntry] = {}
+        for promise in self.promises.values():
+            for entry in promise.entries:
+                if entry.slot not in lowest or entry.ballot < lowest[entry.slot].ballot:
+                    lowest[entry.slot] = entry
+        self.promises = {
+            node: attrs.evolve(p, entries=tuple(lowest[e.slot] for e in p.entries))
+            for node, p in self.promises.items()
+        }
+        self._become_leader()
+
+
+class StaleClientTableCore(Core):
+    """Installs a checkpoint's balances but keeps its own old client table."""
+
+    _installing = False
+
+    def _adopt_snapshot(self, snapshot):  # type: ignore[no-untyped-def]
+        stale = self.ledger.clients
+        super()._adopt_snapshot(snapshot)
+        if self._installing:
+            self.ledger.clients = stale
+
+    def _on_install_checkpoint(self, m: InstallCheckpoint, sender: str) -> None:
+        self._installing = True
+        try:
+            Core._on_install_checkpoint(self, m, sender)
+        finally:
+            self._installing = False
+
+    _handlers = {**Core._handlers, InstallCheckpoint: _on_install_checkpoint}
+
+
+@attrs.frozen
+class PlantedBug:
+    description: str
+    core_class: type[Core] = Core
+    host_class: type[ReplicaHost] = ReplicaHost
+
+
+PLANTED: dict[str, PlantedBug] = {
+    "quorum-one-short": PlantedBug(
+        "a slot is decided with one Accepted fewer than a majority",
+        core_class=QuorumOneShortCore,
+    ),
+    "promise-before-fsync": PlantedBug(
+        "a Promise is sent before its PromiseRecord is fsynced",
+        host_class=PromiseBeforeFsyncHost,
+    ),
+    "ignores-highest-ballot": PlantedBug(
+        "a new leader re-proposes its own log and does not adopt the highest-ballot values",
+        core_class=IgnoresHighestBallotCore,
+    ),
+    "lowest-ballot-wins": PlantedBug(
+        "a new leader adopts the lowest-ballot value of a slot, not the highest",
+        core_class=LowestBallotWinsCore,
+    ),
+    "stale-client-table": PlantedBug(
+        "installing a checkpoint does not restore the client table",
+        core_class=StaleClientTableCore,
+    ),
+}

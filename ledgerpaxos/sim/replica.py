@@ -1,0 +1,325 @@
+"""One simulated replica process: the real core and the real storage on a SimDisk.
+
+It does what the trio runtime does (runtime/replica.py), in virtual time:
+messages and ticks go into an inbox; the host steps them into the core and
+carries out the core's Ready in the documented order — append to the WAL,
+one fsync, snapshots, compaction, and only then sends and replies. The fsync
+takes virtual time (the disk latency); whatever arrives meanwhile waits in the
+inbox and is stepped as one group before the next Ready (group commit), just
+as the runtime drains its inbox.
+
+A crash throws the process away (core, store, inbox, waiting clients) and
+crashes the disk; a restart recovers with ReplicaStore.open on that disk.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ledgerpaxos import constants
+from ledgerpaxos.core import Core, CoreSettings, Ready, Role
+from ledgerpaxos.core.messages import Ballot, ClientRequest, InstallCheckpoint
+from ledgerpaxos.core.replica import Phase
+from ledgerpaxos.sim import coverage
+from ledgerpaxos.sim.checkers import DurableState, Violation
+from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
+from ledgerpaxos.sim.trace import describe
+from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError
+
+if TYPE_CHECKING:
+    from ledgerpaxos.sim.harness import Simulation
+
+CommandKey = tuple[str, int]
+
+UP = "up"
+DOWN = "down"
+PAUSED = "paused"
+
+_TICK = object()  # an inbox item: one core tick
+
+
+def _where(error: BaseException) -> str:
+    """The exception and the innermost line that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return repr(error)
+    frame = frames[-1]
+    path = frame.filename.split("ledgerpaxos/")[-1]
+    return f"{error!r} in {frame.name} ({path}:{frame.lineno})"
+
+
+class ReplicaHost:
+    def __init__(self, sim: Simulation, settings: CoreSettings, core_class: type[Core]) -> None:
+        self.sim = sim
+        self.node = settings.node_id
+        self.settings = settings
+        self.core_class = core_class
+        self.directory = f"/data/{self.node}"
+        self.disk = SimDisk()
+        self.disk.makedirs(self.directory)
+        self.status = DOWN
+        self.core: Core | None = None
+        self.store: ReplicaStore | None = None
+        self.inbox: deque[tuple[object, str | None, object]] = deque()
+        self.io_busy = False
+        self.deferred_io: Ready | None = None  # an fsync that finished while paused
+        self.generation = 0  # bumped by a crash: late I/O completions are ignored
+        self.incarnation = 0
+        self.waiters: dict[CommandKey, str] = {}  # request -> client waiting here
+        self.durable = DurableState()
+        self.led_ballot: Ballot | None = None
+        self.crashes = 0
+
+    # ================================================================ lifetime
+
+    def start(self) -> None:
+        """Start (or restart) the process: recover from the disk, build a core."""
+        assert self.status == DOWN
+        sim = self.sim
+        self.incarnation += 1
+        self.disk.disarm()
+        try:
+            store, recovered = ReplicaStore.open(self.directory, codec=sim.codec, fs=self.disk)
+        except StorageCorruption as error:
+            raise Violation("recovery", f"{self.node} refused to start: {error}") from error
+        rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/core/{self.node}/{self.incarnation}")
+        try:
+            core = self.core_class(
+                self.settings,
+                rng,
+                snapshot=recovered.snapshot,
+                promised=recovered.promised,
+                entries=recovered.entries,
+                commit_slot=recovered.commit_slot,
+            )
+        except Exception as error:  # reported with the seed, never swallowed
+            raise Violation("core-invariant", f"{self.node} restoring: {_where(error)}") from error
+        self.store, self.core = store, core
+        self.status = UP
+        self.durable.recovered(recovered)
+        self.led_ballot = None
+        executed_from = recovered.snapshot.slot if recovered.snapshot is not None else 0
+        sim.safety.process_started(self.node, executed_from)
+        if recovered.torn_tail_cut:
+            sim.marks.hit(coverage.TORN_TAIL_CUT)
+        if recovered.snapshot is not None:
+            sim.marks.hit(coverage.SNAPSHOT_RESTORED)
+        if sim.trace is not None:
+            sim.trace.add(
+                sim.queue.now,
+                f"{self.node} start #{self.incarnation}: snapshot {executed_from}, "
+                f"promised {recovered.promised}, {len(recovered.entries)} entries, "
+                f"commit {recovered.commit_slot}, torn tail cut {recovered.torn_tail_cut}",
+            )
+        self._carry_out()  # what recovery executed
+
+    def crash(self, reason: str) -> None:
+        """The process dies; the machine loses what was not durable."""
+        if self.status == DOWN:
+            return
+        sim = self.sim
+        mid_io = self.io_busy
+        self.status = DOWN
+        self.generation += 1
+        self.core = None
+        self.store = None  # abandoned, like a killed process's descriptors
+        self.inbox.clear()
+        self.io_busy = False
+        self.deferred_io = None
+        self.waiters.clear()
+        self.crashes += 1
+        sim.crashes += 1
+        plan = sim.plan.faults
+        report = self.disk.crash(
+            sim.disk_rng,
+            torn_probability=plan.torn_probability,
+            writeback_probability=plan.writeback_probability,
+        )
+        if mid_io or reason == "crash inside I/O":
+            sim.marks.hit(coverage.CRASH_MID_IO)
+        if sim.trace is not None:
+            sim.trace.add(
+                sim.queue.now,
+                f"{self.node} CRASH ({reason}{', mid group commit' if mid_io else ''}): "
+                f"lost {report.lost_bytes} bytes, torn {list(report.torn_files)}, "
+                f"{report.lost_entries} directory entries undone",
+            )
+
+    def pause(self) -> None:
+        if self.status == UP:
+            self.status = PAUSED
+
+    def resume(self) -> None:
+        if self.status != PAUSED:
+            return
+        self.status = UP
+        if self.deferred_io is not None:
+            ready, self.deferred_io = self.deferred_io, None
+            self._finish_io(self.generation, ready)
+        else:
+            self._drain()
+
+    # ================================================================ inputs
+
+    def tick(self) -> None:
+        if self.status != UP:
+            return  # a paused process misses its timer; a dead one has none
+        if self.io_busy:
+            self._enqueue(_TICK, None, None)
+            return
+        self._step(_TICK, None, None)
+        self._carry_out()
+
+    def deliver(self, sender: str, message: object, *, from_client: bool) -> None:
+        if self.status == DOWN:
+            return
+        kind = "client" if from_client else "peer"
+        if self.status == PAUSED or self.io_busy:
+            self._enqueue(kind, sender, message)
+            return
+        self._step(kind, sender, message)
+        self._carry_out()
+
+    def _enqueue(self, kind: object, sender: str | None, message: object) -> None:
+        if len(self.inbox) >= constants.inbox_messages_max:
+            return  # the bounded channel is full: like a message lost
+        self.inbox.append((kind, sender, message))
+
+    def _drain(self) -> None:
+        while self.status == UP and not self.io_busy and self.inbox:
+            for _ in range(min(len(self.inbox), constants.inbox_drain_max)):
+                self._step(*self.inbox.popleft())
+            self._carry_out()
+
+    # ================================================================ stepping
+
+    def _step(self, kind: object, sender: str | None, message: object) -> None:
+        core = self.core
+        assert core is not None
+        sim = self.sim
+        try:
+            if kind is _TICK:
+                core.tick()
+                return
+            if kind == "client":
+                assert isinstance(message, ClientRequest) and sender is not None
+                command = message.command
+                key = (command.client_id, command.request_no)
+                self.waiters[key] = sender
+                if core.ledger.stored_outcome(*key) is not None:
+                    sim.marks.hit(coverage.DUPLICATE_FROM_TABLE)
+                if sim.trace is not None:
+                    sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
+                core.step(message, None)
+                return
+            if sim.trace is not None:
+                sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
+            was_leading = core.role == Role.leader or (
+                core.role == Role.candidate and core.phase == Phase.prepare
+            )
+            executed_before = core.executed_slot
+            core.step(message, sender)
+            if was_leading and core.role == Role.follower:
+                sim.marks.hit(coverage.BALLOT_PREEMPTED)
+            if isinstance(message, InstallCheckpoint) and core.executed_slot > executed_before:
+                sim.marks.hit(coverage.CHECKPOINT_INSTALL)
+                sim.installs += 1
+                sim.safety.checkpoint_installed(self.node, message.snapshot.slot)
+        except Exception as error:  # reported with the seed, never swallowed
+            what = "tick" if kind is _TICK else describe(message)
+            raise Violation("core-invariant", f"{self.node} handling {what}: {_where(error)}") from error
+
+    # ================================================================ carrying out a Ready
+
+    def _carry_out(self) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            ready = core.take_ready()
+        except Exception as error:  # reported with the seed, never swallowed
+            raise Violation("core-invariant", f"{self.node} take_ready: {_where(error)}") from error
+        self.sim.observe(self, ready)
+        if core.role == Role.leader and core.ballot != self.led_ballot:
+            self.led_ballot = core.ballot
+            self.sim.leader_elected(self.node, core.ballot)
+        self._write_then_speak(ready)
+
+    def _write_then_speak(self, ready: Ready) -> None:
+        """Append now; fsync, snapshots and compaction when the disk is done;
+        only then speak."""
+        if not ready.needs_sync():
+            self._speak(ready)
+            return
+        store = self.store
+        assert store is not None
+        try:
+            if ready.persist:
+                store.append(ready.persist)
+        except SimulatedCrash:
+            self.crash("crash inside I/O")
+            return
+        except StorageError as error:
+            self._stop_on_io_error(error)
+            return
+        self.io_busy = True
+        self.sim.queue.after(self.sim.disk_latency(), self._finish_io, self.generation, ready)
+
+    def _finish_io(self, generation: int, ready: Ready) -> None:
+        if generation != self.generation:
+            return  # the process that asked for it is gone
+        if self.status == PAUSED:
+            self.deferred_io = ready
+            return
+        store = self.store
+        assert store is not None
+        try:
+            if ready.persist:
+                store.sync()
+                self.durable.synced(ready.persist)
+            for snapshot in ready.snapshots:
+                store.write_snapshot(snapshot)
+                self.durable.snapshot_written(snapshot)
+            if ready.compact is not None:
+                store.compact(ready.compact)
+                self.durable.compacted(ready.compact)
+                self.sim.marks.hit(coverage.WAL_COMPACTED)
+        except SimulatedCrash:
+            self.crash("crash inside I/O")
+            return
+        except StorageError as error:
+            self._stop_on_io_error(error)
+            return
+        self.io_busy = False
+        self._speak(ready)
+        self._drain()
+
+    def _stop_on_io_error(self, error: StorageError) -> None:
+        """The design's rule: an fsync (or write) error stops the replica."""
+        self.sim.marks.hit(coverage.IO_ERROR_STOP)
+        if self.sim.trace is not None:
+            self.sim.trace.add(self.sim.queue.now, f"{self.node} stops: {error}")
+        self.crash("I/O error")
+
+    def _speak(self, ready: Ready) -> None:
+        sim = self.sim
+        for to, message in ready.send:
+            self.durable.check_send(self.node, to, message)
+            sim.send(self.node, to, message)
+        for reply in ready.replies:
+            client = self.waiters.pop((reply.client_id, reply.request_no), None)
+            if client is not None:
+                sim.send(self.node, client, reply)
+
+    def send_now(self, to: str, message: object) -> None:
+        """Send outside of the Ready order (planted bugs only)."""
+        self.durable.check_send(self.node, to, message)
+        self.sim.send(self.node, to, message)
+
+    # ================================================================ queries
+
+    @property
+    def is_up(self) -> bool:
+        return self.status == UP

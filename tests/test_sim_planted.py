@@ -1,0 +1,61 @@
+"""Proof that the simulator bites: known protocol bugs, planted through the
+harness (sim/planted.py, never a shipped code path), are each caught within a
+bounded number of seeds by the checker that should catch them — and the same
+seed passes without the bug."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledgerpaxos.sim.harness import SimResult, run_seed
+from ledgerpaxos.sim.planted import PLANTED
+from tests.test_sim_regressions import known_bug_of
+
+# bug -> (replicas, seeds searched at most, the properties that may catch it)
+BOUNDS: dict[str, tuple[int, int, frozenset[str]]] = {
+    "quorum-one-short": (3, 30, frozenset({"agreement", "replay", "reply", "committed-kept"})),
+    "promise-before-fsync": (5, 5, frozenset({"persist-before-speak"})),
+    "ignores-highest-ballot": (5, 100, frozenset({"agreement", "replay", "reply", "committed-kept"})),
+    "stale-client-table": (5, 20, frozenset({"replay", "exactly-once", "reply", "checkpoint"})),
+}
+
+
+def first_caught(planted: str, replicas: int, seeds: int, properties: frozenset[str]) -> SimResult | None:
+    for seed in range(seeds):
+        result = run_seed(seed, replicas, planted=planted)
+        if not result.ok and result.property in properties:
+            return result
+    return None
+
+
+@pytest.mark.parametrize("planted", sorted(BOUNDS))
+def test_planted_bug_is_caught_within_bounded_seeds(planted: str) -> None:
+    replicas, seeds, properties = BOUNDS[planted]
+    caught = first_caught(planted, replicas, seeds, properties)
+    assert caught is not None, f"{planted} ({PLANTED[planted].description}) not caught in {seeds} seeds"
+    print(
+        f"\n{planted}: caught by seed {caught.seed} ({replicas} replicas): "
+        f"{caught.property}: {caught.detail}\n  replay: {caught.replay_command()}"
+    )
+    assert caught.replay_command().endswith(f"--planted {planted} --trace")
+    clean = run_seed(caught.seed, replicas)
+    if not clean.ok:  # only a known core bug may fail it without the planted one
+        assert known_bug_of(clean) is not None, (
+            f"seed {caught.seed} also fails without the planted bug: {clean.property}: {clean.detail}"
+        )
+
+
+# lowest-ballot-wins needs two ballots' values in one open slot, which 3 of
+# seeds 0..999 produce (see sim/planted.py): too slow to search for in CI.
+RARE_CATCHES: dict[str, tuple[int, ...]] = {"lowest-ballot-wins": (422, 696)}
+
+
+@pytest.mark.parametrize("planted,seed", [(p, s) for p, seeds in RARE_CATCHES.items() for s in seeds])
+def test_rarely_exercised_planted_bug_is_caught_by_its_known_seeds(planted: str, seed: int) -> None:
+    caught = run_seed(seed, planted=planted)
+    assert not caught.ok and caught.property == "agreement", (caught.property, caught.detail)
+    assert run_seed(seed).ok
+
+
+def test_every_planted_bug_is_tested() -> None:
+    assert set(PLANTED) == set(BOUNDS) | set(RARE_CATCHES)

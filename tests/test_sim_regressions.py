@@ -1,0 +1,224 @@
+"""Seeds the simulator failed on, kept as permanent tests.
+
+To turn a failing seed into a permanent test: while the bug is open, add it
+to KNOWN_CORE_BUGS (the property, a pattern of the detail, what goes wrong) —
+its seeds must keep failing that way, and the CI batch tolerates exactly those
+failures; once fixed, move it to FIXED_CORE_BUGS, whose seeds must pass for
+good. Where you can, also pin the bug with a short scenario that drives the
+real core and storage by hand (below): a change to the core or to the
+simulator's fault mix moves a bug to other seeds, a scenario stays put. The
+console shows a seed's whole run: `ledgerpaxos-sim --seed N --replicas R --trace`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import attrs
+import pytest
+
+from ledgerpaxos.core import Core, Ledger
+from ledgerpaxos.core.messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    ClientRequest,
+    Command,
+    CommandKind,
+    HeartbeatAck,
+    InstallCheckpoint,
+    LogEntry,
+    PreVoteReply,
+    Promise,
+    Transfer,
+)
+from ledgerpaxos.sim.codec import CachingCodec
+from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
+from ledgerpaxos.sim.harness import SimResult, run_seed
+from ledgerpaxos.storage import ReplicaStore
+from tests.corenet import settings
+
+
+@attrs.frozen
+class KnownBug:
+    property: str  # the violated property, a key of sim.checkers.PROPERTIES
+    detail: str  # a regular expression the violation's detail matches
+    seeds: tuple[int, ...]  # seeds (5 replicas) that fail with it today
+    what: str
+
+    def matches(self, result: SimResult) -> bool:
+        return (
+            not result.ok
+            and result.property == self.property
+            and re.search(self.detail, result.detail or "") is not None
+        )
+
+
+# Core bugs the simulator finds that are not fixed yet. The CI batch
+# (test_sim.py) tolerates a failing seed only when one of these explains it.
+KNOWN_CORE_BUGS: dict[str, KnownBug] = {}
+
+
+@attrs.frozen
+class FixedBug:
+    seeds: tuple[int, ...]  # seeds (5 replicas) that failed before the fix
+    failed_at: str  # the last core commit they failed on
+    what: str
+
+
+# Seeds that once failed and were fixed: they must pass for good.
+FIXED_CORE_BUGS: dict[str, FixedBug] = {
+    "resend-after-purge": FixedBug(
+        seeds=(23, 26, 100, 104, 195, 236),
+        failed_at="01c6bee",
+        what=(
+            "core-invariant: a new leader put the slots it re-proposed at or below its own "
+            "commit point into `votes`; when Accepted replies for one were lost it stayed "
+            "there, a checkpoint purged the slot from the log, and the next heartbeat's "
+            "_resend_undecided() raised KeyError on self.log[slot]: the leader process died."
+        ),
+    ),
+    "install-commit-before-snapshot": FixedBug(
+        seeds=(3156,),
+        failed_at="01c6bee",
+        what=(
+            "agreement: installing a checkpoint moved commit_slot to the snapshot's slot and "
+            "take_ready() put a CommitRecord for it in `persist`, fsynced before the snapshot "
+            "was written. A crash in between left the old snapshot, the WAL's stale, never "
+            "chosen entries below that slot and the CommitRecord; on restart Core() executed "
+            "the stale entries."
+        ),
+    ),
+}
+FIXED_SEEDS: tuple[int, ...] = tuple(
+    sorted(seed for bug in FIXED_CORE_BUGS.values() for seed in bug.seeds)
+)
+
+
+def known_bug_of(result: SimResult) -> str | None:
+    """The name of the known core bug that explains a failed run, if any."""
+    for name, bug in KNOWN_CORE_BUGS.items():
+        if bug.matches(result):
+            return name
+    return None
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def test_known_bug_seeds_still_fail_the_same_way() -> None:
+    """While a bug is open its seeds fail, and for the reason on record; the
+    day they pass, move them to FIXED_CORE_BUGS. (Nothing open today.)"""
+    for name, bug in KNOWN_CORE_BUGS.items():
+        for seed in bug.seeds[:2]:
+            result = run_seed(seed)
+            if result.ok:
+                pytest.fail(f"seed {seed} now passes: was {name} fixed? move it to FIXED_CORE_BUGS")
+            assert known_bug_of(result) == name, (seed, result.property, result.detail)
+
+
+@pytest.mark.parametrize("seed", FIXED_SEEDS)
+def test_fixed_seed_passes(seed: int) -> None:
+    result = run_seed(seed)
+    assert result.ok, f"{result.property}: {result.detail}; replay: {result.replay_command()}"
+
+
+# ---------------------------------------------------------------- the same bugs, by hand
+# Both scenarios failed on core 01c6bee (resend-after-purge: KeyError; the
+# install: slots 1..5 executed) and pass since a7afe04.
+
+
+def _command(request_no: int, client: str = "c1") -> Command:
+    return Command(
+        client_id=client,
+        request_no=request_no,
+        kind=CommandKind.transfer,
+        transfers=(Transfer(sender="A", receiver="B", amount=1),),
+    )
+
+
+def _elect(core: Core, voters: tuple[str, ...]) -> Ballot:
+    """Time the core out and hand it pre-votes and empty promises from `voters`."""
+    while core.role.value != "candidate":
+        core.tick()
+    ballot = core.candidate_ballot
+    for voter in voters:
+        core.step(PreVoteReply(ballot=ballot, granted=True), voter)
+    ballot = core.candidate_ballot
+    for voter in voters:
+        core.step(Promise(ballot=ballot, checkpoint_slot=0, commit_slot=0, entries=()), voter)
+    assert core.role.value == "leader"
+    return ballot
+
+
+def test_leader_resending_a_slot_that_a_checkpoint_purged() -> None:
+    """n1 restarts with slots 1..12 committed (checkpoint 10) and is elected;
+    it re-proposes 11 and 12. Only n2 answers for 11. Slots 13..20 commit, a
+    majority reports checkpoint 20, slot 11 is purged — and the next heartbeat
+    resends slot 11 from the log."""
+    old = Ballot(1, 2)
+    entries = {s: LogEntry(slot=s, ballot=old, batch=(_command(s),)) for s in range(1, 13)}
+    core = Core(settings("n1"), random.Random(1), promised=old, entries=entries, commit_slot=12)
+    assert core.checkpoint_slot == 10
+    ballot = _elect(core, ("n2", "n3"))
+    core.take_ready()
+    core.step(Accepted(ballot=ballot, slot=11), "n2")
+    for peer in ("n2", "n3"):
+        core.step(Accepted(ballot=ballot, slot=12), peer)
+    for request_no in range(13, 21):
+        core.step(ClientRequest(command=_command(request_no, "c2")), None)
+        core.take_ready()
+        for peer in ("n2", "n3"):
+            core.step(Accepted(ballot=ballot, slot=request_no), peer)
+    assert core.commit_slot == 20 and core.checkpoint_slot == 20
+    for peer in ("n2", "n3"):
+        core.step(
+            HeartbeatAck(ballot=ballot, executed_slot=20, checkpoint_slot=20, checkpoint_digest=b""),
+            peer,
+        )
+    assert core.purge_slot == 20
+    for _ in range(core.s.heartbeat_ticks):
+        core.tick()  # raised KeyError before the fix
+
+
+def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:
+    """A follower holds stale entries (accepted at an old ballot, never chosen)
+    for slots 1..5, then installs a checkpoint of slot 10. Its Ready is carried
+    out in the documented order and the process dies while writing the
+    snapshot. After the restart it must not execute the stale entries."""
+    disk = SimDisk()
+    disk.makedirs("/data/n3")
+    codec = CachingCodec()
+    store, _ = ReplicaStore.open("/data/n3", codec=codec, fs=disk)
+    core = Core(settings("n3"), random.Random(3))
+    stale = Ballot(1, 1)
+    for slot in range(1, 6):
+        core.step(Accept(ballot=stale, slot=slot, batch=(_command(slot),), commit_slot=0, purge_slot=0), "n1")
+    ready = core.take_ready()
+    store.append(ready.persist)
+    store.sync()
+
+    chosen = Ledger(core.s.accounts, core.s.initial_balance)  # ten no-op slots were chosen
+    core.step(InstallCheckpoint(snapshot=chosen.snapshot(10)), "n2")
+    assert core.executed_slot == 10
+    ready = core.take_ready()
+    store.append(ready.persist)
+    store.sync()  # the CommitRecord(10) is durable now
+    disk.arm_crash(1)  # ... and the process dies creating the snapshot file
+    with pytest.raises(SimulatedCrash):
+        for snapshot in ready.snapshots:
+            store.write_snapshot(snapshot)
+    disk.crash(random.Random(0), torn_probability=0.0, writeback_probability=0.0)
+
+    store, recovered = ReplicaStore.open("/data/n3", codec=codec, fs=disk)
+    restarted = Core(
+        settings("n3"),
+        random.Random(4),
+        snapshot=recovered.snapshot,
+        promised=recovered.promised,
+        entries=recovered.entries,
+        commit_slot=recovered.commit_slot,
+    )
+    executed = [e.slot for e in restarted.take_ready().executed]
+    assert executed == [], f"executed never-chosen entries of ballot {stale} at slots {executed}"
