@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: test venv lint clean cluster shell sim
+.PHONY: test venv lint clean cluster shell sim bench
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,19 @@ START ?= 0
 REPLICAS ?= 5
 sim: $(STAMP)
 	$(VENV)/bin/ledgerpaxos-sim --seeds $(SEEDS) --start $(START) --replicas $(REPLICAS)
+
+# 1x1, 64x1 and 64x100 (clients x transfers per request) on 5 fresh replicas with
+# fsync on: one table, docs/bench.json and docs/bench.png. make bench DURATION=30
+DURATION ?= 10
+PLOT_STAMP := $(VENV)/.installed-plot
+
+$(PLOT_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[plot]'
+	touch $@
+
+bench: $(PLOT_STAMP)
+	$(VENV)/bin/ledgerpaxos-bench --matrix --replicas 5 --duration $(DURATION) \
+		--json docs/bench.json --plot docs/bench.png
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache .hypothesis build dist *.egg-info

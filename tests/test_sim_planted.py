@@ -45,9 +45,11 @@ def test_planted_bug_is_caught_within_bounded_seeds(planted: str) -> None:
         )
 
 
-# lowest-ballot-wins needs two ballots' values in one open slot, which 3 of
-# seeds 0..999 produce (see sim/planted.py): too slow to search for in CI.
-RARE_CATCHES: dict[str, tuple[int, ...]] = {"lowest-ballot-wins": (422, 696)}
+# lowest-ballot-wins needs two ballots' values in one open slot, which few seeds
+# produce (see sim/planted.py): too slow to search for in CI. Any change to the
+# core's timing moves it to other seeds; find the new ones with
+#   ledgerpaxos-sim --planted lowest-ballot-wins --seeds 1500 --first-failure
+RARE_CATCHES: dict[str, tuple[int, ...]] = {"lowest-ballot-wins": (25,)}
 
 
 @pytest.mark.parametrize("planted,seed", [(p, s) for p, seeds in RARE_CATCHES.items() for s in seeds])

@@ -25,6 +25,8 @@ REASON_UNKNOWN_RECEIVER = "unknown receiver account"
 REASON_SAME_ACCOUNT = "sender and receiver are the same account"
 REASON_INSUFFICIENT = "insufficient funds"
 
+TRANSFER_OK = TransferResult(ok=True)  # shared: results are immutable
+
 
 class Ledger:
     """Account balances and the client table; applies commands in log order."""
@@ -61,7 +63,6 @@ class Ledger:
         self.clients[command.client_id] = ClientEntry(
             client_id=command.client_id, request_no=command.request_no, outcome=outcome
         )
-        assert sum(self.balances.values()) == self.total
         return outcome
 
     def _transfer(self, transfer: Transfer) -> TransferResult:
@@ -77,7 +78,7 @@ class Ledger:
             return TransferResult(ok=False, reason=REASON_INSUFFICIENT)
         self.balances[transfer.sender] -= transfer.amount
         self.balances[transfer.receiver] += transfer.amount
-        return TransferResult(ok=True)
+        return TRANSFER_OK
 
     # ------------------------------------------------------------ snapshots
 
@@ -87,7 +88,14 @@ class Ledger:
     def _client_rows(self) -> tuple[ClientEntry, ...]:
         return tuple(self.clients[c] for c in sorted(self.clients))
 
+    def check_conservation(self) -> None:
+        """Transfers move money, never make or lose it (checked at checkpoints,
+        not per command: summing every balance per command is a hot-path cost)."""
+        assert sum(self.balances.values()) == self.total, "balances no longer sum to their total"
+        assert all(b >= 0 for b in self.balances.values()), "a balance went below zero"
+
     def snapshot(self, slot: int) -> Snapshot:
+        self.check_conservation()
         clients = self._client_rows()
         balances = tuple(self.balances.items())
         return Snapshot(

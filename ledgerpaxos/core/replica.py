@@ -133,6 +133,7 @@ class Core:
         self.ballot = Ballot.zero()
         self.next_slot = 1
         self.votes: dict[int, set[str]] = {}  # undecided proposed slot -> acceptors
+        self.resend_at: dict[int, int] = {}  # undecided slot -> tick before which no re-send
         self.decided: set[int] = set()  # decided slots above commit_slot
         self.pending: OrderedDict[CommandKey, Command] = OrderedDict()
         self.in_flight: set[CommandKey] = set()
@@ -444,6 +445,7 @@ class Core:
         self.next_slot += 1
         self._store(LogEntry(slot=slot, ballot=self.ballot, batch=batch))
         self.votes[slot] = {self.me}
+        self.resend_at[slot] = self.now + 2 * self.s.heartbeat_ticks
         for peer in self.peers:
             self._send(
                 peer,
@@ -461,7 +463,12 @@ class Core:
     def _resend_undecided(self) -> None:
         """Accepts (or their replies) may have been lost: ask again whoever has
         not answered for a slot that is still open."""
+        for slot in [s for s in self.resend_at if s not in self.votes]:
+            del self.resend_at[slot]
         for slot in sorted(self.votes)[: self.s.pipeline_slots_max]:
+            if self.resend_at.get(slot, 0) > self.now:
+                continue  # proposed a moment ago: its answers are probably on their way
+            self.resend_at[slot] = self.now + 2 * self.s.heartbeat_ticks
             entry = self.log[slot]
             for peer in self.peers:
                 if peer not in self.votes[slot]:

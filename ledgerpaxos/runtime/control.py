@@ -8,7 +8,7 @@ is a JSON object; the keys per operation:
     print_db      {"node", "alive", "balances": {account: balance}}
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
-                   "commit_slot", "executed_slot", "checkpoint_slot"}
+                   "commit_slot", "executed_slot", "checkpoint_slot", "wal_fsyncs", "snapshots_written"}
     set_alive     {"node", "alive"}                              argument: 1 alive, 0 dead
     kill_leader   {"node", "alive"}, or ok=false and {"node", "reason"} when not the leader
     reset         {"node", "alive"}
@@ -17,7 +17,10 @@ A ballot is written "round.node" ("3.2"); `ballot` in print_view is the ballot
 of the view the replica is in (its own ballot when it leads). A command in a
 batch reads "<client>#<request no> (A, B, 3) (B, C, 1)" or "<client>#<request no> read".
 Status letters: E executed, C committed, A accepted, X purged (folded into a
-checkpoint), - nothing known.
+checkpoint), - nothing known. `wal_fsyncs` counts the WAL's fsyncs since the
+process started (files and directory; one per group commit), `snapshots_written`
+the snapshot files written (each one a file and a directory fsync more); the
+benchmark reads them.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ class Controllable(Protocol):
 
     node_id: str
     alive: bool
+    snapshots_written: int
 
     @property
     def core(self) -> Core: ...
+
+    @property
+    def wal_fsyncs(self) -> int: ...
 
     def reset(self) -> None: ...
 
@@ -63,7 +70,12 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
     elif op == ControlOp.print_status:
         body = {"node": node, "status": slot_statuses(core, request.argument)}
     elif op == ControlOp.print_view:
-        body = {**describe_view(core, node), "alive": replica.alive}
+        body = {
+            **describe_view(core, node),
+            "alive": replica.alive,
+            "wal_fsyncs": replica.wal_fsyncs,
+            "snapshots_written": replica.snapshots_written,
+        }
     elif op == ControlOp.set_alive:
         replica.alive = request.argument != 0
         body = {"node": node, "alive": replica.alive}

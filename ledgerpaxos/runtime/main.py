@@ -5,12 +5,19 @@
 Exit status: 0 after a signal, 2 for a mistake of the user (config file,
 unknown node id, address in use), 1 for a fatal error (storage corruption or
 an I/O failure). Errors are one line on stderr, without a traceback.
+
+The environment variable LEDGERPAXOS_RUNTIME, a comma-separated list of
+`RuntimeOptions` names (runtime/replica.py), changes how the runtime carries
+out the core's Ready; it is for measurements (docs/performance.md) and unset
+in normal use.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,7 +26,7 @@ import trio
 
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.runtime.network import ListenError
-from ledgerpaxos.runtime.replica import serve_replica
+from ledgerpaxos.runtime.replica import RuntimeOptions, serve_replica
 from ledgerpaxos.storage import StorageCorruption, StorageError
 
 prog = "ledgerpaxos-replica"
@@ -56,11 +63,11 @@ def setup_logging(node_id: str, level: str) -> None:
     root.setLevel(level)
 
 
-async def run(config: Config, node_id: str) -> None:
+async def run(config: Config, node_id: str, options: RuntimeOptions | None = None) -> None:
     """The replica, until a signal cancels it."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        nursery.start_soon(serve_replica, config, node_id)
+        nursery.start_soon(functools.partial(serve_replica, config, node_id, options=options))
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
@@ -89,9 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return exit_user_error
-    setup_logging(args.id, args.log_level)
     try:
-        trio.run(run, config, args.id)
+        options = RuntimeOptions.parse(os.environ.get("LEDGERPAXOS_RUNTIME", ""))
+    except ValueError as error:
+        print(f"{prog}: LEDGERPAXOS_RUNTIME: {error}", file=sys.stderr)
+        return exit_user_error
+    setup_logging(args.id, args.log_level)
+    if options != RuntimeOptions():
+        logging.getLogger("ledgerpaxos.runtime").warning("runtime options: %s", options)
+    try:
+        trio.run(run, config, args.id, options)
     except BaseException as error:  # noqa: BLE001 - sorted below, re-raised if unknown
         for leaf in _leaves(error):
             if isinstance(leaf, ListenError):

@@ -16,6 +16,9 @@ One nursery holds, started in this order:
 
 Storage failures end the replica with the error (nothing unpersisted is ever
 acknowledged). A peer that sends garbage loses its connection, not the replica.
+
+`RuntimeOptions` holds how the Ready is carried out (always in the order of
+core/ready.py); `LEDGERPAXOS_RUNTIME` in runtime/main.py sets them.
 """
 
 from __future__ import annotations
@@ -33,13 +36,18 @@ from ledgerpaxos.config import Config
 from ledgerpaxos.core import Core, CoreSettings, Ready
 from ledgerpaxos.core.messages import (
     Accept,
+    Accepted,
     ClientRequest,
     ControlReply,
     ControlRequest,
     Heartbeat,
+    HeartbeatAck,
     Message,
+    Nack,
     NewView,
     PeerMessage,
+    PreVote,
+    Prepare,
 )
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
@@ -76,6 +84,35 @@ class _Control:
 
 
 _InboxItem = _Tick | _FromPeer | _FromClient | _Control
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeOptions:
+    """How the runtime carries out a Ready.
+
+    sync_in_thread: run the WAL write and fsync in a worker thread, so that
+        connections keep being read (and frames decoded) while the disk works.
+        Off by default: the core loop waits for the write either way, and
+        the thread hand-off costs about 60 µs of CPU per group commit (two
+        cross-thread wake-ups), 10-20% of a replica's CPU under load on a
+        2-core machine (docs/performance.md). Inline, the event loop is
+        stalled for the fsync (typically 0.1-0.3 ms); frames that arrive
+        meanwhile wait in the kernel and are read in the next loop turn.
+    """
+
+    sync_in_thread: bool = False
+
+    @staticmethod
+    def parse(text: str) -> RuntimeOptions:
+        """From a comma-separated list of option names; "no_" in front turns one off."""
+        values: dict[str, bool] = {}
+        names = {field.name for field in attrs.fields(RuntimeOptions)}
+        for word in filter(None, (w.strip() for w in text.split(","))):
+            name, value = (word[3:], False) if word.startswith("no_") else (word, True)
+            if name not in names:
+                raise ValueError(f"unknown runtime option {word!r}; known: {sorted(names)}")
+            values[name] = value
+        return RuntimeOptions(**values)
 
 
 class _ProtocolViolation(Exception):
@@ -121,8 +158,10 @@ class Replica:
         *,
         network: Network | None = None,
         rng: random.Random | None = None,
+        options: RuntimeOptions | None = None,
     ) -> None:
         self.config = config
+        self.options = options if options is not None else RuntimeOptions()
         self.node_id = node_id
         self.index = config.index_of(node_id)
         self.settings = CoreSettings.from_config(config, node_id)
@@ -132,6 +171,7 @@ class Replica:
         self.peers = tuple(n for n in config.node_ids if n != node_id)
         self.alive = True  # False: "dead", drops all peer and client traffic
         self.port: int | None = None
+        self.snapshots_written = 0  # for print_view (the benchmark's fsync figures)
         self._store: ReplicaStore | None = None
         self._core: Core | None = None
         self._waiters: dict[CommandKey, set[_ClientConnection]] = {}
@@ -150,6 +190,11 @@ class Replica:
     def store(self) -> ReplicaStore:
         assert self._store is not None, "the replica is not running"
         return self._store
+
+    @property
+    def wal_fsyncs(self) -> int:
+        """WAL fsyncs since the process started (snapshots not included)."""
+        return self._store.fsync_count if self._store is not None else 0
 
     # ================================================================ lifetime
 
@@ -256,7 +301,7 @@ class Replica:
             await self._write(ready)
         if not self.alive:
             return
-        self._send_to_peers(ready)
+        self._send_to_peers(ready.send)
         self._reply_to_clients(ready)
 
     async def _write(self, ready: Ready) -> None:
@@ -268,24 +313,35 @@ class Replica:
                 store.sync()
             for snapshot in ready.snapshots:
                 store.write_snapshot(snapshot)
+                self.snapshots_written += 1
             if ready.compact is not None:
                 store.compact(ready.compact)
 
-        if self.config.fsync:
+        if self.config.fsync and self.options.sync_in_thread:
             await trio.to_thread.run_sync(write)  # keep the network going during fsync
         else:
-            write()
+            write()  # the loop waits for the disk (see RuntimeOptions.sync_in_thread)
 
     def _encode(self, message: Message) -> bytes:
         return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=self.index)
 
-    def _send_to_peers(self, ready: Ready) -> None:
+    def _send_to_peers(self, send: list[tuple[str, PeerMessage | ClientRequest]]) -> None:
+        """One frame per message, one concatenation per peer, one outbox item per peer.
+
+        The core sends each follower its own Accept (and Heartbeat) object with
+        the same contents: each distinct message is encoded once per Ready."""
         frames: dict[str, list[bytes]] = {}
-        for to, message in ready.send:
-            try:
-                frames.setdefault(to, []).append(self._encode(message))
-            except ValueError as error:
-                self.log.error("cannot send %s to %s: %s", type(message).__name__, to, error)
+        encoded: dict[object, bytes] = {}
+        for to, message in send:
+            key = _same_frame_key(message)
+            frame = encoded.get(key)
+            if frame is None:
+                try:
+                    frame = encoded[key] = self._encode(message)
+                except ValueError as error:
+                    self.log.error("cannot send %s to %s: %s", type(message).__name__, to, error)
+                    continue
+            frames.setdefault(to, []).append(frame)
         for to, chunks in frames.items():
             try:
                 self._outboxes[to].send_nowait(b"".join(chunks))
@@ -426,6 +482,17 @@ class Replica:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self.log.debug("connection from %s ended: %s", peer or remote, error)
 
+    async def _to_inbox(self, item: _InboxItem) -> None:
+        """Queue for the core loop; wait only when the inbox is full.
+
+        The connection's receive_some is this task's checkpoint, so a frame
+        that fits goes in without a trip through the scheduler (one per frame
+        would cost more than decoding it)."""
+        try:
+            self._inbox_in.send_nowait(item)
+        except trio.WouldBlock:
+            await self._inbox_in.send(item)
+
     def _peer_at(self, index: int) -> str:
         if not 1 <= index <= len(self.config.nodes) or index == self.index:
             raise _ProtocolViolation(f"sender index {index} is not a peer of {self.node_id}")
@@ -437,7 +504,7 @@ class Replica:
         if not isinstance(message, PeerMessage | ClientRequest):
             raise _ProtocolViolation(f"a peer sent {type(message).__name__}")
         _check_leader_ballot(message, header.sender)
-        await self._inbox_in.send(_FromPeer(message, peer))
+        await self._to_inbox(_FromPeer(message, peer))
 
     async def _receive_from_client(
         self, connection: _ClientConnection, header: wire.Header, message: Message
@@ -445,11 +512,29 @@ class Replica:
         if header.sender != 0:
             raise _ProtocolViolation(f"sender index {header.sender} on a client connection")
         if isinstance(message, ClientRequest):
-            await self._inbox_in.send(_FromClient(message, connection))
+            await self._to_inbox(_FromClient(message, connection))
         elif isinstance(message, ControlRequest):
-            await self._inbox_in.send(_Control(message, connection))
+            await self._to_inbox(_Control(message, connection))
         else:
             raise _ProtocolViolation(f"a client sent {type(message).__name__}")
+
+
+def _same_frame_key(message: object) -> object:
+    """A key under which equal messages of one Ready share their frame.
+
+    Accepts are compared by their batch's identity (the core builds one per
+    follower around the same batch; hashing thousands of transfers would cost
+    more than encoding them). Small fixed-size messages are keys themselves
+    (frozen attrs: hashable, cheap). Anything else is encoded on its own."""
+    if type(message) is Accept:
+        return (Accept, message.ballot, message.slot, id(message.batch),
+                message.commit_slot, message.purge_slot)
+    if type(message) in _SMALL_MESSAGES:
+        return message
+    return id(message)
+
+
+_SMALL_MESSAGES = frozenset({Heartbeat, Accepted, HeartbeatAck, Nack, PreVote, Prepare})
 
 
 def _check_leader_ballot(message: Message, sender: int) -> None:
@@ -469,7 +554,9 @@ async def serve_replica(
     *,
     network: Network | None = None,
     rng: random.Random | None = None,
+    options: RuntimeOptions | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run replica `node_id` until cancelled; reports its port once listening."""
-    await Replica(config, node_id, network=network, rng=rng).run(task_status=task_status)
+    replica = Replica(config, node_id, network=network, rng=rng, options=options)
+    await replica.run(task_status=task_status)

@@ -202,7 +202,6 @@ class SimDisk:
         data = bytes(inode.data)
         kept = len(inode.durable)
         assert data[:kept] == inode.durable
-        was_torn = False
         for length in inode.unsynced_writes:
             if rng.random() < writeback_probability:
                 kept += length

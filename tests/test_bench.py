@@ -1,0 +1,247 @@
+"""The benchmark tool's pieces: arguments, statistics, output; and the runtime
+options it measures (each must keep the ledger consistent).
+
+Figures are never asserted: timing is for `make bench`, not for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ledgerpaxos.client import open_client
+from ledgerpaxos.config import make_local_config
+from ledgerpaxos.runtime import MemoryNetwork, Replica, RuntimeOptions
+from tools import bench, bench_profile
+from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for
+from tools.bench_load import transfer_pool
+
+# ---------------------------------------------------------------- arguments
+
+
+def test_the_options_of_the_issue_parse() -> None:
+    args = bench.parse_args(
+        ["--config", "c.toml", "--launch", "--replicas", "3", "--clients", "8",
+         "--transfers-per-request", "10", "--duration", "2.5", "--accounts", "50",
+         "--json", "out.json", "--plot", "out.png"]
+    )
+    assert (args.config, args.launch, args.replicas, args.clients) == ("c.toml", True, 3, 8)
+    assert (args.transfers_per_request, args.duration, args.accounts) == (10, 2.5, 50)
+    assert (args.json, args.plot, args.matrix) == ("out.json", "out.png", False)
+    assert bench.parse_args(["--matrix"]).launch  # the matrix always launches
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--clients", "0"], ["--duration", "0"], ["--transfers-per-request", "8191"], ["--accounts", "1"]],
+)
+def test_nonsense_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+
+
+def test_load_processes_follow_the_client_count_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEDGERPAXOS_BENCH_LOAD_PROCESSES", raising=False)
+    assert bench.load_processes_for(1, 1) == 1
+    assert bench.load_processes_for(64, 1) == 2
+    assert bench.load_processes_for(64, 100) == 1
+    monkeypatch.setenv("LEDGERPAXOS_BENCH_LOAD_PROCESSES", "4")
+    assert bench.load_processes_for(64) == 4
+    assert bench.load_processes_for(2) == 2  # never more processes than clients
+
+
+def test_config_overrides_come_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERPAXOS_BENCH_OVERRIDES", '{"pipeline_slots_max": 4}')
+    assert bench.config_overrides() == {"pipeline_slots_max": 4}
+    monkeypatch.setenv("LEDGERPAXOS_BENCH_OVERRIDES", "[1]")
+    with pytest.raises(bench.BenchError):
+        bench.config_overrides()
+    monkeypatch.setenv("LEDGERPAXOS_BENCH_OVERRIDES", "{nope")
+    with pytest.raises(bench.BenchError):
+        bench.config_overrides()
+
+
+# ---------------------------------------------------------------- statistics and output
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert bench._percentile(values, 0.50) == 50
+    assert bench._percentile(values, 0.99) == 99
+    assert bench._percentile(values, 1.0) == 100
+    assert bench._percentile([7.0], 0.99) == 7
+    assert math.isnan(bench._percentile([], 0.5))
+
+
+def test_histogram_counts_every_latency() -> None:
+    values = [0.005, 0.2, 0.21, 3.0, 150.0]
+    histogram = bench._histogram(values)
+    assert sum(histogram["counts"]) == len(values)
+    assert len(histogram["edges_ms"]) == len(histogram["counts"]) + 1
+    assert bench._histogram([]) == {"edges_ms": [], "counts": []}
+
+
+def fake_run(**changes: Any) -> dict[str, Any]:
+    run: dict[str, Any] = {
+        "commit": "0123456789abcdef", "uncommitted_changes": True, "replicas": 5, "clients": 64,
+        "transfers_per_request": 100, "accounts": 1000, "duration_s": 10.0, "fsync": True,
+        "cpu_count": 2, "load_average_before": [1.0, 1, 1], "load_average_after": [2.0, 1, 1],
+        "leader": "n1", "transfers_per_s": 123456.7, "requests_per_s": 1234.5, "p50_ms": 0.91,
+        "p90_ms": 12.5, "p99_ms": 150.2, "max_ms": 333.0, "fsyncs_per_s": 250.0,
+        "cpu_s_per_1k_transfers": {"n1": 0.005, "n2": 0.004, "n3": 0.004, "bench": 0.0,
+                                   "load0": 0.001, "bench (all)": 0.001},
+        "balances_agree": True, "sum_unchanged": True, "total_before": 10**12,
+        "total_after": {"n1": 10**12}, "transfers_refused": 0, "client_errors": [],
+        "timeline_bucket_s": 0.25, "timeline_transfers_per_s": [1.0, 2.0],
+        "_latencies_ms": [0.5, 1.0, 2.0],
+    }
+    run.update(changes)
+    return run
+
+
+def test_table_has_one_row_per_run_and_the_check() -> None:
+    text = bench.render_table([fake_run(), fake_run(clients=1, transfers_per_request=1)])
+    assert "transfers/s" in text and "123,457" in text and "0.91" in text
+    assert "0123456789ab + uncommitted changes" in text
+    assert text.count("check ") == 2 and "FAILED" not in text
+    failed = bench.render_table([fake_run(balances_agree=False)])
+    assert "FAILED" in failed
+
+
+def test_json_has_the_required_keys_and_no_private_ones(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    bench.write_json([fake_run()], str(path))
+    figures = json.loads(path.read_text())
+    for key in ("transfers_per_s", "requests_per_s", "p50_ms", "p99_ms", "replicas",
+                "clients", "transfers_per_request"):
+        assert key in figures
+    assert "_latencies_ms" not in figures
+    bench.write_json([fake_run(), fake_run()], str(path))
+    assert len(json.loads(path.read_text())["runs"]) == 2
+
+
+def test_plot_is_a_png_when_matplotlib_is_there(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    bench.write_plot([fake_run(), fake_run(clients=1)], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(bench.BenchError, match=r"pip install -e '\.\[plot\]'"):
+        bench.write_plot([fake_run()], str(tmp_path / "x.png"))
+    assert bench.main(["--plot", str(tmp_path / "x.png")]) == 2
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_accounts_and_balances_leave_room_for_random_transfers() -> None:
+    names = account_names(1000)
+    assert len(set(names)) == 1000 and names[0] == "a0000"
+    assert initial_balance_for(1000) * 1000 <= 10**12
+    assert initial_balance_for(1000) > 100 * 1_000_000  # a million transfers of <=100 each
+
+
+def test_transfer_pool_is_random_distinct_and_sliceable() -> None:
+    pool = transfer_pool(("a", "b", "c"), 100, random.Random(1))
+    assert len(pool) == 200 and pool[:100] == pool[100:]
+    assert all(t.sender != t.receiver and 1 <= t.amount <= 100 for t in pool)
+    with pytest.raises(ValueError):
+        transfer_pool(("a",), 10, random.Random(1))
+
+
+def test_cpu_seconds_of_this_process() -> None:
+    seconds = cpu_seconds(os.getpid())
+    if seconds is None:
+        pytest.skip("no /proc")
+    assert seconds > 0
+    assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_profile_summary_separates_idle_from_busy() -> None:
+    lines = [
+        "main (a.py:1);run (trio/_run.py:2);get_events (trio/_io_epoll.py:3) 50",
+        "main (a.py:1);step (core.py:4);unpack_command (wire/batch.py:5) 30",
+        "main (a.py:1);step (core.py:4) 20",
+    ]
+    text = bench_profile.summarize(lines, top=5)
+    assert "100 samples, 50 idle" in text
+    assert "60.0%  unpack_command (batch.py)" in text
+    assert "100.0%  main (a.py)" in text
+
+
+# ---------------------------------------------------------------- runtime options
+
+
+def test_runtime_options_parse_by_name() -> None:
+    assert RuntimeOptions.parse("") == RuntimeOptions()
+    assert RuntimeOptions.parse(" sync_in_thread ").sync_in_thread
+    assert not RuntimeOptions.parse("no_sync_in_thread").sync_in_thread
+    with pytest.raises(ValueError, match="unknown runtime option"):
+        RuntimeOptions.parse("faster")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RuntimeOptions(),
+        RuntimeOptions(sync_in_thread=True),
+    ],
+    ids=["defaults", "sync_in_thread"],
+)
+async def test_every_runtime_option_keeps_replicas_consistent(
+    tmp_path: Path, autojump_clock: object, options: RuntimeOptions
+) -> None:
+    config = make_local_config(
+        3, 7001, tmp_path / "data", fsync=False, checkpoint_interval=5, initial_balance=1000
+    )
+    network = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        replicas = [
+            Replica(config, node_id, network=network, rng=random.Random(i), options=options)
+            for i, node_id in enumerate(config.node_ids)
+        ]
+        for replica in replicas:
+            await nursery.start(replica.run)
+        async with open_client(config, "c1", network=network) as client:
+            with trio.fail_after(30):
+                for i in range(25):  # across several checkpoints
+                    assert (await client.transfers([("A", "B", 1), ("B", "C", 1)])).ok
+                balances = await client.balances()
+        assert (balances["A"], balances["B"], balances["C"]) == (1000 - 25, 1000, 1000 + 25)
+        with trio.fail_after(10):
+            while len({tuple(sorted(r.core.balances().items())) for r in replicas}) != 1 or any(
+                r.core.executed_slot != replicas[0].core.commit_slot for r in replicas
+            ):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+def test_comparison_names_the_ratio_or_how_to_get_pysyncobj() -> None:
+    skipped = bench.render_comparison([fake_run()], None)
+    assert "pip install pysyncobj==0.3.17" in skipped
+    pysyncobj = {
+        "system": "pysyncobj 0.3.17 (defaults: no fsync)", "replicas": 5, "outstanding": 5000,
+        "transfers_per_s": 30_000.0, "p50_ms": 134.0, "p99_ms": 200.0, "max_ms": 250.0,
+        "cpu_s_per_1k_transfers": {"p0": 0.01}, "balances_agree": True, "sum_unchanged": True,
+    }
+    text = bench.render_comparison([fake_run(transfers_per_s=90_000.0), fake_run()], pysyncobj)
+    assert "30,000 transfers/s" in text and "= 4.1x PySyncObj" in text
