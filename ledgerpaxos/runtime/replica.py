@@ -179,6 +179,7 @@ class Replica:
             constants.inbox_messages_max
         )
         self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._outbox_readers: dict[str, trio.MemoryReceiveChannel[bytes]] = {}
         self._outbox_full_reported: set[str] = set()
 
     @property
@@ -212,6 +213,7 @@ class Replica:
                         constants.peer_outbox_frames_max
                     )
                     self._outboxes[peer] = outbox_in
+                    self._outbox_readers[peer] = outbox_out
                     nursery.start_soon(self._link_to_peer, peer, outbox_out)
                 nursery.start_soon(self._drive_ticks)
                 nursery.start_soon(self._run_core)
@@ -245,6 +247,14 @@ class Replica:
     def reset(self) -> None:
         """Control `reset`: wipe the data directory, start over with a fresh core."""
         self.core.take_ready()  # whatever the old core wanted done no longer matters
+        for outbox in self._outbox_readers.values():
+            # Frames of the old log still queued for a peer would come back as
+            # high-ballot Accepts once the peer starts over at ballot 0.
+            while True:
+                try:
+                    outbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
         self.store.wipe()
         self._core = Core(self.settings, self.rng)
         self.alive = True
