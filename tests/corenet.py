@@ -33,7 +33,7 @@ class Disk:
         self.commit_slot = 0
 
     def apply(self, ready: Ready) -> None:
-        for r in ready.persist:
+        for r in ready.persist + ready.persist_lazy:
             self._record(r)
         for s in ready.snapshots:
             if self.snapshot is None or s.slot > self.snapshot.slot:

@@ -17,6 +17,11 @@ BOUNDS: dict[str, tuple[int, int, frozenset[str]]] = {
     "promise-before-fsync": (5, 5, frozenset({"persist-before-speak"})),
     "ignores-highest-ballot": (5, 100, frozenset({"agreement", "replay", "reply", "committed-kept"})),
     "stale-client-table": (5, 20, frozenset({"replay", "exactly-once", "reply", "checkpoint"})),
+    # Two ballots' values in one open slot: rare. A follower that already decided
+    # the slot trips the core's assertion that a decided value never changes.
+    "lowest-ballot-wins": (
+        5, 60, frozenset({"agreement", "replay", "reply", "committed-kept", "core-invariant"})
+    ),
 }
 
 
@@ -45,19 +50,5 @@ def test_planted_bug_is_caught_within_bounded_seeds(planted: str) -> None:
         )
 
 
-# lowest-ballot-wins needs two ballots' values in one open slot, which few seeds
-# produce (see sim/planted.py): too slow to search for in CI. Any change to the
-# core's timing moves it to other seeds; find the new ones with
-#   ledgerpaxos-sim --planted lowest-ballot-wins --seeds 1500 --first-failure
-RARE_CATCHES: dict[str, tuple[int, ...]] = {"lowest-ballot-wins": (25,)}
-
-
-@pytest.mark.parametrize("planted,seed", [(p, s) for p, seeds in RARE_CATCHES.items() for s in seeds])
-def test_rarely_exercised_planted_bug_is_caught_by_its_known_seeds(planted: str, seed: int) -> None:
-    caught = run_seed(seed, planted=planted)
-    assert not caught.ok and caught.property == "agreement", (caught.property, caught.detail)
-    assert run_seed(seed).ok
-
-
 def test_every_planted_bug_is_tested() -> None:
-    assert set(PLANTED) == set(BOUNDS) | set(RARE_CATCHES)
+    assert set(PLANTED) == set(BOUNDS)

@@ -29,6 +29,8 @@ class Ready:
     """Carried out by the runtime strictly in this order:
 
     1. `persist`: append to the WAL, then one fsync for all of it (group commit);
+       `persist_lazy` is appended with it (or alone) but needs no fsync before
+       anything below: records a crash may lose without harm (the commit point);
     2. `snapshots`: write each (temporary file, fsync, rename, directory fsync);
     3. `compact`: when set, start a WAL segment holding exactly these records and
        drop the older segments (only after the snapshots above are durable);
@@ -37,12 +39,13 @@ class Ready:
 
     `executed`, `events` and `alarms` are for observers (logs, tests, the simulator).
 
-    The core keeps this order safe to crash in at any point: a CommitRecord in
-    `persist` never covers slots whose only durable record is a snapshot of the
+    The core keeps this order safe to crash in at any point: a CommitRecord
+    never covers slots whose only durable record is a snapshot of the
     same Ready (an installed checkpoint); that CommitRecord waits for the next Ready.
     """
 
     persist: list[WalRecord] = attrs.field(factory=list)
+    persist_lazy: list[WalRecord] = attrs.field(factory=list)
     snapshots: list[Snapshot] = attrs.field(factory=list)
     compact: tuple[WalRecord, ...] | None = None
     send: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
@@ -57,6 +60,7 @@ class Ready:
     def is_empty(self) -> bool:
         return not (
             self.needs_sync()
+            or self.persist_lazy
             or self.send
             or self.replies
             or self.executed

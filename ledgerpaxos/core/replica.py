@@ -190,8 +190,11 @@ class Core:
             self._propose_pending()
             if self.commit_slot > self._commit_announced:
                 self._broadcast_heartbeat()  # followers execute now, not a heartbeat later
+        # The commit point is knowledge, not a promise: written without an fsync
+        # of its own (never on the way to a client's reply); what a crash loses
+        # of it is relearned from the leader.
         if self.commit_slot > self._commit_persisted and not self._installed_this_round:
-            self._ready.persist.append(CommitRecord(commit_slot=self.commit_slot))
+            self._ready.persist_lazy.append(CommitRecord(commit_slot=self.commit_slot))
             self._commit_persisted = self.commit_slot
         self._installed_this_round = False
         if self._compact_wanted:
@@ -591,9 +594,14 @@ class Core:
         )
 
     def _accept_entry(self, entry: LogEntry) -> None:
+        mine = self.log.get(entry.slot)
         if entry.slot <= self.commit_slot:
-            return  # ignore: decided here already; by Paxos it is the same value
-        if self.log.get(entry.slot) != entry:
+            if mine is None:
+                return  # purged: the checkpoint on disk holds its effect
+            # Decided here already: by Paxos the same value. Still stored at the
+            # new ballot, so the Accepted we answer is true on disk too.
+            assert mine.batch == entry.batch, f"slot {entry.slot} decided with another value"
+        if mine != entry:
             self._store(entry)
 
     def _store(self, entry: LogEntry) -> LogEntry:

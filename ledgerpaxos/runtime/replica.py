@@ -309,6 +309,8 @@ class Replica:
             self.log.error("%s", alarm)
         if ready.needs_sync():
             await self._write(ready)
+        elif ready.persist_lazy:
+            self.store.append(ready.persist_lazy)  # the next fsync covers it
         if not self.alive:
             return
         self._send_to_peers(ready.send)
@@ -319,8 +321,10 @@ class Replica:
 
         def write() -> None:
             if ready.persist:
-                store.append(ready.persist)
+                store.append(ready.persist + ready.persist_lazy)
                 store.sync()
+            elif ready.persist_lazy:
+                store.append(ready.persist_lazy)
             for snapshot in ready.snapshots:
                 store.write_snapshot(snapshot)
                 self.snapshots_written += 1

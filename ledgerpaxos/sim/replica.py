@@ -250,14 +250,23 @@ class ReplicaHost:
     def _write_then_speak(self, ready: Ready) -> None:
         """Append now; fsync, snapshots and compaction when the disk is done;
         only then speak."""
-        if not ready.needs_sync():
-            self._speak(ready)
-            return
         store = self.store
         assert store is not None
+        if not ready.needs_sync():
+            if ready.persist_lazy:
+                try:
+                    store.append(ready.persist_lazy)  # no fsync: a crash may lose it
+                except SimulatedCrash:
+                    self.crash("crash inside I/O")
+                    return
+                except StorageError as error:
+                    self._stop_on_io_error(error)
+                    return
+            self._speak(ready)
+            return
         try:
-            if ready.persist:
-                store.append(ready.persist)
+            if ready.persist or ready.persist_lazy:
+                store.append(ready.persist + ready.persist_lazy)
         except SimulatedCrash:
             self.crash("crash inside I/O")
             return
