@@ -70,9 +70,10 @@ class LowestBallotWinsCore(Core):
     It matters only when two ballots left different values in one slot that is
     still open at an election and the higher one was chosen. This core's
     pre-vote, its "own decided values win" rule and prompt catch-up make that
-    rare: 3 of seeds 0..999 catch it (422, 696, 740), too few for a bounded
-    search in CI; tests/test_sim_planted.py replays those seeds instead. A
-    fault schedule aimed at dueling leaders would catch it sooner."""
+    rare; it is caught mostly by a follower that had already decided the slot
+    (the core asserts a decided value never changes: `core-invariant`), within
+    the bound in tests/test_sim_planted.py. A fault schedule aimed at dueling
+    leaders would catch it sooner."""
 
     def _check_promises(self) -> None:
         if len(self.promises) < self.s.majority:
