@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -34,25 +33,6 @@ from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, Contr
 from ledgerpaxos.runtime import MemoryNetwork, Replica
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_base_port(n: int) -> int:
-    """A base port with n consecutive free ports on 127.0.0.1 (for real processes)."""
-    for _ in range(100):
-        base = random.randrange(20000, 60000 - n)
-        sockets = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("found no free ports")
 
 
 class Cluster:

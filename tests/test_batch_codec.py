@@ -29,7 +29,14 @@ from ledgerpaxos.core import messages as m
 from tests import strategies as lst
 from tests.test_wire import forge_frame
 from wire import FrameError
-from wire.batch import BatchReference, CommandField, decode_batch, encode_batch, read_batch, write_batch
+from wire.batch import (
+    BatchReference,
+    CommandField,
+    decode_batch,
+    encode_batch,
+    read_batch,
+    write_batch,
+)
 from wire.bodies import CODEC_BY_CLASS
 from wire.packed import BODY_PACKERS, Outcome_, pack_outcome
 from wire.records import (

@@ -13,7 +13,14 @@ import wire
 from ledgerpaxos.client import ClientTimeout, open_client
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core import ledger as rules
-from ledgerpaxos.core.messages import Ballot, Command, CommandKind, ControlOp, Heartbeat, Transfer
+from ledgerpaxos.core.messages import (
+    Ballot,
+    Command,
+    CommandKind,
+    ControlOp,
+    Heartbeat,
+    Transfer,
+)
 from ledgerpaxos.runtime import MemoryNetwork, Replica
 from ledgerpaxos.storage import StorageError
 from tests.conftest import Cluster, open_cluster

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from ledgerpaxos.config import make_local_config, write_config
-from tests.conftest import REPO, free_base_port
+from tests.conftest import REPO
+from tools.ports import free_base_port
 
 pytestmark = pytest.mark.processes
 

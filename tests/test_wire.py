@@ -14,7 +14,14 @@ import wire
 from ledgerpaxos import constants
 from ledgerpaxos.core import messages as m
 from tests import strategies as lst
-from wire import HEADER_SIZE, FrameDecoder, FrameError, MessageType, decode_frame, encode_frame
+from wire import (
+    HEADER_SIZE,
+    FrameDecoder,
+    FrameError,
+    MessageType,
+    decode_frame,
+    encode_frame,
+)
 
 CLUSTER = 0xC1A5
 

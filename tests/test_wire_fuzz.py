@@ -16,7 +16,14 @@ import wire
 from ledgerpaxos.core import messages as m
 from tests import strategies as lst
 from tests.test_wire import CLUSTER, forge_frame, reframe
-from wire import HEADER_SIZE, FrameDecoder, FrameError, MessageType, decode_frame, encode_frame
+from wire import (
+    HEADER_SIZE,
+    FrameDecoder,
+    FrameError,
+    MessageType,
+    decode_frame,
+    encode_frame,
+)
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

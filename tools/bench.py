@@ -54,8 +54,8 @@ import trio
 from ledgerpaxos.client import ClientTimeout, control, control_body
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
-from tools.bench_cluster import REPO, LaunchedCluster, account_names, cpu_seconds
 from tools import bench_pysyncobj
+from tools.bench_cluster import REPO, LaunchedCluster, account_names, cpu_seconds
 from tools.bench_load import LoadResult, LoadSpec, drain_s, run_load_process
 
 prog = "ledgerpaxos-bench"

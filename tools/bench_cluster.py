@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from ledgerpaxos.config import Config, make_local_config, write_config
+from tools.ports import free_base_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,25 +47,6 @@ def account_names(count: int) -> list[str]:
 def initial_balance_for(accounts: int) -> int:
     """Large enough that random transfers of 1-100 are almost never refused."""
     return 10**12 // max(1, accounts)
-
-
-def free_base_port(count: int) -> int:
-    """A base port with `count` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("found no free ports on 127.0.0.1")
 
 
 def cpu_seconds(pid: int) -> float | None:

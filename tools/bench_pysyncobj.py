@@ -33,7 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tools.bench_cluster import account_names, cpu_seconds, free_base_port, initial_balance_for
+from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for
+from tools.ports import free_base_port
 
 prog = "bench_pysyncobj"
 install_hint = "pip install pysyncobj==0.3.17"

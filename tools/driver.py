@@ -23,7 +23,13 @@ import attrs
 import trio
 
 from ledgerpaxos import constants
-from ledgerpaxos.client import Client, ClientTimeout, TransferReply, control, open_client
+from ledgerpaxos.client import (
+    Client,
+    ClientTimeout,
+    TransferReply,
+    control,
+    open_client,
+)
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network

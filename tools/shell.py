@@ -36,7 +36,7 @@ from cmd2 import Choices, Cmd2ArgumentParser, CompletionItem, with_argparser
 from ledgerpaxos.config import ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
 from tools import shell_views as views
-from tools.launcher import LaunchError, Launcher
+from tools.launcher import Launcher, LaunchError
 from tools.shell_backend import Backend, ShellError, wait_s_default
 
 prog = "ledgerpaxos-shell"

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledgerpaxos.client import TransferReply
-from tools.shell_backend import LoadResult, NextResult, NodeAnswer
 from tools.driver import TxnResult
+from tools.shell_backend import LoadResult, NextResult, NodeAnswer
 from tools.tables import format_table
 
 STATUS_LEGEND = "E executed · C committed · A accepted · X purged (in a checkpoint) · - nothing known · ? no answer"

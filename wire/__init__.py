@@ -11,7 +11,13 @@ from .bodies import MessageType
 from .decoder import FrameDecoder
 from .errors import FrameError
 from .frame import HEADER_SIZE, Header, decode_frame, encode_frame
-from .records import RecordType, decode_record, decode_snapshot, encode_record, encode_snapshot
+from .records import (
+    RecordType,
+    decode_record,
+    decode_snapshot,
+    encode_record,
+    encode_snapshot,
+)
 
 __all__ = [
     "HEADER_SIZE",

@@ -5,10 +5,15 @@ from __future__ import annotations
 from construct import Struct
 
 from ledgerpaxos import constants
-from ledgerpaxos.core.messages import ClientEntry, LogEntry, Outcome, Snapshot, TransferResult
+from ledgerpaxos.core.messages import (
+    ClientEntry,
+    LogEntry,
+    Outcome,
+    Snapshot,
+    TransferResult,
+)
 
 from .batch import Batch_
-from .packed import Outcome_
 from .fields import (
     AttrsAdapter,
     Balances,
@@ -22,6 +27,7 @@ from .fields import (
     RequestNo,
     Slot,
 )
+from .packed import Outcome_
 
 LogEntryField = AttrsAdapter(
     LogEntry,

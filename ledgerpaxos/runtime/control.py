@@ -30,7 +30,13 @@ from typing import Any, Protocol
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, Role
-from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, ControlReply, ControlRequest
+from ledgerpaxos.core.messages import (
+    Command,
+    CommandKind,
+    ControlOp,
+    ControlReply,
+    ControlRequest,
+)
 
 
 class Controllable(Protocol):

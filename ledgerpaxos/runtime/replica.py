@@ -46,8 +46,8 @@ from ledgerpaxos.core.messages import (
     Nack,
     NewView,
     PeerMessage,
-    PreVote,
     Prepare,
+    PreVote,
 )
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote

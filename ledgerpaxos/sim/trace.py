@@ -25,9 +25,9 @@ from ledgerpaxos.core.messages import (
     InstallCheckpoint,
     Nack,
     NewView,
+    Prepare,
     PreVote,
     PreVoteReply,
-    Prepare,
     Promise,
 )
 
