@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
@@ -249,29 +250,14 @@ class ReplicaHost:
 
     def _write_then_speak(self, ready: Ready) -> None:
         """Append now; fsync, snapshots and compaction when the disk is done;
-        only then speak."""
+        only then speak. Records that need no fsync are appended and we speak at once."""
         store = self.store
         assert store is not None
+        records = ready.persist + ready.persist_lazy
+        if records and not self._survived_io(lambda: store.append(records)):
+            return
         if not ready.needs_sync():
-            if ready.persist_lazy:
-                try:
-                    store.append(ready.persist_lazy)  # no fsync: a crash may lose it
-                except SimulatedCrash:
-                    self.crash("crash inside I/O")
-                    return
-                except StorageError as error:
-                    self._stop_on_io_error(error)
-                    return
             self._speak(ready)
-            return
-        try:
-            if ready.persist or ready.persist_lazy:
-                store.append(ready.persist + ready.persist_lazy)
-        except SimulatedCrash:
-            self.crash("crash inside I/O")
-            return
-        except StorageError as error:
-            self._stop_on_io_error(error)
             return
         self.io_busy = True
         self.sim.queue.after(self.sim.disk_latency(), self._finish_io, self.generation, ready)
@@ -284,7 +270,8 @@ class ReplicaHost:
             return
         store = self.store
         assert store is not None
-        try:
+
+        def durable_work() -> None:
             if ready.persist:
                 store.sync()
                 self.durable.synced(ready.persist)
@@ -295,15 +282,24 @@ class ReplicaHost:
                 store.compact(ready.compact)
                 self.durable.compacted(ready.compact)
                 self.sim.marks.hit(coverage.WAL_COMPACTED)
-        except SimulatedCrash:
-            self.crash("crash inside I/O")
-            return
-        except StorageError as error:
-            self._stop_on_io_error(error)
+
+        if not self._survived_io(durable_work):
             return
         self.io_busy = False
         self._speak(ready)
         self._drain()
+
+    def _survived_io(self, work: Callable[[], None]) -> bool:
+        """Run storage work; False when the process crashed or stopped inside it."""
+        try:
+            work()
+        except SimulatedCrash:
+            self.crash("crash inside I/O")
+            return False
+        except StorageError as error:
+            self._stop_on_io_error(error)
+            return False
+        return True
 
     def _stop_on_io_error(self, error: StorageError) -> None:
         """The design's rule: an fsync (or write) error stops the replica."""
