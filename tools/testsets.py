@@ -34,7 +34,8 @@ class TestSetError(Exception):
     __test__ = False  # not a pytest class
 
     def __init__(self, path: str, line: int, problem: str) -> None:
-        super().__init__(f"{path}: line {line}: {problem}")
+        where = f"{path}: line {line}" if line > 0 else path  # line 0: the file as a whole
+        super().__init__(f"{where}: {problem}")
         self.path = path
         self.line = line
         self.problem = problem
