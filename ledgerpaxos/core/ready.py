@@ -56,14 +56,3 @@ class Ready:
 
     def needs_sync(self) -> bool:
         return bool(self.persist) or bool(self.snapshots) or self.compact is not None
-
-    def is_empty(self) -> bool:
-        return not (
-            self.needs_sync()
-            or self.persist_lazy
-            or self.send
-            or self.replies
-            or self.executed
-            or self.events
-            or self.alarms
-        )

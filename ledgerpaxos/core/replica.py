@@ -532,10 +532,7 @@ class Core:
                 f"checkpoint digest mismatch at slot {m.checkpoint_slot}: "
                 f"{self.me} has {mine.hex()[:16]}, {sender} has {m.checkpoint_digest.hex()[:16]}"
             )
-        # Entries at or below a checkpoint that a majority holds may be purged.
-        held = sorted([self.checkpoint_slot, *self.peer_checkpoint.values()], reverse=True)
-        if len(held) >= self.s.majority:
-            self._purge_to(held[self.s.majority - 1])
+        self._purge_to_majority_checkpoint()
 
     def _on_nack(self, m: Nack, sender: str) -> None:
         self._see(m.promised)
@@ -755,9 +752,13 @@ class Core:
         self._remember_digest(slot, snapshot.digest)
         self._ready.snapshots.append(snapshot)
         if self.role == Role.leader:
-            held = sorted([slot, *self.peer_checkpoint.values()], reverse=True)
-            if len(held) >= self.s.majority:
-                self._purge_to(held[self.s.majority - 1])
+            self._purge_to_majority_checkpoint()
+
+    def _purge_to_majority_checkpoint(self) -> None:
+        """Leader: entries at or below a checkpoint that a majority holds may be purged."""
+        held = sorted([self.checkpoint_slot, *self.peer_checkpoint.values()], reverse=True)
+        if len(held) >= self.s.majority:
+            self._purge_to(held[self.s.majority - 1])
 
     def _remember_digest(self, slot: int, digest: bytes) -> None:
         self.checkpoint_digests[slot] = digest

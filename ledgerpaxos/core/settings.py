@@ -51,10 +51,6 @@ class CoreSettings:
     def index_of(self, node_id: str) -> int:
         return self.node_ids.index(node_id) + 1
 
-    def node_at(self, index: int) -> str:
-        assert 1 <= index <= len(self.node_ids)
-        return self.node_ids[index - 1]
-
     @staticmethod
     def from_config(config: Config, node_id: str) -> CoreSettings:
         t = config.timers
