@@ -31,6 +31,7 @@ class Disk:
         self.promised = Ballot.zero()
         self.entries: dict[int, LogEntry] = {}
         self.commit_slot = 0
+        self.compacts = True  # False: like a store whose WAL stays under compact_size_min
 
     def apply(self, ready: Ready) -> None:
         for r in ready.persist + ready.persist_lazy:
@@ -38,7 +39,7 @@ class Disk:
         for s in ready.snapshots:
             if self.snapshot is None or s.slot > self.snapshot.slot:
                 self.snapshot = s
-        if ready.compact is not None:
+        if ready.compact is not None and self.compacts:
             self.promised, self.entries, self.commit_slot = Ballot.zero(), {}, 0
             for r in ready.compact:
                 self._record(r)
@@ -96,7 +97,7 @@ class CoreNet:
             self.executed[node].append((e.slot, e.batch))
         if node not in self.alive:
             return
-        for to, message in ready.send:
+        for to, message in ready.send_early + ready.send:
             self.queue.append((to, node, message))
         self.replies[node].extend(ready.replies)
 

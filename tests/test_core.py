@@ -332,3 +332,28 @@ def test_many_seeds_with_random_crashes_agree(loss: float, duplication: float) -
         assert not net.alarms
         executed_total += tops.pop()
     assert executed_total >= 12 * 40  # the runs did real work
+
+
+def test_a_restart_from_an_uncompacted_wal_skips_what_the_snapshot_covers() -> None:
+    """A store may leave the WAL alone at a purge (below compact_size_min):
+    recovery then hands the core old entries the newest snapshot covers."""
+    net = CoreNet()
+    leader = elected(net)
+    follower = next(n for n in net.ids if n != leader)
+    net.disks[follower].compacts = False
+    for i in range(25):
+        net.submit(leader, f"c{i}", [("A", "B", 1), ("B", "C", 1)])
+        net.run(5)
+    net.run(20)
+    disk = net.disks[follower]
+    assert disk.snapshot is not None and disk.snapshot.slot >= 20
+    assert min(disk.entries) <= disk.snapshot.slot  # old entries still in the WAL
+    before = net.cores[follower].balances()
+    net.crash(follower)
+    net.restart(follower)
+    core = net.cores[follower]
+    assert all(slot > disk.snapshot.slot for slot in core.log)
+    assert core.executed_slot == core.commit_slot >= disk.snapshot.slot
+    assert core.balances() == before
+    net.run(20)
+    net.check_agreement()

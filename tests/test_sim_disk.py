@@ -59,7 +59,7 @@ def snapshot_at(slot: int) -> Snapshot:
 
 
 def open_store(disk: SimDisk) -> tuple[ReplicaStore, Recovered]:
-    return ReplicaStore.open(DIRECTORY, codec=CachingCodec(), fs=disk)
+    return ReplicaStore.open(DIRECTORY, codec=CachingCodec(), fs=disk, compact_size_min=0)
 
 
 # ---------------------------------------------------------------- the disk alone

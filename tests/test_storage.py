@@ -37,6 +37,7 @@ from ledgerpaxos.storage import (
 )
 from ledgerpaxos.storage import wal as wal_module
 from ledgerpaxos.storage.snapshot import snapshot_file_name
+from ledgerpaxos.storage.store import fold_records
 from ledgerpaxos.storage.wal import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
 
 FIRST_SEGMENT = segment_file_name(1)
@@ -435,13 +436,13 @@ def seed_for(promised: Ballot, entries: list[LogEntry], commit: int) -> list[Wal
 
 
 def test_compaction_leaves_one_segment_with_the_seeded_state(tmp_path: Path) -> None:
-    store, _ = ReplicaStore.open(tmp_path, fsync=True, segment_size_max=400)
+    store, _ = ReplicaStore.open(tmp_path, fsync=True, segment_size_max=400, compact_size_min=0)
     store.append(sample_records(60))
     store.append(sample_records(60))
     store.sync()
     assert store.wal_segment_count > 1
     seed = seed_for(Ballot(7, 3), [entry(21, Ballot(7, 3)), entry(22, Ballot(6, 1))], 21)
-    store.compact(seed)
+    assert store.compact(seed)
     assert store.wal_segment_count == 1
     wal_files = [p.name for p in tmp_path.iterdir() if p.name.startswith("wal-")]
     assert len(wal_files) == 1
@@ -454,6 +455,27 @@ def test_compaction_leaves_one_segment_with_the_seeded_state(tmp_path: Path) -> 
     assert recovered.promised == Ballot(7, 3)
     assert recovered.entries == {21: entry(21, Ballot(7, 3)), 22: entry(22, Ballot(6, 1))}
     assert recovered.commit_slot == 22
+
+
+def test_a_small_wal_is_not_compacted_and_recovers_to_the_same_state(tmp_path: Path) -> None:
+    """Below compact_size_min a purge leaves the WAL alone: the old records,
+    folded over the snapshot that covers them, give the seed's state."""
+    records = sample_records(20)
+    store, _ = ReplicaStore.open(tmp_path, compact_size_min=10**6)
+    store.append(records)
+    store.sync()
+    size = store.wal_size_bytes
+    store.write_snapshot(make_snapshot(12))
+    seed = seed_for(Ballot(5, 2), [entry(13, Ballot(5, 2))], 13)
+    assert not store.compact(seed)
+    assert store.wal_size_bytes == size and store.compactions == 0
+    store.close()
+
+    store, recovered = ReplicaStore.open(tmp_path, compact_size_min=10**6)
+    store.close()
+    assert recovered.snapshot == make_snapshot(12)
+    assert recovered.entries == fold_records(records, None, torn=False).entries
+    assert recovered.commit_slot == fold_records(records, None, torn=False).commit_slot
 
 
 def test_crash_after_new_segment_before_deleting_old_ones(
@@ -608,10 +630,10 @@ def test_one_fsync_per_sync_however_many_records(tmp_path: Path) -> None:
 
 
 def test_without_fsync_nothing_is_fsynced(tmp_path: Path) -> None:
-    store, _ = ReplicaStore.open(tmp_path, fsync=False)
+    store, _ = ReplicaStore.open(tmp_path, fsync=False, compact_size_min=0)
     store.append(sample_records(10))
     store.sync()
-    store.compact(sample_records(2))
+    assert store.compact(sample_records(2))
     assert store.fsync_count == 0
     store.close()
 

@@ -6,33 +6,44 @@ through its pipe; the parent then sends every process the same window on the
 system-wide monotonic clock (`time.monotonic()`, the same in every process on
 Linux) and later collects a `LoadResult` from each through the pipe.
 
-Each client is a real `ledgerpaxos.client.Client` on its own connection to the
-leader. A request carries T transfers between random distinct accounts,
-amounts 1-100, taken from a pool generated before the window opens, so the
-load costs the benchmark little more than the client library itself. Requests
-are sent from the start of the window until its end; what is still in flight
-then is waited for a little (`drain_s`) and counted only if it completes by
-the end of the window.
+Each client has its own TCP connection to the leader and speaks the client
+protocol of `ledgerpaxos.client` (one ClientRequest frame out, one ClientReply
+frame back, encoded by `wire`), but the clients of a process share one
+`selectors` loop of non-blocking sockets instead of a trio task each. The load
+shares the machine's cores with the replicas it measures, so it should cost
+them as little as possible: about a fifth of the CPU per request of the trio
+client library (docs/performance.md). A request carries T transfers between random
+distinct accounts, amounts 1-100, taken from a pool generated before the window
+opens. Requests are sent from the start of the window until its end; what is
+still in flight then is waited for a little (`drain_s`) and counted only if it
+completes by the end of the window. A request without a reply after the
+cluster's client timeout is sent again on the same connection (the ledger
+answers a duplicate from its client table); a connection that breaks or
+carries garbage ends its client with an error in the result.
 """
 
 from __future__ import annotations
 
 import multiprocessing.connection
 import random
+import selectors
 import signal
+import socket
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-import trio
 
-from ledgerpaxos.client import open_client
-from ledgerpaxos.config import load_config
-from ledgerpaxos.core.messages import CommandKind, Transfer
+import wire
+from ledgerpaxos import constants
+from ledgerpaxos.config import Config, load_config
+from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, CommandKind, Transfer
 
 drain_s = 5.0  # after the window, how long in-flight requests may still take
 pool_size_min = 16384  # transfers in the random pool
+connect_timeout_s = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -65,65 +76,160 @@ def transfer_pool(accounts: tuple[str, ...], size: int, rng: random.Random) -> t
     return tuple(pool + pool)
 
 
-async def run_load(
+class _LoadClient:
+    """One client: its connection, its request in flight and what is left to send."""
+
+    def __init__(self, client_id: str, sock: socket.socket, config: Config, seed: int) -> None:
+        self.client_id = client_id
+        self.sock = sock
+        self.decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
+        self.cluster_id = config.cluster_id
+        self.pick = random.Random(seed).randrange
+        # Request numbers strictly increase per client; starting from the clock
+        # (as the client library does) keeps them fresh across runs on one cluster.
+        self.request_no = time.time_ns() // 1000
+        self.frame = b""  # the request in flight
+        self.sent_at = 0.0  # when it was first sent
+        self.resend_at = 0.0
+        self.unsent = b""  # bytes of frames the socket did not take yet
+        self.wants_write = False
+
+    def new_request(self, transfers: tuple[Transfer, ...], now: float, retry_s: float) -> None:
+        self.request_no += 1
+        command = Command(
+            client_id=self.client_id,
+            request_no=self.request_no,
+            kind=CommandKind.transfer,
+            transfers=transfers,
+        )
+        self.frame = wire.encode_frame(
+            ClientRequest(command=command), cluster_id=self.cluster_id, sender=0
+        )
+        self.sent_at = now
+        self.resend_at = now + retry_s
+        self.send(self.frame)
+
+    def send(self, data: bytes) -> None:
+        """Send now what the socket takes; the rest waits for it to be writable."""
+        if not self.unsent:
+            sent = self.sock.send(data)
+            data = data[sent:]
+        self.unsent += data
+
+    def flush(self) -> None:
+        if self.unsent:
+            sent = self.sock.send(self.unsent)
+            self.unsent = self.unsent[sent:]
+
+
+def _connect(config: Config, leader: str) -> socket.socket:
+    node = config.node(leader)
+    sock = socket.create_connection((node.host, node.port), timeout=connect_timeout_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def run_load(
     spec: LoadSpec,
-    get_window: Any,
+    get_window: Callable[[], tuple[float, float]],
     progress: Any = None,
     slot: int = 0,
 ) -> LoadResult:
-    """Connect the clients of `spec`, then `await get_window()` -> (start_at, end_at)
+    """Connect the clients of `spec`, then `get_window()` -> (start_at, end_at)
     and drive them through that window; `progress[slot]` counts transfers."""
     config = load_config(spec.config_path)
     rng = random.Random(spec.seed)
     size = max(pool_size_min, 4 * spec.transfers_per_request)
     pool = transfer_pool(spec.accounts, size, rng)
     per_request = spec.transfers_per_request
+    retry_s = config.timers.client_timeout_ms / 1000
     done_at = array("d")
     latency = array("d")
     refused = 0
     errors: list[str] = []
-    window: list[float] = []
-    window_known = trio.Event()
-    connected = trio.Semaphore(0)
+    selector = selectors.DefaultSelector()
+    clients: list[_LoadClient] = []
+    try:
+        for i, client_id in enumerate(spec.client_ids):
+            try:
+                sock = _connect(config, spec.leader)
+            except OSError as error:
+                errors.append(f"{client_id}: cannot connect to {spec.leader}: {error}")
+                continue
+            client = _LoadClient(client_id, sock, config, spec.seed * 100_003 + i)
+            clients.append(client)
+            selector.register(sock, selectors.EVENT_READ, client)
 
-    async def client_task(client_id: str, seed: int) -> None:
-        nonlocal refused
-        pick = random.Random(seed).randrange
-        try:
-            async with open_client(config, client_id) as client:
-                client.leader = spec.leader
+        def next_request(client: _LoadClient, now: float) -> None:
+            start = client.pick(size)
+            client.new_request(pool[start : start + per_request], now, retry_s)
+
+        def end(client: _LoadClient, why: str) -> None:
+            errors.append(f"{client.client_id}: {why}")
+            selector.unregister(client.sock)
+            client.sock.close()
+            live.discard(client)
+
+        start_at, end_at = get_window()
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        live = set(clients)
+        now = time.monotonic()
+        for client in clients:
+            next_request(client, now)
+        stop_at = end_at + drain_s
+        while live and now < stop_at:
+            for key, events in selector.select(timeout=0.05):
+                client = key.data
+                if events & selectors.EVENT_WRITE:
+                    client.flush()
+                if not events & selectors.EVENT_READ:
+                    continue
                 try:
-                    await client.connect()
-                finally:
-                    connected.release()
-                await window_known.wait()
-                start_at, end_at = window
-                await trio.sleep(max(0.0, start_at - time.monotonic()))
-                while (sent := time.monotonic()) < end_at:
-                    start = pick(size)
-                    reply = await client.request(
-                        CommandKind.transfer, pool[start : start + per_request]
-                    )
-                    now = time.monotonic()
+                    data = client.sock.recv(constants.receive_size_max)
+                    if not data:
+                        end(client, "the leader closed the connection")
+                        continue
+                    replies = [m for _, m in client.decoder.feed(data)]
+                except BlockingIOError:
+                    continue
+                except (OSError, wire.FrameError) as error:
+                    end(client, f"{type(error).__name__}: {error}")
+                    continue
+                now = time.monotonic()
+                for reply in replies:
+                    if not isinstance(reply, ClientReply) or reply.request_no != client.request_no:
+                        continue  # an answer to a re-sent request, already counted
                     done_at.append(now)
-                    latency.append(now - sent)
+                    latency.append(now - client.sent_at)
                     if not reply.outcome.ok:
                         refused += sum(1 for r in reply.outcome.results if not r.ok)
                     if progress is not None:
                         progress[slot] += per_request
-        except Exception as error:  # noqa: BLE001 - reported, the other clients go on
-            errors.append(f"{client_id}: {type(error).__name__}: {error}")
-
-    async with trio.open_nursery() as nursery:
-        for i, client_id in enumerate(spec.client_ids):
-            nursery.start_soon(client_task, client_id, spec.seed * 100_003 + i)
-        for _ in spec.client_ids:
-            await connected.acquire()
-        start_at, end_at = await get_window()
-        window.extend((start_at, end_at))
-        window_known.set()
-        # In-flight requests may finish a little after the window, then stop.
-        nursery.cancel_scope.deadline = trio.current_time() + (end_at - time.monotonic()) + drain_s
+                    if now < end_at:
+                        next_request(client, now)
+                    else:
+                        live.discard(client)
+            now = time.monotonic()
+            for client in list(live):
+                try:
+                    if now >= client.resend_at:  # lost, or the leader is busy: ask again
+                        client.resend_at = now + retry_s
+                        client.send(client.frame)
+                    wants_write = bool(client.unsent)
+                    if wants_write != client.wants_write:
+                        client.wants_write = wants_write
+                        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants_write else 0)
+                        selector.modify(client.sock, mask, client)
+                except OSError as error:
+                    end(client, f"{type(error).__name__}: {error}")
+        for client in live:
+            errors.append(f"{client.client_id}: no reply to request {client.request_no} "
+                          f"within {drain_s:.0f} s after the window")
+    finally:
+        for client in clients:
+            client.sock.close()
+        selector.close()
     return LoadResult(
         done_at=done_at.tobytes(),
         latency_s=latency.tobytes(),
@@ -138,13 +244,13 @@ def run_load_process(
     """The body of one load process (multiprocessing, spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
 
-    async def get_window() -> tuple[float, float]:
+    def get_window() -> tuple[float, float]:
         pipe.send("ready")
-        window: tuple[float, float] = await trio.to_thread.run_sync(pipe.recv)
+        window: tuple[float, float] = pipe.recv()
         return window
 
     try:
-        result = trio.run(run_load, spec, get_window, progress, slot)
+        result = run_load(spec, get_window, progress, slot)
     except BaseException as error:  # noqa: BLE001 - the parent reports it
         pipe.send(f"{type(error).__name__}: {error}")
         raise

@@ -28,6 +28,13 @@ class Executed:
 class Ready:
     """Carried out by the runtime strictly in this order:
 
+    0. `send_early`: may leave before anything below is done, the moment the
+       runtime has it: a leader's Accepts, and only when the promise of their
+       ballot is already durable (never in the Ready that persists it). An
+       Accept reveals no vote of the leader's, only its proposal under a
+       ballot no other node uses; the leader counts its own vote at once, but
+       the other votes a decision needs arrive only after this Ready is done.
+       So the leader's WAL write runs while the followers write theirs;
     1. `persist`: append to the WAL, then one fsync for all of it (group commit);
        `persist_lazy` is appended with it (or alone) but needs no fsync before
        anything below: records a crash may lose without harm (the commit point);
@@ -44,6 +51,7 @@ class Ready:
     same Ready (an installed checkpoint); that CommitRecord waits for the next Ready.
     """
 
+    send_early: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
     persist: list[WalRecord] = attrs.field(factory=list)
     persist_lazy: list[WalRecord] = attrs.field(factory=list)
     snapshots: list[Snapshot] = attrs.field(factory=list)

@@ -167,6 +167,11 @@ class Core:
             if self.heartbeat_elapsed >= self.s.heartbeat_ticks:
                 self._resend_undecided()
                 self._broadcast_heartbeat()
+            elif self.commit_slot > self._commit_announced:
+                # Followers learn the commit point from the next Accept; when
+                # none went out since it moved, a Heartbeat tells them within a
+                # tick (they execute, and reply to clients waiting on them).
+                self._broadcast_heartbeat()
             self._step_down_if_isolated()
         else:
             self.election_elapsed += 1
@@ -188,8 +193,6 @@ class Core:
         """Everything to persist, send and reply since the last call."""
         if self.role == Role.leader:
             self._propose_pending()
-            if self.commit_slot > self._commit_announced:
-                self._broadcast_heartbeat()  # followers execute now, not a heartbeat later
         # The commit point is knowledge, not a promise: written without an fsync
         # of its own (never on the way to a client's reply); what a crash loses
         # of it is relearned from the leader.
@@ -197,6 +200,9 @@ class Core:
             self._ready.persist_lazy.append(CommitRecord(commit_slot=self.commit_slot))
             self._commit_persisted = self.commit_slot
         self._installed_this_round = False
+        if self._ready.send_early and any(isinstance(r, PromiseRecord) for r in self._ready.persist):
+            self._ready.send.extend(self._ready.send_early)  # our promise is not durable yet
+            self._ready.send_early = []
         if self._compact_wanted:
             self._ready.compact = self._wal_seed()
             self._compact_wanted = False
@@ -450,15 +456,19 @@ class Core:
         self.votes[slot] = {self.me}
         self.resend_at[slot] = self.now + 2 * self.s.heartbeat_ticks
         for peer in self.peers:
-            self._send(
-                peer,
-                Accept(
-                    ballot=self.ballot,
-                    slot=slot,
-                    batch=batch,
-                    commit_slot=self.commit_slot,
-                    purge_slot=self.purge_slot,
-                ),
+            # Early (ready.py): take_ready() moves them behind the persist when
+            # this Ready also holds the promise of our ballot.
+            self._ready.send_early.append(
+                (
+                    peer,
+                    Accept(
+                        ballot=self.ballot,
+                        slot=slot,
+                        batch=batch,
+                        commit_slot=self.commit_slot,
+                        purge_slot=self.purge_slot,
+                    ),
+                )
             )
         self._commit_announced = self.commit_slot
         self._check_decided(slot)

@@ -307,6 +307,9 @@ class Replica:
             self.log.info("%s", event)
         for alarm in ready.alarms:
             self.log.error("%s", alarm)
+        if ready.send_early and self.alive:
+            self._send_to_peers(ready.send_early)
+            await trio.lowlevel.checkpoint()  # the links send them while we write
         if ready.needs_sync():
             await self._write(ready)
         elif ready.persist_lazy:

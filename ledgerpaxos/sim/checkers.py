@@ -274,7 +274,14 @@ class DurableState:
         elif isinstance(message, Accepted):
             self._check_accepted(node, to, "Accepted", message.ballot, message.slot)
         elif isinstance(message, Accept):
-            self._check_accepted(node, to, "Accept", message.ballot, message.slot)
+            # A proposal, not a vote: it may leave before the leader's own
+            # acceptance is on disk, never before its promise of the ballot.
+            if self.promised < message.ballot:
+                raise Violation(
+                    "persist-before-speak",
+                    f"{node} sent Accept {message.ballot} slot {message.slot} to {to} "
+                    f"with only promise {self.promised} on disk",
+                )
         elif isinstance(message, NewView):
             for entry in message.entries:
                 self._check_accepted(node, to, "NewView", message.ballot, entry.slot)

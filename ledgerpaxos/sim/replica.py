@@ -41,6 +41,10 @@ PAUSED = "paused"
 
 _TICK = object()  # an inbox item: one core tick
 
+# The simulated WALs are small: a threshold this low makes both paths of
+# ReplicaStore.compact() (skip, rewrite) common, and crashes land in both.
+sim_wal_compact_size_min = 2048  # bytes
+
 
 def _where(error: BaseException) -> str:
     """The exception and the innermost line that raised it."""
@@ -83,7 +87,12 @@ class ReplicaHost:
         self.incarnation += 1
         self.disk.disarm()
         try:
-            store, recovered = ReplicaStore.open(self.directory, codec=sim.codec, fs=self.disk)
+            store, recovered = ReplicaStore.open(
+                self.directory,
+                codec=sim.codec,
+                fs=self.disk,
+                compact_size_min=sim_wal_compact_size_min,
+            )
         except StorageCorruption as error:
             raise Violation("recovery", f"{self.node} refused to start: {error}") from error
         rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/core/{self.node}/{self.incarnation}")
@@ -253,6 +262,7 @@ class ReplicaHost:
         only then speak. Records that need no fsync are appended and we speak at once."""
         store = self.store
         assert store is not None
+        self._speak_early(ready)
         records = ready.persist + ready.persist_lazy
         if records and not self._survived_io(lambda: store.append(records)):
             return
@@ -278,8 +288,7 @@ class ReplicaHost:
             for snapshot in ready.snapshots:
                 store.write_snapshot(snapshot)
                 self.durable.snapshot_written(snapshot)
-            if ready.compact is not None:
-                store.compact(ready.compact)
+            if ready.compact is not None and store.compact(ready.compact):
                 self.durable.compacted(ready.compact)
                 self.sim.marks.hit(coverage.WAL_COMPACTED)
 
@@ -307,6 +316,11 @@ class ReplicaHost:
         if self.sim.trace is not None:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} stops: {error}")
         self.crash("I/O error")
+
+    def _speak_early(self, ready: Ready) -> None:
+        for to, message in ready.send_early:
+            self.durable.check_send(self.node, to, message)
+            self.sim.send(self.node, to, message)
 
     def _speak(self, ready: Ready) -> None:
         sim = self.sim

@@ -112,6 +112,7 @@ class ReplicaStore:
         fsync: bool,
         codec: StoreCodec,
         segment_size_max: int,
+        compact_size_min: int = constants.wal_compact_size_min,
         fs: FileSystem = OS_FILE_SYSTEM,
     ) -> None:
         """Use ReplicaStore.open(); this only sets up an unopened store."""
@@ -121,6 +122,8 @@ class ReplicaStore:
         self.last_recovery: RecoveredLog | None = None  # for status and logs
         self._codec = codec
         self._segment_size_max = segment_size_max
+        self._compact_size_min = compact_size_min
+        self.compactions = 0
         self._lock: _DirectoryLock | None = None
         self._wal: WriteAheadLog | None = None
         self._fsyncs_of_wiped_logs = 0
@@ -133,18 +136,27 @@ class ReplicaStore:
         fsync: bool = True,
         codec: StoreCodec = wire,
         segment_size_max: int = constants.wal_segment_size_max,
+        compact_size_min: int = constants.wal_compact_size_min,
         fs: FileSystem = OS_FILE_SYSTEM,
     ) -> tuple[ReplicaStore, Recovered]:
         """Lock `directory` (created if missing), recover it, be ready to append.
 
         `fs` is the file system to do it on: the operating system's unless a
-        simulator passes its own (see storage/filesystem.py)."""
+        simulator passes its own (see storage/filesystem.py). `compact_size_min`:
+        see compact()."""
         path = os.fspath(directory)
         try:
             fs.makedirs(path)
         except OSError as error:
             raise StorageError(path, "create data directory", error) from error
-        store = cls(path, fsync=fsync, codec=codec, segment_size_max=segment_size_max, fs=fs)
+        store = cls(
+            path,
+            fsync=fsync,
+            codec=codec,
+            segment_size_max=segment_size_max,
+            compact_size_min=compact_size_min,
+            fs=fs,
+        )
         store._lock = _DirectoryLock(fs, path)
         try:
             snapshot = snapshots.load_newest_snapshot(path, codec=codec, fs=fs)
@@ -171,9 +183,22 @@ class ReplicaStore:
             self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec, fs=self.fs
         )
 
-    def compact(self, seed_records: Sequence[WalRecord]) -> None:
-        """Replace the WAL by one durable segment holding exactly `seed_records`."""
-        self._current_wal().compact(seed_records)
+    def compact(self, seed_records: Sequence[WalRecord]) -> bool:
+        """Replace the WAL by one durable segment holding exactly `seed_records`,
+        once the WAL has grown to `compact_size_min` bytes; returns whether it did.
+
+        Skipping is safe: the WAL as it is, folded over the newest snapshot,
+        stands for the same state as the seed (recovery drops the entries at
+        or below the snapshot's slot; the seed's promise and commit point are
+        the highest already in the WAL). Each write_snapshot() of the caller
+        came before this call, so the snapshot that covers the dropped entries
+        is durable before they are deleted."""
+        wal = self._current_wal()
+        if wal.size_bytes < self._compact_size_min:
+            return False
+        wal.compact(seed_records)
+        self.compactions += 1
+        return True
 
     def wipe(self) -> None:
         """Delete everything in the directory but the lock; go on with an empty log."""
