@@ -56,6 +56,9 @@ wal_segment_size_max = 64 * 1024 * 1024  # bytes before the WAL rolls to a new s
 # every checkpoint cost five fsyncs every 10 slots (docs/performance.md).
 wal_compact_size_min = 4 * 1024 * 1024  # bytes
 snapshots_kept = 2
+# Allocations (net of frees) before CPython's young-generation collection in a
+# replica process; CPython's default is 700 (runtime/main.py says why).
+gc_young_objects_max = 50_000
 
 assert tick_ms > 0
 assert heartbeat_ms_default >= tick_ms

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import trio
 
+from ledgerpaxos import constants
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.runtime.network import ListenError
 from ledgerpaxos.runtime.replica import RuntimeOptions, serve_replica
@@ -88,6 +90,20 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
+def tune_garbage_collector() -> None:
+    """Collect young objects less often.
+
+    Every batch allocates thousands of short-lived transfers and frames;
+    with CPython's default gen-0 threshold (700 allocations) the collector
+    runs thousands of times a second, and each pass also ages the survivors
+    toward the costly full collections. Memory is reclaimed by reference
+    counting anyway; the collector only finds cycles, which the hot path
+    does not make. Measured in docs/performance.md."""
+    gc.collect()
+    gc.freeze()  # what start-up built (modules, config, recovered state) is never scanned again
+    gc.set_threshold(constants.gc_young_objects_max, 50, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -104,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.id, args.log_level)
     if options != RuntimeOptions():
         logging.getLogger("ledgerpaxos.runtime").warning("runtime options: %s", options)
+    tune_garbage_collector()
     try:
         trio.run(run, config, args.id, options)
     except BaseException as error:  # noqa: BLE001 - sorted below, re-raised if unknown
