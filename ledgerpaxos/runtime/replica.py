@@ -24,6 +24,7 @@ core/ready.py); `LEDGERPAXOS_RUNTIME` in runtime/main.py sets them.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import OrderedDict
 
@@ -119,6 +120,47 @@ class _ProtocolViolation(Exception):
     """A well-formed frame that has no business on this connection."""
 
 
+class _DirectWriter:
+    """Writes of the core loop to a TCP stream that a task of its own drains.
+
+    A frame goes straight to the socket (one non-blocking write, no task
+    switch) when nothing queued for the stream is still unsent; what the
+    socket does not take, and everything behind it, waits in the queue for
+    the stream's sender task, in order. Streams that are not TCP (the tests'
+    memory network) always queue."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None  # the socket while the sender task owns the stream
+        self.queued = 0  # frames in the queue, not yet taken by the sender task
+        self.sending = False  # the sender task is in the middle of a frame
+
+    def attach(self, stream: trio.abc.Stream) -> None:
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+
+    def detach(self) -> None:
+        self.fd = None
+        self.sending = False
+
+    async def send(self, stream: trio.abc.Stream, frame: bytes) -> None:
+        """The sender task: send one frame it took from the queue."""
+        self.queued -= 1
+        self.sending = True
+        await stream.send_all(frame)
+        self.sending = False
+
+    def write(self, frame: bytes) -> bytes:
+        """Write what the socket takes now; returns the rest, for the queue."""
+        if self.fd is None or self.queued or self.sending:
+            return frame
+        try:
+            written = os.write(self.fd, frame)
+        except BlockingIOError:
+            return frame
+        except OSError:
+            return frame  # the sender task meets the error and ends the stream
+        return frame[written:]
+
+
 class _ClientConnection:
     """An accepted connection of a client or control tool, and what it waits for."""
 
@@ -129,22 +171,31 @@ class _ClientConnection:
         )
         self.waiting: OrderedDict[CommandKey, None] = OrderedDict()
         self.closed = False
+        self.direct = _DirectWriter()
 
     def deliver(self, frame: bytes) -> None:
-        """Queue a frame for the connection's writer; dropped if the client does not read."""
+        """Send a frame, or queue it for the connection's writer; dropped if
+        the client does not read."""
         if self.closed:
             return
+        rest = self.direct.write(frame)
+        if not rest:
+            return
         try:
-            self.replies_in.send_nowait(frame)
+            self.replies_in.send_nowait(rest)
+            self.direct.queued += 1
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client retries; a reply is never needed twice
 
     async def write_replies(self, stream: trio.abc.Stream, done: trio.CancelScope) -> None:
+        self.direct.attach(stream)
         try:
             async for frame in self.replies_out:
-                await stream.send_all(frame)
+                await self.direct.send(stream, frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        finally:
+            self.direct.detach()
         done.cancel()
 
 
@@ -181,6 +232,7 @@ class Replica:
         self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
         self._outbox_readers: dict[str, trio.MemoryReceiveChannel[bytes]] = {}
         self._outbox_full_reported: set[str] = set()
+        self._links: dict[str, _DirectWriter] = {peer: _DirectWriter() for peer in self.peers}
 
     @property
     def core(self) -> Core:
@@ -247,7 +299,7 @@ class Replica:
     def reset(self) -> None:
         """Control `reset`: wipe the data directory, start over with a fresh core."""
         self.core.take_ready()  # whatever the old core wanted done no longer matters
-        for outbox in self._outbox_readers.values():
+        for peer, outbox in self._outbox_readers.items():
             # Frames of the old log still queued for a peer would come back as
             # high-ballot Accepts once the peer starts over at ballot 0.
             while True:
@@ -255,6 +307,7 @@ class Replica:
                     outbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
+                self._links[peer].queued -= 1
         self.store.wipe()
         self._core = Core(self.settings, self.rng)
         self.alive = True
@@ -360,8 +413,12 @@ class Replica:
                     continue
             frames.setdefault(to, []).append(frame)
         for to, chunks in frames.items():
+            rest = self._links[to].write(b"".join(chunks))
+            if not rest:
+                continue
             try:
-                self._outboxes[to].send_nowait(b"".join(chunks))
+                self._outboxes[to].send_nowait(rest)
+                self._links[to].queued += 1
                 self._outbox_full_reported.discard(to)
             except trio.WouldBlock:
                 if to not in self._outbox_full_reported:
@@ -413,7 +470,7 @@ class Replica:
             else:
                 self.log.info("connected to peer %s", peer)
                 connected_at = trio.current_time()
-                reason = await self._send_outbox(stream, outbox)
+                reason = await self._send_outbox(peer, stream, outbox)
                 self.log.info("lost connection to peer %s: %s", peer, reason)
                 down_reported = True
                 up_s = trio.current_time() - connected_at
@@ -423,7 +480,7 @@ class Replica:
             backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
 
     async def _send_outbox(
-        self, stream: trio.abc.Stream, outbox: trio.MemoryReceiveChannel[bytes]
+        self, peer: str, stream: trio.abc.Stream, outbox: trio.MemoryReceiveChannel[bytes]
     ) -> str:
         """Send until the connection fails; returns why it ended."""
         reason = "closed by the peer"
@@ -438,14 +495,18 @@ class Replica:
                 reason = str(error) or type(error).__name__
             done.cancel()
 
+        link = self._links[peer]
         async with stream:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_for_close, nursery.cancel_scope)
+                link.attach(stream)
                 try:
                     async for data in outbox:
-                        await stream.send_all(data)
+                        await link.send(stream, data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
                     reason = str(error) or type(error).__name__
+                finally:
+                    link.detach()
                 nursery.cancel_scope.cancel()
         return reason
 
