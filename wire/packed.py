@@ -216,21 +216,40 @@ def _pack_balances(balances: Any, out: list[bytes]) -> None:
         raise ValueError(f"{len(balances)} balances exceed the maximum")
     out.append(_U32.pack(len(balances)))
     append = out.append
+    prefixes = _account_prefixes
+    pack_balance = _I64.pack
     for pair in balances:
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise ValueError(f"expected a pair, found {pair!r}")
-        name = _encode_text(pair[0], _name_max, "account")
-        append(_balance_struct(len(name)).pack(len(name), name, pair[1]))
+        name, balance = pair
+        prefix = prefixes.get(name) if type(name) is str else None
+        if prefix is None:
+            prefix = _account_prefix(name)
+        append(prefix)
+        append(pack_balance(balance))
 
 
-_balance_structs: dict[int, struct.Struct] = {}
+# Snapshots and reads carry every account, every time, under the same few
+# names: their encoded forms are remembered (bounded; a pure function of the name).
+_account_prefixes: dict[str, bytes] = {}  # name -> length byte + UTF-8
+_account_names: dict[bytes, str] = {}  # UTF-8 -> name
+_account_names_remembered_max = 65536
 
 
-def _balance_struct(name_length: int) -> struct.Struct:
-    packer = _balance_structs.get(name_length)
-    if packer is None:
-        packer = _balance_structs[name_length] = struct.Struct(f">B{name_length}sq")
-    return packer
+def _account_prefix(name: Any) -> bytes:
+    data = _encode_text(name, _name_max, "account")
+    if len(_account_prefixes) >= _account_names_remembered_max:
+        _account_prefixes.clear()
+    prefix = _account_prefixes[name] = bytes((len(data),)) + data
+    return prefix
+
+
+def _account_name(data: bytes) -> str:
+    name = data.decode("utf-8")
+    if len(_account_names) >= _account_names_remembered_max:
+        _account_names.clear()
+    _account_names[data] = name
+    return name
 
 
 def _unpack_balances(data: bytes, offset: int) -> tuple[tuple[tuple[str, int], ...], int]:
@@ -241,13 +260,15 @@ def _unpack_balances(data: bytes, offset: int) -> tuple[tuple[tuple[str, int], .
     pairs = []
     append = pairs.append
     unpack_balance = _I64.unpack_from
+    names = _account_names
     for _ in range(count):
         length = data[offset]
         if length > _name_max:
             raise FrameError(f"account length {length} failed validation (at most {_name_max})")
         start = offset + 1
         offset = start + length
-        account = data[start:offset].decode("utf-8")
+        raw = data[start:offset]
+        account = names.get(raw) or _account_name(raw)
         (balance,) = unpack_balance(data, offset)  # struct.error when cut short
         offset += 8
         append((account, balance))
