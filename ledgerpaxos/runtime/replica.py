@@ -149,7 +149,10 @@ class _DirectWriter:
         self.sending = False
 
     def write(self, frame: bytes) -> bytes:
-        """Write what the socket takes now; returns the rest, for the queue."""
+        """Write what the socket takes now; returns the rest, for the queue.
+
+        Only an empty queue is bypassed, so the rest of a partly written
+        frame always fits in it: a frame is never cut short on the wire."""
         if self.fd is None or self.queued or self.sending:
             return frame
         try:
