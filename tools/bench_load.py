@@ -163,7 +163,10 @@ def run_load(
 
         def next_request(client: _LoadClient, now: float) -> None:
             start = client.pick(size)
-            client.new_request(pool[start : start + per_request], now, retry_s)
+            try:
+                client.new_request(pool[start : start + per_request], now, retry_s)
+            except OSError as error:
+                end(client, f"{type(error).__name__}: {error}")
 
         def end(client: _LoadClient, why: str) -> None:
             errors.append(f"{client.client_id}: {why}")
@@ -181,11 +184,11 @@ def run_load(
         while live and now < stop_at:
             for key, events in selector.select(timeout=0.05):
                 client = key.data
-                if events & selectors.EVENT_WRITE:
-                    client.flush()
-                if not events & selectors.EVENT_READ:
-                    continue
                 try:
+                    if events & selectors.EVENT_WRITE:
+                        client.flush()
+                    if not events & selectors.EVENT_READ:
+                        continue
                     data = client.sock.recv(constants.receive_size_max)
                     if not data:
                         end(client, "the leader closed the connection")
@@ -198,6 +201,8 @@ def run_load(
                     continue
                 now = time.monotonic()
                 for reply in replies:
+                    if client not in live:
+                        break
                     if not isinstance(reply, ClientReply) or reply.request_no != client.request_no:
                         continue  # an answer to a re-sent request, already counted
                     done_at.append(now)

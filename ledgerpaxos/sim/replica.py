@@ -319,21 +319,19 @@ class ReplicaHost:
 
     def _speak_early(self, ready: Ready) -> None:
         for to, message in ready.send_early:
-            self.durable.check_send(self.node, to, message)
-            self.sim.send(self.node, to, message)
+            self.send_now(to, message)
 
     def _speak(self, ready: Ready) -> None:
-        sim = self.sim
         for to, message in ready.send:
-            self.durable.check_send(self.node, to, message)
-            sim.send(self.node, to, message)
+            self.send_now(to, message)
         for reply in ready.replies:
             client = self.waiters.pop((reply.client_id, reply.request_no), None)
             if client is not None:
-                sim.send(self.node, client, reply)
+                self.sim.send(self.node, client, reply)
 
     def send_now(self, to: str, message: object) -> None:
-        """Send outside of the Ready order (planted bugs only)."""
+        """Send a peer message, checked against what is on disk (planted bugs
+        also call it to send outside of the Ready order)."""
         self.durable.check_send(self.node, to, message)
         self.sim.send(self.node, to, message)
 
