@@ -60,6 +60,7 @@ _ACCOUNT_FORBIDDEN = set(",()[]\"'")
 _TOP_REQUIRED = ("cluster_id", "accounts", "initial_balance", "nodes")
 _TOP_OPTIONAL = (
     "checkpoint_interval",
+    "snapshot_interval",
     "data_dir",
     "fsync",
     "batch_commands_max",
@@ -124,6 +125,7 @@ class Config:
     nodes: tuple[NodeConfig, ...]  # in file order; index = position + 1
     batch_commands_max: int
     pipeline_slots_max: int
+    snapshot_interval: int = constants.snapshot_interval_default
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -197,6 +199,9 @@ def config_from_dict(
     checkpoint_interval = check.integer(
         data, "checkpoint_interval", 1, None, default_checkpoint_interval
     )
+    snapshot_interval = check.integer(
+        data, "snapshot_interval", 1, None, constants.snapshot_interval_default
+    )
     data_dir_text = check.string(data, "data_dir", default_data_dir)
     fsync = check.boolean(data, "fsync", default_fsync)
     batch_commands_max = check.integer(
@@ -221,6 +226,7 @@ def config_from_dict(
         nodes=nodes,
         batch_commands_max=batch_commands_max,
         pipeline_slots_max=pipeline_slots_max,
+        snapshot_interval=snapshot_interval,
     )
 
 
@@ -453,6 +459,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "accounts": list(config.accounts),
         "initial_balance": config.initial_balance,
         "checkpoint_interval": config.checkpoint_interval,
+        "snapshot_interval": config.snapshot_interval,
         "data_dir": str(config.data_dir),
         "fsync": config.fsync,
         "batch_commands_max": config.batch_commands_max,

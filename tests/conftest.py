@@ -174,6 +174,9 @@ async def open_cluster(
 ) -> AsyncIterator[Cluster]:
     """A cluster of n replicas with fsync off, data under tmp_path; all stopped on exit."""
     overrides.setdefault("fsync", False)
+    # A snapshot file at every checkpoint, so that a few dozen transfers purge
+    # the log (installs, purged slots); tests/test_core.py covers larger intervals.
+    overrides.setdefault("snapshot_interval", 10)
     config = make_local_config(n, 7001, tmp_path / "data", **overrides)
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:

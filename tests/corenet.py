@@ -60,6 +60,7 @@ def settings(node: str, n: int = 5, **kw: object) -> CoreSettings:
         accounts=tuple("ABCDEFGHIJ"),
         initial_balance=10,
         checkpoint_interval=10,
+        snapshot_interval=10,  # a snapshot file at every checkpoint unless a test says otherwise
         heartbeat_ticks=5,
         election_timeout_ticks_min=40,
         election_timeout_ticks_max=80,

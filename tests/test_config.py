@@ -80,6 +80,7 @@ def test_shipped_config_loads_with_five_nodes() -> None:
     assert config.accounts == tuple("ABCDEFGHIJ")
     assert config.initial_balance == 10
     assert config.checkpoint_interval == 10
+    assert config.snapshot_interval == 100
     assert config.cluster_id == 1
     assert config.fsync is True
     assert config.majority == 3
@@ -106,6 +107,7 @@ def test_optional_keys_take_defaults(
     assert config.timers.heartbeat_ms == constants.heartbeat_ms_default
     assert config.batch_commands_max == constants.batch_commands_max
     assert config.pipeline_slots_max == constants.pipeline_slots_max
+    assert config.snapshot_interval == constants.snapshot_interval_default
     # a relative data_dir is resolved against the working directory at load time
     assert config.data_dir == tmp_path / "data"
 
@@ -405,6 +407,12 @@ MISTAKES: list[tuple[str, Mutation, str, tuple[str, ...]]] = [
         "checkpoint-interval-zero",
         setter("checkpoint_interval", value=0),
         "checkpoint_interval",
+        (">= 1", "got 0"),
+    ),
+    (
+        "snapshot-interval-zero",
+        setter("snapshot_interval", value=0),
+        "snapshot_interval",
         (">= 1", "got 0"),
     ),
     ("cluster-id-negative", setter("cluster_id", value=-1), "cluster_id", ("0-4294967295",)),

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ledgerpaxos.core import Core, Ledger
+from ledgerpaxos.core import Core, Ledger, Ready
 from ledgerpaxos.core import ledger as ledger_rules
 from ledgerpaxos.core.messages import (
     Accept,
@@ -332,6 +332,78 @@ def test_many_seeds_with_random_crashes_agree(loss: float, duplication: float) -
         assert not net.alarms
         executed_total += tops.pop()
     assert executed_total >= 12 * 40  # the runs did real work
+
+
+def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() -> None:
+    """Every checkpoint gets a digest; a snapshot file only every
+    snapshot_interval slots, and the log is purged no further than the newest file."""
+    net = CoreNet(snapshot_interval=30)
+    leader = elected(net)
+    follower = next(n for n in net.ids if n != leader)
+    taken: list[int] = []
+    written: list[int] = []
+    apply = net.disks[follower].apply
+
+    def watch(ready: Ready) -> None:
+        taken.extend(s.slot for s in ready.checkpoints)
+        written.extend(s.slot for s in ready.snapshots)
+        apply(ready)
+
+    net.disks[follower].apply = watch  # type: ignore[method-assign]
+    for i in range(25):
+        net.submit(leader, f"c{i}", [("A", "B", 1)])
+        net.run(3)
+    net.run(20)
+    core = net.cores[follower]
+    assert core.executed_slot >= 25 and core.checkpoint_slot == 20
+    assert taken == [10, 20] and written == []
+    assert core.snapshot_slot == core.purge_slot == 0
+    assert min(core.log) == 1  # nothing purged: no snapshot file holds it yet
+    for i in range(25, 40):
+        net.submit(leader, f"c{i}", [("A", "B", 1)])
+        net.run(3)
+    net.run(20)
+    assert taken[:3] == [10, 20, 30] and written[:1] == [30]
+    assert core.snapshot_slot >= 30 and core.purge_slot == 30
+    assert all(slot > 30 for slot in core.log)
+    assert net.disks[follower].snapshot is not None and net.disks[follower].snapshot.slot == 30
+    net.check_agreement()
+
+
+def test_many_transfers_make_a_snapshot_file_before_snapshot_interval() -> None:
+    net = CoreNet(snapshot_interval=1000, snapshot_transfers_min=25)
+    leader = elected(net)
+    for i in range(12):
+        net.submit(leader, f"c{i}", [("A", "B", 1), ("B", "C", 1), ("C", "A", 1)])
+        net.run(3)
+    net.run(20)
+    # 3 transfers a slot: the checkpoint at slot 10 has 30 >= 25 behind it.
+    assert all(net.cores[n].snapshot_slot == 10 for n in net.ids)
+    assert all(net.disks[n].snapshot is not None and net.disks[n].snapshot.slot == 10 for n in net.ids)
+
+
+def test_a_restart_replays_the_wal_past_checkpoints_that_were_never_written() -> None:
+    net = CoreNet(snapshot_interval=30)
+    leader = elected(net)
+    follower = next(n for n in net.ids if n != leader)
+    for i in range(45):
+        net.submit(leader, f"c{i}", [("A", "B", 1), ("B", "C", 2)])
+        net.run(3)
+    net.run(20)
+    disk = net.disks[follower]
+    before = net.cores[follower]
+    assert before.checkpoint_slot == 40 and before.snapshot_slot == 30
+    assert disk.snapshot is not None and disk.snapshot.slot == 30
+    net.crash(follower)
+    net.restart(follower)
+    core = net.cores[follower]
+    assert core.executed_slot == before.executed_slot
+    assert core.balances() == before.balances()
+    assert core.checkpoint_slot == 40 and core.snapshot_slot == 30  # 40 taken again, in memory
+    assert core.checkpoint_digests[40] == before.checkpoint_digests[40]
+    net.run(20)
+    net.check_agreement()
+    assert not net.alarms
 
 
 def test_a_restart_from_an_uncompacted_wal_skips_what_the_snapshot_covers() -> None:

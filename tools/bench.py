@@ -538,6 +538,7 @@ def _figures(
         "uncommitted_changes": dirty,
         "runtime_options": os.environ.get("LEDGERPAXOS_RUNTIME", ""),
         "checkpoint_interval": config.checkpoint_interval,
+        "snapshot_interval": config.snapshot_interval,
         "pipeline_slots_max": config.pipeline_slots_max,
         "batch_commands_max": config.batch_commands_max,
         "replicas": len(config.node_ids),

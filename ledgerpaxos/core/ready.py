@@ -38,13 +38,16 @@ class Ready:
     1. `persist`: append to the WAL, then one fsync for all of it (group commit);
        `persist_lazy` is appended with it (or alone) but needs no fsync before
        anything below: records a crash may lose without harm (the commit point);
-    2. `snapshots`: write each (temporary file, fsync, rename, directory fsync);
+    2. `snapshots`: write each (temporary file, fsync, rename, directory fsync):
+       installed checkpoints, and the checkpoints the core chose to keep on
+       disk (not every one: see Core._checkpoint);
     3. `compact`: when set, start a WAL segment holding exactly these records and
        drop the older segments (only after the snapshots above are durable);
     4. `send`: only now may messages leave (persist before you speak);
     5. `replies`: answer the clients waiting on this replica.
 
-    `executed`, `events` and `alarms` are for observers (logs, tests, the simulator).
+    `executed`, `checkpoints` (every checkpoint taken, written or not),
+    `events` and `alarms` are for observers (logs, tests, the simulator).
 
     The core keeps this order safe to crash in at any point: a CommitRecord
     never covers slots whose only durable record is a snapshot of the
@@ -59,6 +62,7 @@ class Ready:
     send: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
     replies: list[ClientReply] = attrs.field(factory=list)
     executed: list[Executed] = attrs.field(factory=list)
+    checkpoints: list[Snapshot] = attrs.field(factory=list)
     events: list[str] = attrs.field(factory=list)
     alarms: list[str] = attrs.field(factory=list)
 

@@ -14,8 +14,13 @@ Vocabulary:
 - `commit_slot`: every slot up to here is decided and its value is in `log`
   (or folded into the checkpoint). Persisted lazily as a CommitRecord.
 - `executed_slot`: every slot up to here is applied to the ledger.
-- `checkpoint_slot`: the newest snapshot; `purge_slot`: log entries at or
-  below it are dropped (the snapshot holds their effect).
+- `checkpoint_slot`: the newest checkpoint (every `checkpoint_interval`
+  executed slots: a state digest compared across replicas, and the snapshot a
+  lagging replica installs), held in memory.
+- `snapshot_slot`: the newest checkpoint written as a snapshot file (durable
+  once the Ready that asks for it is carried out). Not every checkpoint is:
+  see `_checkpoint`. `purge_slot`: log entries at or below it are dropped,
+  never above `snapshot_slot`, so a dropped entry's effect is always on disk.
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ class Core:
         self.commit_slot = 0
         self.executed_slot = 0
         self.checkpoint_slot = 0
+        self.snapshot_slot = 0
         self.purge_slot = 0
+        self._transfers_since_snapshot = 0
         self.last_snapshot: Snapshot | None = None
         self.checkpoint_digests: OrderedDict[int, bytes] = OrderedDict()
         self._commit_persisted = 0
@@ -722,6 +729,8 @@ class Core:
         self.executed_slot = snapshot.slot
         self.commit_slot = max(self.commit_slot, snapshot.slot)
         self.checkpoint_slot = snapshot.slot
+        self.snapshot_slot = snapshot.slot  # recovered from disk, or installed and written now
+        self._transfers_since_snapshot = 0
         self.last_snapshot = snapshot
         self._remember_digest(snapshot.slot, snapshot.digest)
         self.purge_slot = max(self.purge_slot, snapshot.slot)
@@ -743,6 +752,7 @@ class Core:
             entry = self.log[slot]
             outcomes: list[Outcome | None] = []
             for command in entry.batch:
+                self._transfers_since_snapshot += len(command.transfers)
                 outcome = self.ledger.execute(command)
                 outcomes.append(outcome)
                 key = (command.client_id, command.request_no)
@@ -756,11 +766,24 @@ class Core:
                 self._checkpoint(slot)
 
     def _checkpoint(self, slot: int) -> None:
+        """Every checkpoint gets a digest (compared across replicas) and an
+        in-memory snapshot (for installs). A snapshot file costs an encoding
+        and two fsyncs, so only some are written: once `snapshot_interval`
+        slots or `snapshot_transfers_min` transfers have been executed since the
+        last one. The WAL holds everything in between, and the log is purged
+        only up to a written snapshot."""
         snapshot = self.ledger.snapshot(slot)
         self.checkpoint_slot = slot
         self.last_snapshot = snapshot
         self._remember_digest(slot, snapshot.digest)
-        self._ready.snapshots.append(snapshot)
+        self._ready.checkpoints.append(snapshot)
+        if (
+            slot - self.snapshot_slot >= self.s.snapshot_interval
+            or self._transfers_since_snapshot >= self.s.snapshot_transfers_min
+        ):
+            self._ready.snapshots.append(snapshot)
+            self.snapshot_slot = slot
+            self._transfers_since_snapshot = 0
         if self.role == Role.leader:
             self._purge_to_majority_checkpoint()
 
@@ -776,8 +799,9 @@ class Core:
             self.checkpoint_digests.popitem(last=False)
 
     def _purge_to(self, purge_slot: int) -> None:
-        """Drop log entries at or below a checkpoint a majority holds (and we hold)."""
-        target = min(purge_slot, self.checkpoint_slot)
+        """Drop log entries at or below a checkpoint a majority holds, and we
+        hold in a snapshot file."""
+        target = min(purge_slot, self.snapshot_slot)
         if target <= self.purge_slot:
             return
         self.purge_slot = target
@@ -803,7 +827,7 @@ class Core:
     def invariants(self) -> None:
         assert self.executed_slot <= self.commit_slot
         assert self.checkpoint_slot <= self.executed_slot
-        assert self.purge_slot <= self.checkpoint_slot
+        assert self.purge_slot <= self.snapshot_slot <= self.checkpoint_slot
         assert all(s > self.purge_slot for s in self.log)
         assert self.executed_slot == self.checkpoint_slot or all(
             s in self.log for s in range(max(self.checkpoint_slot, self.purge_slot) + 1, self.commit_slot + 1)

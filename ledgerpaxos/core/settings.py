@@ -31,12 +31,15 @@ class CoreSettings:
     pipeline_slots_max: int = constants.pipeline_slots_max
     pending_commands_max: int = constants.pending_commands_max
     catchup_slots_max: int = constants.catchup_slots_max
+    snapshot_interval: int = constants.snapshot_interval_default
+    snapshot_transfers_min: int = constants.snapshot_transfers_min
 
     def __attrs_post_init__(self) -> None:
         assert self.node_id in self.node_ids
         assert len(set(self.node_ids)) == len(self.node_ids)
         assert 1 <= len(self.node_ids) <= constants.replicas_max
         assert self.checkpoint_interval >= 1
+        assert self.snapshot_interval >= 1 and self.snapshot_transfers_min >= 1
         assert 0 < self.heartbeat_ticks < self.election_timeout_ticks_min
         assert self.election_timeout_ticks_min <= self.election_timeout_ticks_max
 
@@ -65,4 +68,5 @@ class CoreSettings:
             election_timeout_ticks_max=ticks_for(t.election_timeout_ms_max),
             batch_commands_max=config.batch_commands_max,
             pipeline_slots_max=config.pipeline_slots_max,
+            snapshot_interval=config.snapshot_interval,
         )

@@ -136,6 +136,8 @@ class Simulation:
             accounts=ACCOUNTS,
             initial_balance=INITIAL_BALANCE,
             checkpoint_interval=self.plan.checkpoint_interval,
+            snapshot_interval=self.plan.checkpoint_interval * self.plan.snapshot_checkpoints,
+            snapshot_transfers_min=self.plan.snapshot_transfers_min,
             heartbeat_ticks=ticks_for(self.plan.timers.heartbeat_ms),
             election_timeout_ticks_min=ticks_for(self.plan.timers.election_timeout_ms_min),
             election_timeout_ticks_max=ticks_for(self.plan.timers.election_timeout_ms_max),
@@ -316,7 +318,7 @@ class Simulation:
             safety.executed(node, executed)
             if any(o is None for o in executed.outcomes):
                 self.marks.hit(coverage.DUPLICATE_IN_LOG)
-        for snapshot in ready.snapshots:
+        for snapshot in (*ready.checkpoints, *ready.snapshots):  # taken or installed
             safety.snapshot(node, snapshot)
         safety.state(node, core)
 

@@ -66,6 +66,10 @@ class SimPlan:
     seed: int
     replicas: int
     checkpoint_interval: int
+    # A snapshot file at every this many checkpoints at least, or sooner after
+    # snapshot_transfers_min transfers (CoreSettings); the others stay in memory.
+    snapshot_checkpoints: int
+    snapshot_transfers_min: int
     timers: TimerPlan
     disk_latency_us_min: int
     disk_latency_us_max: int
@@ -84,6 +88,7 @@ class SimPlan:
         kinds = ",".join(f"{k}={weight:.1f}" for k, weight in f.weights if weight > 0)
         return (
             f"seed {self.seed}: {self.replicas} replicas, K={self.checkpoint_interval}, "
+            f"snapshot every {self.snapshot_checkpoints} checkpoints or {self.snapshot_transfers_min} transfers, "
             f"heartbeat {self.timers.heartbeat_ms}ms, election {self.timers.election_timeout_ms_min}-"
             f"{self.timers.election_timeout_ms_max}ms, "
             f"loss {n.loss:.0%}, dup {n.duplication:.0%}, delay {n.delay_us_min / 1000:.1f}-{n.delay_us_max / 1000:.1f}ms, "
@@ -144,14 +149,22 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
         election_timeout_ms_max=election_min + rng.choice((20, 100, election_min)),
     )
     assert 2 * timers.heartbeat_ms < timers.election_timeout_ms_min
+    checkpoint_interval = rng.choice((3, 5, 10, 10, 20))
+    disk_latency_us_max = latency_min * rng.choice((2, 5, 10))
+    fault_phase_us = ms(rng.choice((4000, 6000, 9000)))
+    # Drawn last, so the draws above give each seed the plan it had before.
+    snapshot_checkpoints = rng.choice((1, 2, 4))
+    snapshot_transfers_min = rng.choice((40, constants.snapshot_transfers_min))
     return SimPlan(
         seed=seed,
         replicas=replicas,
-        checkpoint_interval=rng.choice((3, 5, 10, 10, 20)),
+        checkpoint_interval=checkpoint_interval,
+        snapshot_checkpoints=snapshot_checkpoints,
+        snapshot_transfers_min=snapshot_transfers_min,
         timers=timers,
         disk_latency_us_min=latency_min,
-        disk_latency_us_max=latency_min * rng.choice((2, 5, 10)),
-        fault_phase_us=ms(rng.choice((4000, 6000, 9000))),
+        disk_latency_us_max=disk_latency_us_max,
+        fault_phase_us=fault_phase_us,
         liveness_bound_us=ms(30_000),
         network=network,
         faults=faults,
