@@ -30,7 +30,7 @@ from ledgerpaxos.client import Client, control, open_client
 from ledgerpaxos.config import Config, make_local_config
 from ledgerpaxos.core import Role
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, ControlOp
-from ledgerpaxos.runtime import MemoryNetwork, Replica
+from ledgerpaxos.runtime import MemoryNetwork, Replica, RuntimeOptions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,13 @@ class Cluster:
         assert node_id not in self._scopes, f"{node_id} is running"
         self._starts += 1
         rng = random.Random(self.seed * 1000 + self._starts)
-        replica = Replica(self.config, node_id, network=self.network, rng=rng)
+        replica = Replica(
+            self.config,
+            node_id,
+            network=self.network,
+            rng=rng,
+            options=RuntimeOptions(thorough_checks=True),
+        )
         self.replicas[node_id] = replica
         await self._nursery.start(self._run, replica)
         return replica

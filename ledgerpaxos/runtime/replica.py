@@ -99,9 +99,14 @@ class RuntimeOptions:
         2-core machine (docs/performance.md). Inline, the event loop is
         stalled for the fsync (typically 0.1-0.3 ms); frames that arrive
         meanwhile wait in the kernel and are read in the next loop turn.
+    thorough_checks: check every core invariant after each step, also those
+        that walk the log (Core's `thorough_checks`). Off by default: only
+        the O(1) ones, as the log may hold a few hundred slots. The tests' clusters
+        turn it on.
     """
 
     sync_in_thread: bool = False
+    thorough_checks: bool = False
 
     @staticmethod
     def parse(text: str) -> RuntimeOptions:
@@ -162,6 +167,43 @@ class _DirectWriter:
         except OSError:
             return frame  # the sender task meets the error and ends the stream
         return frame[written:]
+
+
+class _Receiver:
+    """Reads a stream for its reader task; a TCP socket directly.
+
+    SocketStream.receive_some() yields to the scheduler after every receive,
+    data or not, and wraps it in layers of error translation. On a socket
+    this reads with one non-blocking read and waits for readability only when
+    there is nothing to read; after `streak_max` reads in a row that did not
+    wait it yields once, so a flooding peer cannot starve the other tasks."""
+
+    streak_max = 16
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self.streak = 0
+
+    async def receive(self) -> bytes:
+        if self.fd is None:
+            return await self.stream.receive_some(constants.receive_size_max)
+        waited = False
+        while True:
+            try:
+                data = os.read(self.fd, constants.receive_size_max)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.fd)
+                waited = True
+                continue
+            if waited:
+                self.streak = 0
+            else:
+                self.streak += 1
+                if self.streak >= self.streak_max:
+                    self.streak = 0
+                    await trio.lowlevel.checkpoint()
+            return data
 
 
 class _ClientConnection:
@@ -286,6 +328,7 @@ class Replica:
             promised=recovered.promised,
             entries=recovered.entries,
             commit_slot=recovered.commit_slot,
+            thorough_checks=self.options.thorough_checks,
         )
         if recovered.torn_tail_cut:
             self.log.warning("the WAL ended in a torn record; it was cut off")
@@ -312,7 +355,7 @@ class Replica:
                     break
                 self._links[peer].queued -= 1
         self.store.wipe()
-        self._core = Core(self.settings, self.rng)
+        self._core = Core(self.settings, self.rng, thorough_checks=self.options.thorough_checks)
         self.alive = True
         for connections in self._waiters.values():
             for connection in connections:
@@ -330,7 +373,12 @@ class Replica:
     async def _run_core(self) -> None:
         await self._carry_out(self.core.take_ready())  # what recovery executed
         while True:
-            items = [await self._inbox_out.receive()]
+            # receive() yields to the scheduler even when an item is waiting:
+            # take waiting items directly, wait only for an empty inbox.
+            try:
+                items = [self._inbox_out.receive_nowait()]
+            except trio.WouldBlock:
+                items = [await self._inbox_out.receive()]
             while len(items) < constants.inbox_drain_max:
                 try:
                     items.append(self._inbox_out.receive_nowait())
@@ -363,9 +411,8 @@ class Replica:
             self.log.info("%s", event)
         for alarm in ready.alarms:
             self.log.error("%s", alarm)
-        if ready.send_early and self.alive:
-            self._send_to_peers(ready.send_early)
-            await trio.lowlevel.checkpoint()  # the links send them while we write
+        if ready.send_early and self.alive and self._send_to_peers(ready.send_early):
+            await trio.lowlevel.checkpoint()  # queued: the links send them while we write
         if ready.needs_sync():
             await self._write(ready)
         elif ready.persist_lazy:
@@ -398,8 +445,9 @@ class Replica:
     def _encode(self, message: Message) -> bytes:
         return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=self.index)
 
-    def _send_to_peers(self, send: list[tuple[str, PeerMessage | ClientRequest]]) -> None:
+    def _send_to_peers(self, send: list[tuple[str, PeerMessage | ClientRequest]]) -> bool:
         """One frame per message, one concatenation per peer, one outbox item per peer.
+        Returns whether any of it waits in a link's queue (not all on the sockets).
 
         The core sends each follower its own Accept (and Heartbeat) object with
         the same contents: each distinct message is encoded once per Ready."""
@@ -415,10 +463,12 @@ class Replica:
                     self.log.error("cannot send %s to %s: %s", type(message).__name__, to, error)
                     continue
             frames.setdefault(to, []).append(frame)
+        queued = False
         for to, chunks in frames.items():
             rest = self._links[to].write(b"".join(chunks))
             if not rest:
                 continue
+            queued = True
             try:
                 self._outboxes[to].send_nowait(rest)
                 self._links[to].queued += 1
@@ -427,6 +477,7 @@ class Replica:
                 if to not in self._outbox_full_reported:
                     self._outbox_full_reported.add(to)
                     self.log.warning("outbox to %s is full; dropping frames until it drains", to)
+        return queued
 
     def _reply_to_clients(self, ready: Ready) -> None:
         for reply in ready.replies:
@@ -541,8 +592,9 @@ class Replica:
         decoder = wire.FrameDecoder(cluster_id=self.config.cluster_id)
         kind: str | None = None  # "peer" or "client", from the first frame
         peer = ""  # the peer's node id, once known
+        receiver = _Receiver(stream)
         try:
-            while data := await stream.receive_some(constants.receive_size_max):
+            while data := await receiver.receive():
                 for header, message in decoder.feed(data):
                     if kind is None:
                         if header.sender == 0:
