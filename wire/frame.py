@@ -83,6 +83,7 @@ _HEADER_PACKER = struct.Struct(_FIELDS_PACKER.format + _CHECKSUM_PACKER.format[1
 assert _FIELDS_PACKER.size == _CHECKED_SIZE and _HEADER_PACKER.size == HEADER_SIZE
 
 cluster_id_max = 0xFFFF_FFFF
+_MESSAGE_TYPES: dict[int, MessageType] = {t.value: t for t in MessageType}  # MessageType(b) costs more
 
 
 @attrs.frozen(kw_only=True)
@@ -175,10 +176,9 @@ def parse_header(data: bytes | bytearray | memoryview, *, cluster_id: int) -> Pa
         )
     if frame_cluster_id != cluster_id:
         raise FrameError(f"frame for cluster {frame_cluster_id}, this is cluster {cluster_id}")
-    try:
-        message_type = MessageType(type_byte)
-    except ValueError:
-        raise FrameError(f"unknown message type {type_byte}") from None
+    message_type = _MESSAGE_TYPES.get(type_byte)
+    if message_type is None:
+        raise FrameError(f"unknown message type {type_byte}")
     if sender > constants.replicas_max:
         raise FrameError(f"sender {sender} is not a node index")
     if body_length > constants.message_size_max:

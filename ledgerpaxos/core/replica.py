@@ -106,6 +106,8 @@ class Core:
         self.log: dict[int, LogEntry] = {}
         # Learner / state machine.
         self.ledger = Ledger(settings.accounts, settings.initial_balance)
+        # Requests this replica's own clients wait on (see _on_client_request).
+        self._asked_here: OrderedDict[CommandKey, None] = OrderedDict()
         self.commit_slot = 0
         self.executed_slot = 0
         self.checkpoint_slot = 0
@@ -232,6 +234,13 @@ class Core:
             if outcome is not None and sender is None:
                 self._reply(command, outcome)  # ignore: older requests get nothing
             return
+        if sender is None:
+            # Its client waits on this replica: reply when it executes. Other
+            # commands (forwarded here, or only in the log) execute without a reply.
+            self._asked_here[key] = None
+            self._asked_here.move_to_end(key)
+            if len(self._asked_here) > self.s.pending_commands_max:
+                self._asked_here.popitem(last=False)
         if self.role == Role.leader:
             if key in self.in_flight or key in self.pending:
                 return  # ignore: already on its way; the client hears when it executes
@@ -763,9 +772,11 @@ class Core:
                 outcomes.append(outcome)
                 key = (command.client_id, command.request_no)
                 self.in_flight.discard(key)
-                reply = outcome if outcome is not None else self.ledger.stored_outcome(*key)
-                if reply is not None:
-                    self._reply(command, reply)
+                if key in self._asked_here:
+                    del self._asked_here[key]
+                    reply = outcome if outcome is not None else self.ledger.stored_outcome(*key)
+                    if reply is not None:
+                        self._reply(command, reply)
             self.executed_slot = slot
             self._ready.executed.append(Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes)))
             if slot % self.s.checkpoint_interval == 0:

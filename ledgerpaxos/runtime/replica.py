@@ -278,6 +278,7 @@ class Replica:
         self._outbox_readers: dict[str, trio.MemoryReceiveChannel[bytes]] = {}
         self._outbox_full_reported: set[str] = set()
         self._links: dict[str, _DirectWriter] = {peer: _DirectWriter() for peer in self.peers}
+        self._peer_index = {peer: config.index_of(peer) for peer in self.peers}
 
     @property
     def core(self) -> Core:
@@ -453,8 +454,9 @@ class Replica:
         the same contents: each distinct message is encoded once per Ready."""
         frames: dict[str, list[bytes]] = {}
         encoded: dict[object, bytes] = {}
+        shared = len(send) > 1  # a lone message (a follower's Accepted) has no twin
         for to, message in send:
-            key = _same_frame_key(message)
+            key = _same_frame_key(message) if shared else None
             frame = encoded.get(key)
             if frame is None:
                 try:
@@ -632,7 +634,7 @@ class Replica:
         return self.config.node_ids[index - 1]
 
     async def _receive_from_peer(self, peer: str, header: wire.Header, message: Message) -> None:
-        if header.sender != self.config.index_of(peer):
+        if header.sender != self._peer_index[peer]:
             raise _ProtocolViolation(f"sender index {header.sender} on the connection of {peer}")
         if not isinstance(message, PeerMessage | ClientRequest):
             raise _ProtocolViolation(f"a peer sent {type(message).__name__}")
