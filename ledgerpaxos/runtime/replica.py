@@ -174,9 +174,11 @@ class _Receiver:
 
     SocketStream.receive_some() yields to the scheduler after every receive,
     data or not, and wraps it in layers of error translation. On a socket
-    this reads with one non-blocking read and waits for readability only when
-    there is nothing to read; after `streak_max` reads in a row that did not
-    wait it yields once, so a flooding peer cannot starve the other tasks."""
+    this waits for readability, then reads once. It reads without waiting
+    first only after a read that filled the buffer (more is likely there; a
+    read that finds nothing costs a system call and an exception). After
+    `streak_max` reads in a row without a wait it yields once, so a flooding
+    peer cannot starve the other tasks."""
 
     streak_max = 16
 
@@ -184,11 +186,15 @@ class _Receiver:
         self.stream = stream
         self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self.streak = 0
+        self.more_likely = True  # the last read filled the buffer (or none yet)
 
     async def receive(self) -> bytes:
         if self.fd is None:
             return await self.stream.receive_some(constants.receive_size_max)
         waited = False
+        if not self.more_likely:
+            await trio.lowlevel.wait_readable(self.fd)
+            waited = True
         while True:
             try:
                 data = os.read(self.fd, constants.receive_size_max)
@@ -196,6 +202,7 @@ class _Receiver:
                 await trio.lowlevel.wait_readable(self.fd)
                 waited = True
                 continue
+            self.more_likely = len(data) == constants.receive_size_max
             if waited:
                 self.streak = 0
             else:
