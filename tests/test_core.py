@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from ledgerpaxos.core import Core, Ledger, Ready
 from ledgerpaxos.core import ledger as ledger_rules
@@ -201,6 +203,61 @@ def test_duplicate_in_two_slots_executes_once() -> None:
     assert ledger.execute(command) is None
     assert ledger.balances == {"A": 6, "B": 14}
     assert ledger.stored_outcome("A", 7) == first
+
+
+@given(
+    pairs=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+        max_size=50,
+    )
+)
+def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int, int]]) -> None:
+    for r1, n1, r2, n2 in pairs:
+        a, b = Ballot(r1, n1), Ballot(r2, n2)
+        assert (a < b, a <= b, a > b, a >= b, a == b) == (
+            (r1, n1) < (r2, n2), (r1, n1) <= (r2, n2), (r1, n1) > (r2, n2),
+            (r1, n1) >= (r2, n2), (r1, n1) == (r2, n2),
+        )
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("transfer"), st.integers(0, 5), st.integers(0, 5), st.integers(-1, 12),
+                      st.sampled_from(["c1", "c2", "c3"])),
+            st.tuples(st.just("read"), st.sampled_from(["c1", "c2", "c3"])),
+            st.just(("digest",)),
+            st.just(("install",)),
+        ),
+        max_size=40,
+    )
+)
+def test_the_ledger_digest_kept_between_checkpoints_is_the_full_digest(steps: list[tuple]) -> None:
+    """Ledger.digest() reformats only what changed since its last call; it must
+    always equal state_digest() computed from scratch."""
+    accounts = "ABCDEF"
+    ledger = Ledger(accounts, 10)
+    request_no = 0
+    for step in steps:
+        if step[0] == "transfer":
+            _, s, r, amount, client = step
+            request_no += 1
+            ledger.execute(Command(
+                client_id=client, request_no=request_no, kind=CommandKind.transfer,
+                transfers=(Transfer(sender=accounts[s], receiver=accounts[r], amount=amount),),
+            ))
+        elif step[0] == "read":
+            request_no += 1
+            ledger.execute(Command(client_id=step[1], request_no=request_no, kind=CommandKind.read))
+        elif step[0] == "install":
+            other = Ledger(accounts, 10)
+            other.install(ledger.snapshot(request_no))
+            ledger = other
+        if step[0] == "digest" or step is steps[-1]:  # changes pile up in between
+            full = ledger_rules.state_digest(tuple(ledger.balances.items()), ledger._client_rows())
+            assert ledger.digest() == full
+            assert ledger.snapshot(request_no).digest == full
 
 
 @pytest.mark.parametrize(

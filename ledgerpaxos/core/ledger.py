@@ -37,6 +37,7 @@ class Ledger:
         # client id -> its last executed request and the outcome it got
         self.clients: dict[str, ClientEntry] = {}
         self.total = sum(self.balances.values())
+        self._digest_rows = _DigestRows(self.balances)
 
     # ------------------------------------------------------------ commands
 
@@ -78,12 +79,17 @@ class Ledger:
             return TransferResult(ok=False, reason=REASON_INSUFFICIENT)
         self.balances[transfer.sender] -= transfer.amount
         self.balances[transfer.receiver] += transfer.amount
+        changed = self._digest_rows.changed
+        changed.add(transfer.sender)
+        changed.add(transfer.receiver)
         return TRANSFER_OK
 
     # ------------------------------------------------------------ snapshots
 
     def digest(self) -> bytes:
-        return state_digest(tuple(self.balances.items()), self._client_rows())
+        """state_digest() of the current state, from rows kept between calls:
+        only the accounts and clients that changed since are formatted again."""
+        return self._digest_rows.digest(self.balances, self._client_rows())
 
     def _client_rows(self) -> tuple[ClientEntry, ...]:
         return tuple(self.clients[c] for c in sorted(self.clients))
@@ -92,14 +98,16 @@ class Ledger:
         """Transfers move money, never make or lose it (checked at checkpoints,
         not per command: summing every balance per command is a hot-path cost)."""
         assert sum(self.balances.values()) == self.total, "balances no longer sum to their total"
-        assert all(b >= 0 for b in self.balances.values()), "a balance went below zero"
+        assert min(self.balances.values(), default=0) >= 0, "a balance went below zero"
 
     def snapshot(self, slot: int) -> Snapshot:
         self.check_conservation()
         clients = self._client_rows()
-        balances = tuple(self.balances.items())
         return Snapshot(
-            slot=slot, balances=balances, clients=clients, digest=state_digest(balances, clients)
+            slot=slot,
+            balances=tuple(self.balances.items()),
+            clients=clients,
+            digest=self._digest_rows.digest(self.balances, clients),
         )
 
     def install(self, snapshot: Snapshot) -> None:
@@ -108,18 +116,58 @@ class Ledger:
         assert sum(b for _, b in snapshot.balances) == self.total
         self.balances = dict(snapshot.balances)
         self.clients = {c.client_id: c for c in snapshot.clients}
+        self._digest_rows = _DigestRows(self.balances)
 
 
 def state_digest(
     balances: tuple[tuple[str, int], ...], clients: tuple[ClientEntry, ...]
 ) -> bytes:
-    """sha256 over a canonical text form of balances and client table."""
+    """sha256 over a canonical text form of balances and client table: one
+    row per account in account order, then one per client in client id order."""
     h = hashlib.sha256()
-    for account, balance in balances:
-        h.update(f"b|{account}|{balance}\n".encode())
-    for c in clients:
-        o = c.outcome
-        results = ",".join("1" if r.ok else f"0:{r.reason}" for r in o.results)
-        reads = "" if o.balances is None else ",".join(f"{a}={b}" for a, b in o.balances)
-        h.update(f"c|{c.client_id}|{c.request_no}|{results}|{reads}\n".encode())
+    h.update(b"".join(_balance_row(account, balance) for account, balance in balances))
+    h.update(b"".join(_client_row(c) for c in clients))
     return h.digest()
+
+
+def _balance_row(account: str, balance: int) -> bytes:
+    return f"b|{account}|{balance}\n".encode()
+
+
+def _client_row(c: ClientEntry) -> bytes:
+    o = c.outcome
+    results = ",".join("1" if r.ok else f"0:{r.reason}" for r in o.results)
+    reads = "" if o.balances is None else ",".join(f"{a}={b}" for a, b in o.balances)
+    return f"c|{c.client_id}|{c.request_no}|{results}|{reads}\n".encode()
+
+
+class _DigestRows:
+    """The rows of state_digest(), kept up to date between checkpoints.
+
+    A checkpoint every few slots used to format and hash every account (a
+    third of a follower's checkpoint with 1,000 accounts); now only the
+    accounts in `changed` (the ledger adds both sides of every transfer it
+    applies) and the clients whose entry object changed are formatted again."""
+
+    def __init__(self, balances: dict[str, int]) -> None:
+        self.position = {account: i for i, account in enumerate(balances)}
+        self.rows = [_balance_row(a, b) for a, b in balances.items()]
+        self.changed: set[str] = set()
+        self.client_rows: dict[str, tuple[ClientEntry, bytes]] = {}
+
+    def digest(self, balances: dict[str, int], clients: tuple[ClientEntry, ...]) -> bytes:
+        rows, position = self.rows, self.position
+        for account in self.changed:
+            rows[position[account]] = _balance_row(account, balances[account])
+        self.changed.clear()
+        cache = self.client_rows
+        client_rows = []
+        for c in clients:
+            known = cache.get(c.client_id)
+            if known is None or known[0] is not c:
+                known = cache[c.client_id] = (c, _client_row(c))
+            client_rows.append(known[1])
+        h = hashlib.sha256()
+        h.update(b"".join(rows))
+        h.update(b"".join(client_rows))
+        return h.digest()

@@ -12,12 +12,35 @@ import enum
 import attrs
 
 
-@attrs.frozen(order=True)
+@attrs.frozen
 class Ballot:
-    """A Paxos ballot; ordered by (round, node) lexicographically."""
+    """A Paxos ballot; ordered by (round, node) lexicographically.
+
+    The comparisons are written out: every message compares ballots a few
+    times, and attrs' generated ordering builds two tuples per comparison."""
 
     round: int
     node: int  # 1-based index of the proposer; 0 only in Ballot.zero()
+
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return self.round < other.round or (self.round == other.round and self.node < other.node)  # type: ignore[attr-defined]
+
+    def __le__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return self.round < other.round or (self.round == other.round and self.node <= other.node)  # type: ignore[attr-defined]
+
+    def __gt__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return self.round > other.round or (self.round == other.round and self.node > other.node)  # type: ignore[attr-defined]
+
+    def __ge__(self, other: object) -> bool:
+        if other.__class__ is not Ballot:
+            return NotImplemented
+        return self.round > other.round or (self.round == other.round and self.node >= other.node)  # type: ignore[attr-defined]
 
     @staticmethod
     def zero() -> Ballot:
