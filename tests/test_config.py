@@ -80,7 +80,7 @@ def test_shipped_config_loads_with_five_nodes() -> None:
     assert config.accounts == tuple("ABCDEFGHIJ")
     assert config.initial_balance == 10
     assert config.checkpoint_interval == 10
-    assert config.snapshot_interval == 100
+    assert config.snapshot_interval == 1000
     assert config.cluster_id == 1
     assert config.fsync is True
     assert config.majority == 3

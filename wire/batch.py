@@ -301,7 +301,6 @@ class _RecentEncodings:
 
     entries_max = 4 * constants.pipeline_slots_max
     bytes_max = 32 * 1024 * 1024
-    size_min = 64  # smaller encodings are cheaper to redo than to remember
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -318,8 +317,6 @@ class _RecentEncodings:
 
     def find(self, data: bytes) -> Batch | None:
         """The batch that decoding exactly `data` gave, if remembered."""
-        if len(data) < self.size_min:
-            return None
         with self._lock:
             return self._by_bytes.get(data)
 
@@ -330,8 +327,8 @@ class _RecentEncodings:
         self._remember(batch, data, decoded=True)
 
     def _remember(self, batch: Batch, data: bytes, *, decoded: bool) -> None:
-        if len(data) < self.size_min:
-            return
+        # Small batches too: a one-transfer batch costs about 5 us to decode
+        # again (the WAL's read-back check), more than remembering it.
         with self._lock:
             old = self._by_id.pop(id(batch), None)
             if old is not None:
