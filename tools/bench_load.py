@@ -105,7 +105,7 @@ class _LoadClient:
         self.frame = wire.encode_frame(
             ClientRequest(command=command), cluster_id=self.cluster_id, sender=0
         )
-        self.sent_at = now
+        self.sent_at = time.monotonic()  # latency runs from the send, not from the encoding
         self.resend_at = now + retry_s
         self.send(self.frame)
 
@@ -190,6 +190,7 @@ def run_load(
                     if not events & selectors.EVENT_READ:
                         continue
                     data = client.sock.recv(constants.receive_size_max)
+                    received_at = time.monotonic()  # ... to the reply's arrival, before decoding it
                     if not data:
                         end(client, "the leader closed the connection")
                         continue
@@ -205,8 +206,8 @@ def run_load(
                         break
                     if not isinstance(reply, ClientReply) or reply.request_no != client.request_no:
                         continue  # an answer to a re-sent request, already counted
-                    done_at.append(now)
-                    latency.append(now - client.sent_at)
+                    done_at.append(received_at)
+                    latency.append(received_at - client.sent_at)
                     if not reply.outcome.ok:
                         refused += sum(1 for r in reply.outcome.results if not r.ok)
                     if progress is not None:
