@@ -317,6 +317,48 @@ async def test_a_storage_failure_stops_the_replica_before_it_acknowledges(
     assert [type(f) for f in failures] == [StorageError]
 
 
+async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """A follower writes an Accept in the task that read it (not the core
+    loop's): its storage failure must still stop that replica."""
+    config = make_local_config(3, 7001, tmp_path / "data", fsync=False)
+    network = MemoryNetwork()
+    replicas = {n: Replica(config, n, network=network, rng=random.Random(i)) for i, n in enumerate(config.node_ids)}
+    failures: dict[str, list[BaseException]] = {n: [] for n in replicas}
+
+    def leaves(error: BaseException) -> list[BaseException]:
+        if isinstance(error, BaseExceptionGroup):
+            return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+        return [error]
+
+    async def run(node: str, *, task_status: trio.TaskStatus[int]) -> None:
+        try:
+            await replicas[node].run(task_status=task_status)
+        except BaseExceptionGroup as group:
+            failures[node].extend(leaves(group))
+
+    def broken_sync() -> None:
+        raise StorageError(str(tmp_path), "fsync", OSError(5, "Input/output error"))
+
+    async with trio.open_nursery() as nursery:
+        for node in replicas:
+            await nursery.start(run, node)
+        async with open_client(config, "A", network=network) as client:
+            assert (await client.transfer("A", "B", 1)).ok
+            leader = next(n for n, r in replicas.items() if r.core.role.value == "leader")
+            follower = next(n for n in replicas if n != leader)
+            replicas[follower].store.sync = broken_sync  # type: ignore[method-assign]
+            for _ in range(3):
+                assert (await client.transfer("A", "B", 1, timeout=10)).ok  # a majority is left
+        with trio.fail_after(5):
+            while not failures[follower]:
+                await trio.sleep(0.01)
+        assert all(not failures[n] for n in replicas if n != follower)
+        nursery.cancel_scope.cancel()
+    assert [type(f) for f in failures[follower]] == [StorageError]
+
+
 async def test_a_peer_using_another_nodes_ballot_loses_its_connection_not_the_replica(
     cluster: Cluster, autojump_clock: object, caplog: pytest.LogCaptureFixture
 ) -> None:
