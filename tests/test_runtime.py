@@ -290,6 +290,13 @@ async def test_a_peer_claiming_an_unknown_index_is_refused(
     assert any("not a peer" in r.getMessage() for r in caplog.records)
 
 
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
 async def test_a_storage_failure_stops_the_replica_before_it_acknowledges(
     tmp_path: Path, autojump_clock: object
 ) -> None:
@@ -302,7 +309,7 @@ async def test_a_storage_failure_stops_the_replica_before_it_acknowledges(
         try:
             await replica.run(task_status=task_status)
         except BaseExceptionGroup as group:
-            failures.extend(group.exceptions)
+            failures.extend(leaves(group))
 
     def broken_sync() -> None:
         raise StorageError(str(tmp_path), "fsync", OSError(5, "Input/output error"))
@@ -326,11 +333,6 @@ async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
     network = MemoryNetwork()
     replicas = {n: Replica(config, n, network=network, rng=random.Random(i)) for i, n in enumerate(config.node_ids)}
     failures: dict[str, list[BaseException]] = {n: [] for n in replicas}
-
-    def leaves(error: BaseException) -> list[BaseException]:
-        if isinstance(error, BaseExceptionGroup):
-            return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-        return [error]
 
     async def run(node: str, *, task_status: trio.TaskStatus[int]) -> None:
         try:

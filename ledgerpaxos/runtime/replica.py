@@ -13,9 +13,10 @@ One nursery holds, started in this order:
   steps them all, then carries out one Ready in the order of core/ready.py:
   WAL append and one fsync (group commit), snapshots, compaction, and only
   then frames to peers and replies to clients. A connection's task steps a
-  peer's message (not a client request) itself when the inbox is empty, and
-  carries out the Ready at once (see _receive_from_peer): carrying out a
-  Ready never yields to another task unless the write runs in a thread.
+  peer's message (a client request only while no slot is in flight) itself
+  when the inbox is empty, and carries out the Ready at once (see
+  _receive_from_peer): carrying out a Ready never yields to another task
+  unless the write runs in a thread.
 
 Storage failures end the replica with the error (nothing unpersisted is ever
 acknowledged). A peer that sends garbage loses its connection, not the replica.
@@ -631,7 +632,7 @@ class Replica:
                         if kind == "peer":
                             stepped |= await self._receive_from_peer(peer, header, message)
                         else:
-                            await self._receive_from_client(connection, header, message)
+                            stepped |= await self._receive_from_client(connection, header, message)
                 finally:
                     if stepped:
                         self._carry_out_now(self.core.take_ready())
@@ -684,15 +685,23 @@ class Replica:
 
     async def _receive_from_client(
         self, connection: _ClientConnection, header: wire.Header, message: Message
-    ) -> None:
+    ) -> bool:
+        """Like _receive_from_peer. A request is stepped here only while no
+        slot is in flight (one client at a time: nothing to gather it with);
+        under load the core loop gathers requests into slots."""
         if header.sender != 0:
             raise _ProtocolViolation(f"sender index {header.sender} on a client connection")
         if isinstance(message, ClientRequest):
-            await self._to_inbox(_FromClient(message, connection))
+            item = _FromClient(message, connection)
+            if self._inbox_queued == 0 and not self._writes_in_thread and not self.core.votes:
+                self._step(item)
+                return True
+            await self._to_inbox(item)
         elif isinstance(message, ControlRequest):
             await self._to_inbox(_Control(message, connection))
         else:
             raise _ProtocolViolation(f"a client sent {type(message).__name__}")
+        return False
 
 
 def _same_frame_key(message: object) -> object:
