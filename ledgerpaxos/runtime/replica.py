@@ -382,7 +382,11 @@ class Replica:
     async def _drive_ticks(self) -> None:
         while True:
             await trio.sleep(constants.tick_ms / 1000)
-            await self._to_inbox(_TICK)
+            if self._inbox_queued == 0 and not self._writes_in_thread:
+                self._step(_TICK)  # as a connection task steps a peer's message
+                self._carry_out_now(self.core.take_ready())
+            else:
+                await self._to_inbox(_TICK)
 
     async def _run_core(self) -> None:
         await self._carry_out(self.core.take_ready())  # what recovery executed
