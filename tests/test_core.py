@@ -391,6 +391,31 @@ def test_many_seeds_with_random_crashes_agree(loss: float, duplication: float) -
     assert executed_total >= 12 * 40  # the runs did real work
 
 
+def test_while_a_slot_is_in_flight_requests_wait_for_a_fuller_batch() -> None:
+    """Nothing in flight: a request goes out at once. A slot in flight: the
+    queue waits for half a slot (here 4 of 8 commands), or for the decision."""
+    net = CoreNet(batch_commands_max=8)
+    leader = elected(net)
+    core = net.cores[leader]
+    first_slot = core.next_slot
+    net.submit(leader, "c1", [("A", "B", 1)])
+    assert core.next_slot == first_slot + 1 and core.votes  # proposed at once, in flight
+    for client in ("c2", "c3", "c4"):
+        net.submit(leader, client, [("A", "B", 1)])
+    assert core.next_slot == first_slot + 1 and len(core.pending) == 3  # waiting
+    net.submit(leader, "c5", [("A", "B", 1)])
+    assert core.next_slot == first_slot + 2 and not core.pending  # half a slot: pipelined
+    net.submit(leader, "c6", [("A", "B", 1)])
+    assert len(core.pending) == 1
+    net.run(5)  # the slots in flight are decided; c6 follows in a slot of its own
+    batches = {slot: [c.client_id for c in batch] for slot, batch in net.executed[leader]}
+    assert batches[first_slot] == ["c1"]
+    assert batches[first_slot + 1] == ["c2", "c3", "c4", "c5"]
+    assert batches[first_slot + 2] == ["c6"]
+    assert not core.pending and core.pending_transfers == 0
+    net.check_agreement()
+
+
 def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() -> None:
     """Every checkpoint gets a digest; a snapshot file only every
     snapshot_interval slots, and the log is purged no further than the newest file."""

@@ -138,6 +138,7 @@ class Simulation:
             checkpoint_interval=self.plan.checkpoint_interval,
             snapshot_interval=self.plan.checkpoint_interval * self.plan.snapshot_checkpoints,
             snapshot_transfers_min=self.plan.snapshot_transfers_min,
+            batch_commands_max=self.plan.batch_commands_max,
             heartbeat_ticks=ticks_for(self.plan.timers.heartbeat_ms),
             election_timeout_ticks_min=ticks_for(self.plan.timers.election_timeout_ms_min),
             election_timeout_ticks_max=ticks_for(self.plan.timers.election_timeout_ms_max),

@@ -70,6 +70,9 @@ class SimPlan:
     # snapshot_transfers_min transfers (CoreSettings); the others stay in memory.
     snapshot_checkpoints: int
     snapshot_transfers_min: int
+    # Small slots make the leader pipeline with few clients: while slots are in
+    # flight it proposes another only for half a slot of commands.
+    batch_commands_max: int
     timers: TimerPlan
     disk_latency_us_min: int
     disk_latency_us_max: int
@@ -89,6 +92,7 @@ class SimPlan:
         return (
             f"seed {self.seed}: {self.replicas} replicas, K={self.checkpoint_interval}, "
             f"snapshot every {self.snapshot_checkpoints} checkpoints or {self.snapshot_transfers_min} transfers, "
+            f"slots of at most {self.batch_commands_max} commands, "
             f"heartbeat {self.timers.heartbeat_ms}ms, election {self.timers.election_timeout_ms_min}-"
             f"{self.timers.election_timeout_ms_max}ms, "
             f"loss {n.loss:.0%}, dup {n.duplication:.0%}, delay {n.delay_us_min / 1000:.1f}-{n.delay_us_max / 1000:.1f}ms, "
@@ -155,12 +159,14 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
     # Drawn last, so the draws above give each seed the plan it had before.
     snapshot_checkpoints = rng.choice((1, 2, 4))
     snapshot_transfers_min = rng.choice((40, constants.snapshot_transfers_min))
+    batch_commands_max = rng.choice((1, 1, 2, 4, constants.batch_commands_max))
     return SimPlan(
         seed=seed,
         replicas=replicas,
         checkpoint_interval=checkpoint_interval,
         snapshot_checkpoints=snapshot_checkpoints,
         snapshot_transfers_min=snapshot_transfers_min,
+        batch_commands_max=batch_commands_max,
         timers=timers,
         disk_latency_us_min=latency_min,
         disk_latency_us_max=disk_latency_us_max,

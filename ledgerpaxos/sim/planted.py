@@ -3,8 +3,8 @@
 None of this is in a shipped code path: each bug is a subclass of the real
 Core (or of the simulator's replica host) that changes one decision. The
 tests in tests/test_sim_planted.py run seeds with each one until a checker
-catches it, and fail if none does within a bounded number of seeds (for
-lowest-ballot-wins, rarely exercised, they replay the seeds known to catch it);
+catches it, and fail if none does within a bounded number of seeds (a few
+hundred for lowest-ballot-wins, which needs two ballots' values in one open slot);
 `ledgerpaxos-sim --planted NAME --seeds N` does the same from the console.
 """
 
