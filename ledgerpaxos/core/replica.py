@@ -467,8 +467,8 @@ class Core:
         or transfers: the rest waits, at most until a slot in flight is
         decided, and goes out as one fuller batch. A round costs the same
         frames and fsyncs on every replica whatever it carries; with 64
-        one-transfer clients on 2 cores slots grew from about 20 to about 30
-        commands and throughput by about a tenth (docs/performance.md). Under
+        one-transfer clients on 2 cores slots grew from about 20 to about 27
+        commands and throughput by about 5% (docs/performance.md). Under
         a load that fills slots the pipeline still runs up to
         pipeline_slots_max deep."""
         while self.pending and len(self.votes) < self.s.pipeline_slots_max:

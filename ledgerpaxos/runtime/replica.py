@@ -672,9 +672,9 @@ class Replica:
         each follower an Accept. It is done only when nothing waits in the
         inbox (so messages keep their order) and the core loop cannot be in
         the middle of a Ready (no write in a thread: _carry_out_now then runs
-        with no other task in between). Client requests, forwarded ones too,
-        always go through the inbox, where the core loop gathers many into
-        one slot and one fsync."""
+        with no other task in between). Forwarded client requests always go
+        through the inbox, where the core loop gathers many into one slot and
+        one fsync (a client's own request: see _receive_from_client)."""
         if header.sender != self._peer_index[peer]:
             raise _ProtocolViolation(f"sender index {header.sender} on the connection of {peer}")
         if not isinstance(message, PeerMessage | ClientRequest):
