@@ -24,6 +24,7 @@ from ledgerpaxos.core.messages import (
 from ledgerpaxos.runtime import MemoryNetwork, Replica
 from ledgerpaxos.storage import StorageError
 from tests.conftest import Cluster, open_cluster
+from tools.ports import free_base_port
 
 INITIAL = {a: 10 for a in "ABCDEFGHIJ"}
 
@@ -359,6 +360,41 @@ async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
         assert all(not failures[n] for n in replicas if n != follower)
         nursery.cancel_scope.cancel()
     assert [type(f) for f in failures[follower]] == [StorageError]
+
+
+async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_one(
+    tmp_path: Path,
+) -> None:
+    """Real sockets go to the replica's poller: many clients are served, a
+    connection that sends garbage is closed and forgotten, the rest go on."""
+    config = make_local_config(1, free_base_port(1), tmp_path / "data", fsync=False)
+    replica = Replica(config, "n1", rng=random.Random(1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(replica.run)
+        poller = replica._poller
+        assert poller is not None
+        with trio.fail_after(20):
+            garbage = await trio.open_tcp_stream("127.0.0.1", config.node("n1").port)
+            await garbage.send_all(b"this is not a ledgerpaxos frame" * 4)
+            assert await garbage.receive_some(100) == b""  # closed by the replica
+            await garbage.aclose()
+
+            accounts = config.accounts
+
+            async def transfers(i: int) -> None:  # a ring: every balance ends where it began
+                async with open_client(config, f"c{i}") as client:
+                    for _ in range(5):
+                        reply = await client.transfer(accounts[i], accounts[(i + 1) % 8], 1)
+                        assert reply.ok
+
+            async with trio.open_nursery() as clients:
+                for i in range(8):
+                    clients.start_soon(transfers, i)
+            assert replica.core.balances() == INITIAL
+            assert sorted(replica.core.ledger.clients) == [f"c{i}" for i in range(8)]
+            while poller.inbound:  # the clients' connections end too
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_peer_using_another_nodes_ballot_loses_its_connection_not_the_replica(

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ledgerpaxos.sim.batch import iterate_seeds
+from ledgerpaxos.sim.batch import run_batch
 from ledgerpaxos.sim.harness import SimResult, run_seed
 from ledgerpaxos.sim.planted import PLANTED
 from tests.test_sim_regressions import known_bug_of
@@ -31,12 +31,18 @@ BOUNDS: dict[str, tuple[int, int, frozenset[str]]] = {
 
 
 def first_caught(planted: str, replicas: int, seeds: int, properties: frozenset[str]) -> SimResult | None:
-    """The lowest seed below `seeds` whose run a checker of `properties` fails
-    (seeds run in order on up to 2 worker processes)."""
+    """The lowest seed below `seeds` whose run a checker of `properties` fails.
+
+    Seeds run on up to 2 worker processes, a chunk at a time: each chunk's
+    pool finishes its work and closes normally (terminating a pool whose
+    workers are busy can hang in a process that has run threads)."""
     jobs = min(2, os.cpu_count() or 1)
-    for result in iterate_seeds(list(range(seeds)), replicas, planted=planted, jobs=jobs):
-        if not result.ok and result.property in properties:
-            return result
+    chunk = 25
+    for start in range(0, seeds, chunk):
+        report = run_batch(start, min(chunk, seeds - start), replicas, planted=planted, jobs=jobs)
+        for result in report.results:
+            if not result.ok and result.property in properties:
+                return result
     return None
 
 
