@@ -2,6 +2,8 @@
 
 One nursery holds, started in this order:
 
+- the poller (where epoll exists): one task that reads every accepted TCP
+  connection and hands the bytes to the connection's _Inbound;
 - the listener: one port for peers, clients and control. The first frame of
   an accepted connection tells its kind: header sender > 0 is a peer (its
   frames go to the core), 0 a client or control tool (requests in, replies out);
