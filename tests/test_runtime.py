@@ -394,7 +394,11 @@ async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_o
             assert sorted(replica.core.ledger.clients) == [f"c{i}" for i in range(8)]
             while poller.inbound:  # the clients' connections end too
                 await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
+            idle = await trio.open_tcp_stream("127.0.0.1", config.node("n1").port)
+            while not poller.inbound:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()  # stops with a connection still registered
+    await idle.aclose()
 
 
 async def test_a_peer_using_another_nodes_ballot_loses_its_connection_not_the_replica(

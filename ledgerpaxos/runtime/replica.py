@@ -278,7 +278,8 @@ class _Poller:
     def remove(self, fd: int, inbound: _Inbound) -> None:
         if self.inbound.get(fd) is inbound:
             del self.inbound[fd]
-            self.epoll.unregister(fd)
+            if not self.epoll.closed:  # at shutdown the poller may have closed it first
+                self.epoll.unregister(fd)
 
     async def run(self) -> None:
         try:
@@ -303,6 +304,7 @@ class _Poller:
                     except (wire.FrameError, _ProtocolViolation) as error:
                         self._end(fd, inbound, error)
         finally:
+            self.inbound.clear()
             self.epoll.close()
 
     def _end(self, fd: int, inbound: _Inbound, why: BaseException | None) -> None:
