@@ -7,6 +7,7 @@ summary is the same for the same seeds.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -60,18 +61,34 @@ def _run_one(args: tuple[int, int, str | None]) -> SimResult:
     return run_seed(seed, replicas, planted=planted)
 
 
+def _worker_started() -> None:
+    # A fork inherits its parent's signal handlers (a test runner's, say);
+    # Pool.terminate() stops workers with SIGTERM, which must kill them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def iterate_seeds(
     seeds: list[int], replicas: int, *, planted: str | None = None, jobs: int = 1
 ) -> Iterator[SimResult]:
-    """Results of `seeds`, in order, computed on `jobs` processes."""
+    """Results of `seeds`, in order, computed on `jobs` processes.
+
+    The pool is closed and joined once every result is in; only a caller
+    that stops early (or an error) terminates it."""
     work = [(seed, replicas, planted) for seed in seeds]
     if jobs <= 1 or len(seeds) <= 1:
         for item in work:
             yield _run_one(item)
         return
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs) as pool:
+    pool = context.Pool(jobs, initializer=_worker_started)
+    try:
         yield from pool.imap(_run_one, work, chunksize=1)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def run_batch(
