@@ -55,7 +55,7 @@ from ledgerpaxos.client import ClientTimeout, control, control_body
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
 from tools import bench_pysyncobj
-from tools.bench_cluster import REPO, LaunchedCluster, account_names, cpu_seconds
+from tools.bench_cluster import REPO, LaunchedCluster, account_names, cpu_seconds, stop_process
 from tools.bench_load import LoadResult, LoadSpec, drain_s, run_load_process
 
 prog = "ledgerpaxos-bench"
@@ -323,13 +323,7 @@ class _Workers:
 
     def stop(self) -> None:
         for process in self.processes:
-            process.join(timeout=2)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=2)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            stop_process(process, grace_s=2)
 
 
 def run_once(

@@ -61,6 +61,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / _clock_ticks
 
 
+def stop_process(process: Any, grace_s: float) -> None:
+    """Join a multiprocessing child: wait `grace_s`, then SIGTERM, then SIGKILL."""
+    process.join(timeout=grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=grace_s)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 def _parent_death_signal() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None

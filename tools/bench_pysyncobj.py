@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for
+from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for, stop_process
 from tools.ports import free_base_port
 
 prog = "bench_pysyncobj"
@@ -206,13 +206,7 @@ def measure(
         for queue in queues:
             queue.put("stop")
         for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            stop_process(process, grace_s=5)
     latencies_ms = [lat * 1000 for lat in load["latencies"]]
     totals = {index: sum(b.values()) for index, b in balances.items()}
     committed = load["committed"]

@@ -110,6 +110,15 @@ def _transfer_struct(sender_length: int, receiver_length: int) -> struct.Struct:
     return packer
 
 
+def _sequence_length(value: Any, what: str, length_max: int, limit: str) -> int:
+    """The length of a tuple (or list) field; ValueError if it is neither or too long."""
+    if not isinstance(value, tuple | list):
+        raise ValueError(f"{what}: expected a tuple, found {value!r}")
+    if len(value) > length_max:
+        raise ValueError(f"{len(value)} {what} exceed {limit}")
+    return len(value)
+
+
 def _encode_text(value: Any, length_max: int, what: str) -> bytes:
     if not isinstance(value, str):
         raise ValueError(f"{what}: expected a str, found {value!r}")
@@ -124,10 +133,7 @@ def _pack_command(command: Any, out: list[bytes]) -> None:
         raise ValueError(f"expected Command, found {command!r}")
     client_id = _encode_text(command.client_id, _client_id_max, "client id")
     transfers = command.transfers
-    if not isinstance(transfers, tuple | list):
-        raise ValueError(f"transfers: expected a tuple, found {transfers!r}")
-    if len(transfers) > _transfers_max:
-        raise ValueError(f"{len(transfers)} transfers exceed transfers_per_request_max")
+    _sequence_length(transfers, "transfers", _transfers_max, "transfers_per_request_max")
     kind = int(CommandKind(command.kind))  # ValueError for a kind not in the enum
     try:
         tail = _COMMAND_TAIL.pack(command.request_no, kind, len(transfers))

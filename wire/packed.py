@@ -35,6 +35,7 @@ from ledgerpaxos.core import messages as m
 
 from .batch import (
     _encode_text,
+    _sequence_length,
     _malformed,
     batch_of_bytes,
     encode_batch,
@@ -188,11 +189,7 @@ def _result(ok: bool, reason: str | None) -> m.TransferResult:
 def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
     _check(outcome, m.Outcome)
     results = outcome.results
-    if not isinstance(results, tuple | list):
-        raise ValueError(f"results: expected a tuple, found {results!r}")
-    if len(results) > _results_max:
-        raise ValueError(f"{len(results)} results exceed transfers_per_request_max")
-    out.append(_U32.pack(len(results)))
+    out.append(_U32.pack(_sequence_length(results, "results", _results_max, "transfers_per_request_max")))
     append = out.append
     for result in results:
         if type(result) is m.TransferResult and result.ok is True and result.reason is None:
@@ -210,11 +207,7 @@ def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
 
 
 def _pack_balances(balances: Any, out: list[bytes]) -> None:
-    if not isinstance(balances, tuple | list):
-        raise ValueError(f"balances: expected a tuple, found {balances!r}")
-    if len(balances) > _balances_max:
-        raise ValueError(f"{len(balances)} balances exceed the maximum")
-    out.append(_U32.pack(len(balances)))
+    out.append(_U32.pack(_sequence_length(balances, "balances", _balances_max, "the maximum")))
     append = out.append
     prefixes = _account_prefixes
     pack_balance = _I64.pack
@@ -464,11 +457,7 @@ def _pack_snapshot(snapshot: Any) -> bytes:
     out = [_U64.pack(snapshot.slot)]
     _pack_balances(snapshot.balances, out)
     clients = snapshot.clients
-    if not isinstance(clients, tuple | list):
-        raise ValueError(f"clients: expected a tuple, found {clients!r}")
-    if len(clients) > _clients_max:
-        raise ValueError(f"{len(clients)} clients exceed the maximum")
-    out.append(_U32.pack(len(clients)))
+    out.append(_U32.pack(_sequence_length(clients, "clients", _clients_max, "the maximum")))
     for entry in clients:
         _check(entry, m.ClientEntry)
         out.append(_pack_text(entry.client_id, _client_id_max, "client id"))

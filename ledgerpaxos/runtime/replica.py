@@ -481,7 +481,7 @@ class Replica:
     async def _drive_ticks(self) -> None:
         while True:
             await trio.sleep(constants.tick_ms / 1000)
-            if self._inbox_queued == 0 and not self._writes_in_thread:
+            if self._may_step_here():
                 self._step(_TICK)  # as a connection task steps a peer's message
                 self._carry_out_now(self.core.take_ready())
             else:
@@ -716,6 +716,12 @@ class Replica:
                 self._forget_waiter(key, connection)
             connection.waiting.clear()
 
+    def _may_step_here(self) -> bool:
+        """Whether a task other than the core loop may step the core and carry
+        out the Ready itself: nothing waits in the inbox (order is kept) and
+        carrying out never yields (no write in a thread)."""
+        return self._inbox_queued == 0 and not self._writes_in_thread
+
     async def _to_inbox(self, item: _InboxItem) -> None:
         """Queue for the core loop; wait only when the inbox is full.
 
@@ -751,7 +757,7 @@ class Replica:
             raise _ProtocolViolation(f"a peer sent {type(message).__name__}")
         _check_leader_ballot(message, header.sender)
         item = _FromPeer(message, peer)
-        if self._inbox_queued == 0 and not self._writes_in_thread and type(message) is not ClientRequest:
+        if type(message) is not ClientRequest and self._may_step_here():
             self._step(item)
             return True
         await self._to_inbox(item)
@@ -767,7 +773,7 @@ class Replica:
             raise _ProtocolViolation(f"sender index {header.sender} on a client connection")
         if isinstance(message, ClientRequest):
             item = _FromClient(message, connection)
-            if self._inbox_queued == 0 and not self._writes_in_thread and not self.core.votes:
+            if not self.core.votes and self._may_step_here():
                 self._step(item)
                 return True
             await self._to_inbox(item)
