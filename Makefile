@@ -20,8 +20,13 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+# ruff (rules and format in pyproject.toml), mypy (settings in setup.cfg:
+# strict for ledgerpaxos/core, ledgerpaxos/storage and wire).
+LINTED := ledgerpaxos wire tools tests
 lint: $(STAMP)
-	$(VENV)/bin/python -m compileall -q ledgerpaxos wire tools tests
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 # KEEP=1 keeps data/ and logs/ from the last run.
 cluster: $(STAMP)
@@ -52,5 +57,5 @@ bench: $(PLOT_STAMP)
 		--json docs/bench.json --plot docs/bench.png
 
 clean:
-	rm -rf $(VENV) data logs .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) data logs .pytest_cache .hypothesis .ruff_cache .mypy_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -26,7 +26,15 @@ _EXPORTS = {
     "load_config": "ledgerpaxos.config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Client",
+    "ClientTimeout",
+    "ConfigError",
+    "TransferReply",
+    "load_config",
+    "open_client",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,6 @@ __all__ = ["Client", "ClientTimeout", "TransferReply", "control", "open_client"]
 log = logging.getLogger("ledgerpaxos.client")
 
 
-
 class ClientTimeout(Exception):
     """No reply came within the `timeout` the caller gave.
 

@@ -130,9 +130,7 @@ class Cluster:
 
     def balances_agree(self) -> dict[str, int] | None:
         """The balances, if every running alive replica has the same."""
-        views = [
-            r.core.balances() for n, r in self.replicas.items() if self.running(n) and r.alive
-        ]
+        views = [r.core.balances() for n, r in self.replicas.items() if self.running(n) and r.alive]
         return views[0] if views and all(v == views[0] for v in views) else None
 
     def leaders(self) -> list[str]:
@@ -154,7 +152,9 @@ class Cluster:
                 followers = [
                     r
                     for n, r in self.replicas.items()
-                    if self.running(n) and r.alive and r.core.leader == leader
+                    if self.running(n)
+                    and r.alive
+                    and r.core.leader == leader
                     and r.core.leader_ballot == ballot
                 ]
                 if len(followers) >= self.config.majority:

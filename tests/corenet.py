@@ -54,7 +54,7 @@ class Disk:
 
 
 def settings(node: str, n: int = 5, **kw: object) -> CoreSettings:
-    base: dict[str, object] = dict(
+    base: dict[str, object] = dict(  # noqa: C408  # keyword form reads as the settings
         node_id=node,
         node_ids=tuple(f"n{i}" for i in range(1, n + 1)),
         accounts=tuple("ABCDEFGHIJ"),
@@ -71,7 +71,13 @@ def settings(node: str, n: int = 5, **kw: object) -> CoreSettings:
 
 class CoreNet:
     def __init__(
-        self, n: int = 5, seed: int = 1, *, loss: float = 0.0, duplication: float = 0.0, **kw: object
+        self,
+        n: int = 5,
+        seed: int = 1,
+        *,
+        loss: float = 0.0,
+        duplication: float = 0.0,
+        **kw: object,
     ) -> None:
         self.rng = random.Random(seed)
         self.loss = loss
@@ -140,8 +146,15 @@ class CoreNet:
             return None
         return max(leaders, key=lambda i: self.cores[i].ballot)
 
-    def submit(self, node: str, client: str, transfers=None, *, request_no: int | None = None,
-               kind: CommandKind = CommandKind.transfer) -> Command:
+    def submit(
+        self,
+        node: str,
+        client: str,
+        transfers=None,
+        *,
+        request_no: int | None = None,
+        kind: CommandKind = CommandKind.transfer,
+    ) -> Command:
         if request_no is None:
             self.request_no += 1
             request_no = self.request_no
@@ -149,7 +162,9 @@ class CoreNet:
             client_id=client,
             request_no=request_no,
             kind=kind,
-            transfers=tuple(Transfer(sender=s, receiver=r, amount=a) for s, r, a in (transfers or ())),
+            transfers=tuple(
+                Transfer(sender=s, receiver=r, amount=a) for s, r, a in (transfers or ())
+            ),
         )
         self.cores[node].step(ClientRequest(command=command), None)
         self.flush(node)

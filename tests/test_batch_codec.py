@@ -281,7 +281,9 @@ def test_snapshot_packer_refuses_what_the_declaration_refuses(
 # ---------------------------------------------------------------- strictness, by example
 
 TRANSFER = m.Transfer(sender="A", receiver="B", amount=5)
-COMMAND = m.Command(client_id="c1", request_no=7, kind=m.CommandKind.transfer, transfers=(TRANSFER,))
+COMMAND = m.Command(
+    client_id="c1", request_no=7, kind=m.CommandKind.transfer, transfers=(TRANSFER,)
+)
 BALLOT = m.Ballot(3, 1)
 
 
@@ -308,7 +310,9 @@ def reframe_body(frame: bytes, body: bytes) -> bytes:
 @pytest.mark.parametrize("bad", [b"\xff", b"\x80", b"\xc0", b"\xed"])  # never valid as a last byte
 def test_bad_utf8_in_any_name_refused_on_every_read_path(bad: bytes) -> None:
     command = m.Command(
-        client_id="cX", request_no=7, kind=m.CommandKind.transfer,
+        client_id="cX",
+        request_no=7,
+        kind=m.CommandKind.transfer,
         transfers=(m.Transfer(sender="AX", receiver="BX", amount=5),),
     )
     for message in (accept((command,)), m.ClientRequest(command=command)):
@@ -317,7 +321,9 @@ def test_bad_utf8_in_any_name_refused_on_every_read_path(bad: bytes) -> None:
         for name in (b"cX", b"AX", b"BX"):
             at = body.index(name) + 1
             refused(reframe_body(frame, body[:at] + bad + body[at + 1 :]), "UTF-8")
-    record = wire.encode_record(m.AcceptRecord(entry=m.LogEntry(slot=1, ballot=BALLOT, batch=(command,))))
+    record = wire.encode_record(
+        m.AcceptRecord(entry=m.LogEntry(slot=1, ballot=BALLOT, batch=(command,)))
+    )
     at = record.index(b"AX") + 1
     with pytest.raises(FrameError, match="UTF-8"):
         wire.decode_record(record[:at] + bad + record[at + 1 :])
@@ -333,7 +339,9 @@ def test_counts_above_their_limits_refused_before_the_elements() -> None:
     for count in (constants.batch_commands_max + 1, 2**32 - 1):
         forged = body[:-4] + count.to_bytes(4, "big")
         refused(reframe_body(empty, forged), "validation")
-    one = wire.batch.pack_command(m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer))
+    one = wire.batch.pack_command(
+        m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer)
+    )
     # client id "c", request number, kind, then the transfer count
     forged = one[:-4] + (constants.transfers_per_request_max + 1).to_bytes(4, "big")
     with pytest.raises(FrameError, match="validation"):
@@ -344,7 +352,11 @@ def test_counts_above_their_limits_refused_before_the_elements() -> None:
     body = reply[wire.HEADER_SIZE :]
     results_at = 1 + 1 + 8
     assert body[results_at : results_at + 4] == bytes(4)
-    forged = body[:results_at] + (constants.transfers_per_request_max + 1).to_bytes(4, "big") + body[results_at + 4 :]
+    forged = (
+        body[:results_at]
+        + (constants.transfers_per_request_max + 1).to_bytes(4, "big")
+        + body[results_at + 4 :]
+    )
     refused(reframe_body(reply, forged), "validation")
     long_name = bytes([constants.account_name_length_max + 1]) + b"A" * 40
     forged_command = one[:-4] + (1).to_bytes(4, "big") + long_name
@@ -356,13 +368,17 @@ def test_every_truncation_refused_on_every_read_path() -> None:
     batch = (COMMAND, m.Command(client_id="r", request_no=8, kind=m.CommandKind.read))
     frame = frame_of(accept(batch))
     body = frame[wire.HEADER_SIZE :]
-    record = wire.encode_record(m.AcceptRecord(entry=m.LogEntry(slot=1, ballot=BALLOT, batch=batch)))
+    record = wire.encode_record(
+        m.AcceptRecord(entry=m.LogEntry(slot=1, ballot=BALLOT, batch=batch))
+    )
     data = uncached(batch)
     reply = frame_of(
         m.ClientReply(
             client_id="c",
             request_no=1,
-            outcome=m.Outcome(results=(m.TransferResult(ok=True), m.TransferResult(ok=False, reason="no"))),
+            outcome=m.Outcome(
+                results=(m.TransferResult(ok=True), m.TransferResult(ok=False, reason="no"))
+            ),
             leader="n1",
         )
     )
@@ -384,7 +400,14 @@ def test_unknown_kind_and_flags_refused() -> None:
     assert data[kind_at] == m.CommandKind.transfer
     with pytest.raises(FrameError, match="CommandKind"):
         decode_batch(data[:kind_at] + b"\x03" + data[kind_at + 1 :])
-    reply = frame_of(m.ClientReply(client_id="c", request_no=1, outcome=m.Outcome(results=(m.TransferResult(ok=True),)), leader=None))
+    reply = frame_of(
+        m.ClientReply(
+            client_id="c",
+            request_no=1,
+            outcome=m.Outcome(results=(m.TransferResult(ok=True),)),
+            leader=None,
+        )
+    )
     body = reply[wire.HEADER_SIZE :]
     ok_at = 1 + 1 + 8 + 4
     refused(reframe_body(reply, body[:ok_at] + b"\x02" + body[ok_at + 1 :]), "0 or 1")
@@ -394,23 +417,59 @@ def test_unknown_kind_and_flags_refused() -> None:
     "batch",
     [
         (COMMAND,) * (constants.batch_commands_max + 1),
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(TRANSFER,) * (constants.transfers_per_request_max + 1)),),
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(TRANSFER,) * (constants.transfers_per_request_max + 1),
+            ),
+        ),
         (m.Command(client_id="c" * 65, request_no=1, kind=m.CommandKind.read),),
         (m.Command(client_id="c", request_no=-1, kind=m.CommandKind.read),),
         (m.Command(client_id="c", request_no=2**64, kind=m.CommandKind.read),),
         (m.Command(client_id="c", request_no=1, kind=9),),  # type: ignore[arg-type]
         (m.Command(client_id="\udc80", request_no=1, kind=m.CommandKind.read),),
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(m.Transfer(sender="A" * 33, receiver="B", amount=1),)),),
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(m.Transfer(sender="A", receiver="é" * 17, amount=1),)),),
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(m.Transfer(sender="A", receiver="B", amount=2**63),)),),
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(m.Transfer(sender="A", receiver="B", amount=1.5),)),),  # type: ignore[arg-type]
-        (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer,
-                   transfers=(m.Transfer(sender=b"A", receiver="B", amount=1),)),),  # type: ignore[arg-type]
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(m.Transfer(sender="A" * 33, receiver="B", amount=1),),
+            ),
+        ),
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(m.Transfer(sender="A", receiver="é" * 17, amount=1),),
+            ),
+        ),
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(m.Transfer(sender="A", receiver="B", amount=2**63),),
+            ),
+        ),
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(m.Transfer(sender="A", receiver="B", amount=1.5),),
+            ),
+        ),  # type: ignore[arg-type]
+        (
+            m.Command(
+                client_id="c",
+                request_no=1,
+                kind=m.CommandKind.transfer,
+                transfers=(m.Transfer(sender=b"A", receiver="B", amount=1),),
+            ),
+        ),  # type: ignore[arg-type]
         (m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer, transfers=[None]),),  # type: ignore[list-item]
         (TRANSFER,),  # type: ignore[arg-type]
     ],
@@ -431,7 +490,9 @@ def test_values_that_do_not_fit_are_a_value_error_on_every_encode_path(batch: m.
 
 def test_a_decoded_batch_re_encodes_to_the_bytes_it_came_from() -> None:
     batch = tuple(
-        m.Command(client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 3)
+        m.Command(
+            client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 3
+        )
         for i in range(10)
     )
     frame = frame_of(accept(batch))
@@ -448,7 +509,9 @@ def test_bytes_that_were_only_encoded_are_decoded_for_real() -> None:
     """The WAL checks a record by decoding what was just encoded: that must be a
     real decode, not the encoder's own value handed back."""
     batch = tuple(
-        m.Command(client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 4)
+        m.Command(
+            client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 4
+        )
         for i in range(8)
     )
     wire.batch._recent.clear()
@@ -462,7 +525,9 @@ def test_bytes_that_were_only_encoded_are_decoded_for_real() -> None:
 
 def test_a_re_sent_accept_is_decoded_once() -> None:
     batch = tuple(
-        m.Command(client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 4)
+        m.Command(
+            client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 4
+        )
         for i in range(8)
     )
     frame = frame_of(accept(batch))
@@ -480,8 +545,14 @@ def test_a_re_sent_accept_is_decoded_once() -> None:
 def test_remembered_batches_are_bounded() -> None:
     recent = wire.batch._RecentEncodings()
     for i in range(recent.entries_max + 50):
-        batch = (m.Command(client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer,
-                           transfers=(TRANSFER,) * 10),)
+        batch = (
+            m.Command(
+                client_id=f"c{i}",
+                request_no=i,
+                kind=m.CommandKind.transfer,
+                transfers=(TRANSFER,) * 10,
+            ),
+        )
         recent.remember_decoded(batch, wire.batch._pack_batch(batch))
     assert len(recent._by_id) == recent.entries_max
     assert len(recent._by_bytes) == recent.entries_max

@@ -28,9 +28,25 @@ from tools.bench_load import transfer_pool
 
 def test_the_options_of_the_issue_parse() -> None:
     args = bench.parse_args(
-        ["--config", "c.toml", "--launch", "--replicas", "3", "--clients", "8",
-         "--transfers-per-request", "10", "--duration", "2.5", "--accounts", "50",
-         "--json", "out.json", "--plot", "out.png"]
+        [
+            "--config",
+            "c.toml",
+            "--launch",
+            "--replicas",
+            "3",
+            "--clients",
+            "8",
+            "--transfers-per-request",
+            "10",
+            "--duration",
+            "2.5",
+            "--accounts",
+            "50",
+            "--json",
+            "out.json",
+            "--plot",
+            "out.png",
+        ]
     )
     assert (args.config, args.launch, args.replicas, args.clients) == ("c.toml", True, 3, 8)
     assert (args.transfers_per_request, args.duration, args.accounts) == (10, 2.5, 50)
@@ -40,14 +56,21 @@ def test_the_options_of_the_issue_parse() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--clients", "0"], ["--duration", "0"], ["--transfers-per-request", "8191"], ["--accounts", "1"]],
+    [
+        ["--clients", "0"],
+        ["--duration", "0"],
+        ["--transfers-per-request", "8191"],
+        ["--accounts", "1"],
+    ],
 )
 def test_nonsense_arguments_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
 
 
-def test_load_processes_follow_the_client_count_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_processes_follow_the_client_count_unless_forced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("LEDGERPAXOS_BENCH_LOAD_PROCESSES", raising=False)
     assert bench.load_processes_for(1, 1) == 1
     assert bench.load_processes_for(64, 1) == 2
@@ -90,16 +113,41 @@ def test_histogram_counts_every_latency() -> None:
 
 def fake_run(**changes: Any) -> dict[str, Any]:
     run: dict[str, Any] = {
-        "commit": "0123456789abcdef", "uncommitted_changes": True, "replicas": 5, "clients": 64,
-        "transfers_per_request": 100, "accounts": 1000, "duration_s": 10.0, "fsync": True,
-        "cpu_count": 2, "load_average_before": [1.0, 1, 1], "load_average_after": [2.0, 1, 1],
-        "leader": "n1", "transfers_per_s": 123456.7, "requests_per_s": 1234.5, "p50_ms": 0.91,
-        "p90_ms": 12.5, "p99_ms": 150.2, "max_ms": 333.0, "fsyncs_per_s": 250.0,
-        "cpu_s_per_1k_transfers": {"n1": 0.005, "n2": 0.004, "n3": 0.004, "bench": 0.0,
-                                   "load0": 0.001, "bench (all)": 0.001},
-        "balances_agree": True, "sum_unchanged": True, "total_before": 10**12,
-        "total_after": {"n1": 10**12}, "transfers_refused": 0, "client_errors": [],
-        "timeline_bucket_s": 0.25, "timeline_transfers_per_s": [1.0, 2.0],
+        "commit": "0123456789abcdef",
+        "uncommitted_changes": True,
+        "replicas": 5,
+        "clients": 64,
+        "transfers_per_request": 100,
+        "accounts": 1000,
+        "duration_s": 10.0,
+        "fsync": True,
+        "cpu_count": 2,
+        "load_average_before": [1.0, 1, 1],
+        "load_average_after": [2.0, 1, 1],
+        "leader": "n1",
+        "transfers_per_s": 123456.7,
+        "requests_per_s": 1234.5,
+        "p50_ms": 0.91,
+        "p90_ms": 12.5,
+        "p99_ms": 150.2,
+        "max_ms": 333.0,
+        "fsyncs_per_s": 250.0,
+        "cpu_s_per_1k_transfers": {
+            "n1": 0.005,
+            "n2": 0.004,
+            "n3": 0.004,
+            "bench": 0.0,
+            "load0": 0.001,
+            "bench (all)": 0.001,
+        },
+        "balances_agree": True,
+        "sum_unchanged": True,
+        "total_before": 10**12,
+        "total_after": {"n1": 10**12},
+        "transfers_refused": 0,
+        "client_errors": [],
+        "timeline_bucket_s": 0.25,
+        "timeline_transfers_per_s": [1.0, 2.0],
         "_latencies_ms": [0.5, 1.0, 2.0],
     }
     run.update(changes)
@@ -119,8 +167,15 @@ def test_json_has_the_required_keys_and_no_private_ones(tmp_path: Path) -> None:
     path = tmp_path / "bench.json"
     bench.write_json([fake_run()], str(path))
     figures = json.loads(path.read_text())
-    for key in ("transfers_per_s", "requests_per_s", "p50_ms", "p99_ms", "replicas",
-                "clients", "transfers_per_request"):
+    for key in (
+        "transfers_per_s",
+        "requests_per_s",
+        "p50_ms",
+        "p99_ms",
+        "replicas",
+        "clients",
+        "transfers_per_request",
+    ):
         assert key in figures
     assert "_latencies_ms" not in figures
     bench.write_json([fake_run(), fake_run()], str(path))
@@ -134,7 +189,9 @@ def test_plot_is_a_png_when_matplotlib_is_there(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_plot_without_matplotlib_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -223,7 +280,7 @@ async def test_every_runtime_option_keeps_replicas_consistent(
             await nursery.start(replica.run)
         async with open_client(config, "c1", network=network) as client:
             with trio.fail_after(30):
-                for i in range(25):  # across several checkpoints
+                for _ in range(25):  # across several checkpoints
                     assert (await client.transfers([("A", "B", 1), ("B", "C", 1)])).ok
                 balances = await client.balances()
         assert (balances["A"], balances["B"], balances["C"]) == (1000 - 25, 1000, 1000 + 25)
@@ -239,9 +296,16 @@ def test_comparison_names_the_ratio_or_how_to_get_pysyncobj() -> None:
     skipped = bench.render_comparison([fake_run()], None)
     assert "pip install pysyncobj==0.3.17" in skipped
     pysyncobj = {
-        "system": "pysyncobj 0.3.17 (defaults: no fsync)", "replicas": 5, "outstanding": 5000,
-        "transfers_per_s": 30_000.0, "p50_ms": 134.0, "p99_ms": 200.0, "max_ms": 250.0,
-        "cpu_s_per_1k_transfers": {"p0": 0.01}, "balances_agree": True, "sum_unchanged": True,
+        "system": "pysyncobj 0.3.17 (defaults: no fsync)",
+        "replicas": 5,
+        "outstanding": 5000,
+        "transfers_per_s": 30_000.0,
+        "p50_ms": 134.0,
+        "p99_ms": 200.0,
+        "max_ms": 250.0,
+        "cpu_s_per_1k_transfers": {"p0": 0.01},
+        "balances_agree": True,
+        "sum_unchanged": True,
     }
     text = bench.render_comparison([fake_run(transfers_per_s=90_000.0), fake_run()], pysyncobj)
     assert "30,000 transfers/s" in text and "= 4.1x PySyncObj" in text

@@ -55,7 +55,9 @@ def left_behind(pids: set[int], *, wait_s: float = 5.0) -> list[str]:
     left = []
     for pid in sorted(pid for pid in pids if alive(pid)):
         try:
-            left.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            left.append(
+                f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
         except OSError:
             continue
     return left
@@ -74,10 +76,25 @@ def test_a_launched_run_measures_checks_and_stops_everything(tmp_path: Path) -> 
     output = tmp_path / "bench.json"
     process = subprocess.Popen(
         bench_command(
-            "--launch", "--replicas", "3", "--clients", "3", "--transfers-per-request", "5",
-            "--duration", "1", "--accounts", "20", "--json", str(output),
+            "--launch",
+            "--replicas",
+            "3",
+            "--clients",
+            "3",
+            "--transfers-per-request",
+            "5",
+            "--duration",
+            "1",
+            "--accounts",
+            "20",
+            "--json",
+            str(output),
         ),
-        cwd=REPO, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen: set[int] = set()
     deadline = time.monotonic() + 120
@@ -88,8 +105,15 @@ def test_a_launched_run_measures_checks_and_stops_everything(tmp_path: Path) -> 
     assert process.returncode == 0, stderr
     assert "transfers/s" in stdout and "hold the same balances" in stdout
     figures = json.loads(output.read_text())
-    for key in ("transfers_per_s", "requests_per_s", "p50_ms", "p99_ms", "replicas",
-                "clients", "transfers_per_request"):
+    for key in (
+        "transfers_per_s",
+        "requests_per_s",
+        "p50_ms",
+        "p99_ms",
+        "replicas",
+        "clients",
+        "transfers_per_request",
+    ):
         assert key in figures
     assert (figures["replicas"], figures["clients"], figures["transfers_per_request"]) == (3, 3, 5)
     assert figures["requests"] > 0 and figures["balances_agree"] and figures["sum_unchanged"]
@@ -101,7 +125,11 @@ def test_a_launched_run_measures_checks_and_stops_everything(tmp_path: Path) -> 
 def test_ctrl_c_stops_every_process_it_started() -> None:
     process = subprocess.Popen(
         bench_command("--launch", "--replicas", "3", "--clients", "2", "--duration", "60"),
-        cwd=REPO, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen: set[int] = set()
     deadline = time.monotonic() + 60

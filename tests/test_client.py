@@ -45,12 +45,11 @@ async def test_request_numbers_strictly_increase_even_when_the_clock_stands_stil
 async def test_a_client_without_any_replica_raises_client_timeout(
     tmp_path: Path, autojump_clock: object
 ) -> None:
-    async with open_cluster(tmp_path, start=False) as cluster:
-        async with cluster.client("A") as client:
-            started = trio.current_time()
-            with pytest.raises(ClientTimeout, match="no reply"):
-                await client.transfer("A", "B", 1, timeout=3.5)
-            assert trio.current_time() - started == pytest.approx(3.5)
+    async with open_cluster(tmp_path, start=False) as cluster, cluster.client("A") as client:
+        started = trio.current_time()
+        with pytest.raises(ClientTimeout, match="no reply"):
+            await client.transfer("A", "B", 1, timeout=3.5)
+        assert trio.current_time() - started == pytest.approx(3.5)
 
 
 async def test_the_client_tries_every_replica_and_adopts_the_leader_named_in_the_reply(

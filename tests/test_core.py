@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from ledgerpaxos.core import Core, Ledger, Ready
@@ -87,7 +88,7 @@ def test_promise_persists_the_ballot_and_carries_accepted_entries() -> None:
     core.step(Prepare(ballot=Ballot(2, 3)), "n3")
     ready = core.take_ready()
     assert ready.persist == [PromiseRecord(ballot=Ballot(2, 3))]
-    (to, promise), = ready.send
+    ((to, promise),) = ready.send
     assert to == "n3" and isinstance(promise, Promise)
     assert [e.slot for e in promise.entries] == [1]
 
@@ -97,7 +98,7 @@ def test_lower_ballot_is_refused_with_a_nack() -> None:
     core.step(Prepare(ballot=Ballot(5, 3)), "n3")
     core.take_ready()
     core.step(Heartbeat(ballot=Ballot(4, 1), commit_slot=0, purge_slot=0), "n1")
-    (to, nack), = core.take_ready().send
+    ((to, nack),) = core.take_ready().send
     assert to == "n1" and nack == Nack(ballot=Ballot(4, 1), promised=Ballot(5, 3))
 
 
@@ -106,7 +107,7 @@ def test_pre_vote_is_refused_while_the_leader_is_heard() -> None:
     core.step(Heartbeat(ballot=Ballot(1, 1), commit_slot=0, purge_slot=0), "n1")
     core.take_ready()
     core.step(PreVote(ballot=Ballot(2, 3)), "n3")
-    (_, reply), = core.take_ready().send
+    ((_, reply),) = core.take_ready().send
     assert reply == PreVoteReply(ballot=Ballot(2, 3), granted=False)
     for _ in range(core.s.election_timeout_ticks_min):
         core.tick()
@@ -195,7 +196,9 @@ def test_same_request_twice_also_across_a_leader_change_applies_once() -> None:
 def test_duplicate_in_two_slots_executes_once() -> None:
     ledger = Ledger("AB", 10)
     command = Command(
-        client_id="A", request_no=7, kind=CommandKind.transfer,
+        client_id="A",
+        request_no=7,
+        kind=CommandKind.transfer,
         transfers=(Transfer(sender="A", receiver="B", amount=4),),
     )
     first = ledger.execute(command)
@@ -215,8 +218,11 @@ def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int,
     for r1, n1, r2, n2 in pairs:
         a, b = Ballot(r1, n1), Ballot(r2, n2)
         assert (a < b, a <= b, a > b, a >= b, a == b) == (
-            (r1, n1) < (r2, n2), (r1, n1) <= (r2, n2), (r1, n1) > (r2, n2),
-            (r1, n1) >= (r2, n2), (r1, n1) == (r2, n2),
+            (r1, n1) < (r2, n2),
+            (r1, n1) <= (r2, n2),
+            (r1, n1) > (r2, n2),
+            (r1, n1) >= (r2, n2),
+            (r1, n1) == (r2, n2),
         )
 
 
@@ -224,8 +230,13 @@ def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int,
 @given(
     steps=st.lists(
         st.one_of(
-            st.tuples(st.just("transfer"), st.integers(0, 5), st.integers(0, 5), st.integers(-1, 12),
-                      st.sampled_from(["c1", "c2", "c3"])),
+            st.tuples(
+                st.just("transfer"),
+                st.integers(0, 5),
+                st.integers(0, 5),
+                st.integers(-1, 12),
+                st.sampled_from(["c1", "c2", "c3"]),
+            ),
             st.tuples(st.just("read"), st.sampled_from(["c1", "c2", "c3"])),
             st.just(("digest",)),
             st.just(("install",)),
@@ -243,10 +254,14 @@ def test_the_ledger_digest_kept_between_checkpoints_is_the_full_digest(steps: li
         if step[0] == "transfer":
             _, s, r, amount, client = step
             request_no += 1
-            ledger.execute(Command(
-                client_id=client, request_no=request_no, kind=CommandKind.transfer,
-                transfers=(Transfer(sender=accounts[s], receiver=accounts[r], amount=amount),),
-            ))
+            ledger.execute(
+                Command(
+                    client_id=client,
+                    request_no=request_no,
+                    kind=CommandKind.transfer,
+                    transfers=(Transfer(sender=accounts[s], receiver=accounts[r], amount=amount),),
+                )
+            )
         elif step[0] == "read":
             request_no += 1
             ledger.execute(Command(client_id=step[1], request_no=request_no, kind=CommandKind.read))
@@ -271,7 +286,9 @@ def test_the_ledger_digest_kept_between_checkpoints_is_the_full_digest(steps: li
         (("A", "B", 11), ledger_rules.REASON_INSUFFICIENT),
     ],
 )
-def test_each_ledger_rule_rejects_with_its_reason(transfer: tuple[str, str, int], reason: str) -> None:
+def test_each_ledger_rule_rejects_with_its_reason(
+    transfer: tuple[str, str, int], reason: str
+) -> None:
     net = CoreNet(n=3)
     leader = elected(net)
     command = net.submit(leader, "A", [transfer])
@@ -461,7 +478,9 @@ def test_many_transfers_make_a_snapshot_file_before_snapshot_interval() -> None:
     net.run(20)
     # 3 transfers a slot: the checkpoint at slot 10 has 30 >= 25 behind it.
     assert all(net.cores[n].snapshot_slot == 10 for n in net.ids)
-    assert all(net.disks[n].snapshot is not None and net.disks[n].snapshot.slot == 10 for n in net.ids)
+    assert all(
+        net.disks[n].snapshot is not None and net.disks[n].snapshot.slot == 10 for n in net.ids
+    )
 
 
 def test_a_restart_replays_the_wal_past_checkpoints_that_were_never_written() -> None:

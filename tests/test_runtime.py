@@ -26,7 +26,7 @@ from ledgerpaxos.storage import StorageError
 from tests.conftest import Cluster, open_cluster
 from tools.ports import free_base_port
 
-INITIAL = {a: 10 for a in "ABCDEFGHIJ"}
+INITIAL = dict.fromkeys("ABCDEFGHIJ", 10)
 
 
 def expected_after(transfers: list[tuple[str, str, int]]) -> dict[str, int]:
@@ -332,7 +332,10 @@ async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
     loop's): its storage failure must still stop that replica."""
     config = make_local_config(3, 7001, tmp_path / "data", fsync=False)
     network = MemoryNetwork()
-    replicas = {n: Replica(config, n, network=network, rng=random.Random(i)) for i, n in enumerate(config.node_ids)}
+    replicas = {
+        n: Replica(config, n, network=network, rng=random.Random(i))
+        for i, n in enumerate(config.node_ids)
+    }
     failures: dict[str, list[BaseException]] = {n: [] for n in replicas}
 
     async def run(node: str, *, task_status: trio.TaskStatus[int]) -> None:

@@ -39,8 +39,15 @@ class Processes:
         env = {**os.environ, "PYTHONPATH": path}
         with open(self.logs / f"{node_id}.log", "ab") as log:
             self.running[node_id] = subprocess.Popen(
-                [sys.executable, "-m", "ledgerpaxos.runtime.main", "--id", node_id,
-                 "--config", str(self.config_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "ledgerpaxos.runtime.main",
+                    "--id",
+                    node_id,
+                    "--config",
+                    str(self.config_path),
+                ],
                 stdout=log,
                 stderr=log,
                 env=env,

@@ -49,12 +49,15 @@ def test_format_table_pads_short_rows() -> None:
 
 def db_answer(node: str, balances: dict[str, int] | None, alive: bool = True) -> NodeAnswer:
     if balances is None:
-        return NodeAnswer(node=node, error="unreachable at 127.0.0.1:5002 (connection refused): it may be crashed or not started")
+        return NodeAnswer(
+            node=node,
+            error="unreachable at 127.0.0.1:5002 (connection refused): it may be crashed or not started",
+        )
     return NodeAnswer(node=node, body={"node": node, "alive": alive, "balances": balances})
 
 
 def test_print_db_marks_a_live_replica_that_disagrees_and_explains_dead_and_down() -> None:
-    base = {a: 10 for a in ACCOUNTS}
+    base = dict.fromkeys(ACCOUNTS, 10)
     answers = {
         "n1": db_answer("n1", base),
         "n2": db_answer("n2", None),
@@ -81,7 +84,10 @@ def test_print_db_json_has_the_documented_shape() -> None:
     answers = {"n1": db_answer("n1", {"A": 1}), "n2": db_answer("n2", None)}
     document = views.db_json(answers)
     assert document["nodes"]["n1"] == {"alive": True, "balances": {"A": 1}}
-    assert document["nodes"]["n2"]["alive"] is None and "unreachable" in document["nodes"]["n2"]["error"]
+    assert (
+        document["nodes"]["n2"]["alive"] is None
+        and "unreachable" in document["nodes"]["n2"]["error"]
+    )
 
 
 def test_print_status_is_a_slot_by_node_grid() -> None:
@@ -92,16 +98,36 @@ def test_print_status_is_a_slot_by_node_grid() -> None:
     }
     lines = views.render_status(answers).splitlines()
     assert [line.split() for line in lines[:4]] == [
-        ["slot", "n1", "n2", "n3"], ["1", "X", "E", "?"], ["2", "E", "A", "?"], ["3", "C", "-", "?"],
+        ["slot", "n1", "n2", "n3"],
+        ["1", "X", "E", "?"],
+        ["2", "E", "A", "?"],
+        ["3", "C", "-", "?"],
     ]
 
 
-def view(node: str, role: str, leader: str, ballot: str, views_seen: list[tuple[str, str]], alive: bool = True) -> NodeAnswer:
-    return NodeAnswer(node=node, body={
-        "node": node, "alive": alive, "role": role, "leader": leader, "ballot": ballot, "promised": ballot,
-        "views": [{"ballot": b, "leader": n} for b, n in views_seen],
-        "commit_slot": 4, "executed_slot": 4, "checkpoint_slot": 0,
-    })
+def view(
+    node: str,
+    role: str,
+    leader: str,
+    ballot: str,
+    views_seen: list[tuple[str, str]],
+    alive: bool = True,
+) -> NodeAnswer:
+    return NodeAnswer(
+        node=node,
+        body={
+            "node": node,
+            "alive": alive,
+            "role": role,
+            "leader": leader,
+            "ballot": ballot,
+            "promised": ballot,
+            "views": [{"ballot": b, "leader": n} for b, n in views_seen],
+            "commit_slot": 4,
+            "executed_slot": 4,
+            "checkpoint_slot": 0,
+        },
+    )
 
 
 def test_print_view_names_the_leader_and_the_views_seen() -> None:
@@ -119,7 +145,9 @@ def test_print_view_names_the_leader_and_the_views_seen() -> None:
 # ------------------------------------------------------------------ the backend, in virtual time
 
 
-async def test_backend_runs_test_csv_and_explains_what_it_saw(tmp_path: Path, autojump_clock: object) -> None:
+async def test_backend_runs_test_csv_and_explains_what_it_saw(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     async with open_cluster(tmp_path) as cluster, trio.open_nursery() as nursery:
         backend = Backend(cluster.config, nursery, network=cluster.network, wait_s=5)
         with pytest.raises(ShellError, match="nothing loaded"):
@@ -137,7 +165,11 @@ async def test_backend_runs_test_csv_and_explains_what_it_saw(tmp_path: Path, au
         assert not stuck.report.done and len(stuck.report.pending) == 2
         assert stuck.alive == {"n1": True, "n2": True, "n3": False, "n4": False, "n5": False}
         text = views.render_next(stuck, wait_s=5)
-        assert "stuck" in text and "why: no majority: alive n1, n2" in text and "(C, B, 1) (set 5, line 13)" in text
+        assert (
+            "stuck" in text
+            and "why: no majority: alive n1, n2" in text
+            and "(C, B, 1) (set 5, line 13)" in text
+        )
         assert len(results[6].earlier_completed) == 2 and results[6].report.done
         assert len(results[6].report.killed) == 1
 
@@ -155,7 +187,9 @@ async def test_backend_runs_test_csv_and_explains_what_it_saw(tmp_path: Path, au
         result = await backend.run_next()  # set 7: all five should be alive
         assert result.report.done and result.report.unreachable == ("n2",)
         assert "unreachable, so not switched on or off: n2" in views.render_next(result, wait_s=5)
-        with pytest.raises(ShellError, match=r"n2 is unreachable at 127\.0\.0\.1:7002 \(connection refused\)"):
+        with pytest.raises(
+            ShellError, match=r"n2 is unreachable at 127\.0\.0\.1:7002 \(connection refused\)"
+        ):
             await backend.set_alive("n2", True)
         with pytest.raises(ShellError, match="not reset:\n  n2: unreachable"):
             await backend.reset()
@@ -163,11 +197,13 @@ async def test_backend_runs_test_csv_and_explains_what_it_saw(tmp_path: Path, au
         await backend.reset()
         assert backend.driver.position == 0
         await cluster.wait_for_leader()
-        assert await backend.balances() == {a: 10 for a in ACCOUNTS}
+        assert await backend.balances() == dict.fromkeys(ACCOUNTS, 10)
         nursery.cancel_scope.cancel()
 
 
-async def test_backend_one_off_requests_and_failures(tmp_path: Path, autojump_clock: object) -> None:
+async def test_backend_one_off_requests_and_failures(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     async with open_cluster(tmp_path) as cluster, trio.open_nursery() as nursery:
         backend = Backend(cluster.config, nursery, network=cluster.network, wait_s=3)
         await cluster.wait_for_leader()
@@ -187,7 +223,9 @@ async def test_backend_one_off_requests_and_failures(tmp_path: Path, autojump_cl
         assert (await backend.ask(killed, ControlOp.ping))["alive"] is False
         for node in cluster.node_ids:
             await backend.set_alive(node, node in ("n1", "n2") and node != killed)
-        with pytest.raises(ShellError, match=r"no reply to transfer \(A, B, 1\) within 3 s: no majority"):
+        with pytest.raises(
+            ShellError, match=r"no reply to transfer \(A, B, 1\) within 3 s: no majority"
+        ):
             await backend.transfer("A", "B", 1)
         with pytest.raises(ShellError, match="no leader to kill within 3 s: no majority"):
             await backend.kill_leader()
@@ -260,11 +298,21 @@ def test_shell_commands_print_tables_json_and_set_last_result(
 
     status, out = harness.run("print db --json")
     assert status == 0 and out.count("\n") == 1
-    assert json.loads(out)["nodes"]["n3"] == {"alive": True, "balances": row("7 6 9 11 14 8 12 8 12 13")}
-    for line in ("print log --json", "print log n2 --json", "print status all --json", "print status 1 --json",
-                 "print view --json"):
+    assert json.loads(out)["nodes"]["n3"] == {
+        "alive": True,
+        "balances": row("7 6 9 11 14 8 12 8 12 13"),
+    }
+    for line in (
+        "print log --json",
+        "print log n2 --json",
+        "print status all --json",
+        "print status 1 --json",
+        "print view --json",
+    ):
         status, out = harness.run(line)
-        assert status == 0 and out.count("\n") == 1 and json.loads(out) == harness.shell.last_result, line
+        assert (
+            status == 0 and out.count("\n") == 1 and json.loads(out) == harness.shell.last_result
+        ), line
     assert set(json.loads(harness.run("print log n2 --json")[1])["nodes"]) == {"n2"}
 
     status, out = harness.run("transfer A B 2", "balance A", "balance")
@@ -277,7 +325,12 @@ def test_shell_commands_print_tables_json_and_set_last_result(
 
     status, out = harness.run("alive n4 off", "print view", "print status all", "print log n1")
     assert status == 0
-    assert "n4 is dead" in out and "views seen" in out and "E executed" in out and "slot  ballot  status  batch" in out
+    assert (
+        "n4 is dead" in out
+        and "views seen" in out
+        and "E executed" in out
+        and "slot  ballot  status  batch" in out
+    )
     status, out = harness.run("kill leader")
     assert status == 0 and "killed the leader" in out
     status, out = harness.run("reset", "balance J")
@@ -313,7 +366,10 @@ def test_shell_errors_are_messages_and_stop_a_script(
     status, out = harness.run(f"@{script}", "balance C")
     err = capsys.readouterr().err
     assert status == 1
-    assert "bad.csv: line 3: transaction '(A, B)' has 2 parts" in err and "script stopped at line 2" in err
+    assert (
+        "bad.csv: line 3: transaction '(A, B)' has 2 parts" in err
+        and "script stopped at line 2" in err
+    )
     assert "A: 10" in out and "B: 10" not in out and "C: 10" not in out
 
     # interactively (not scripted) an error stops the script but not the shell
@@ -328,6 +384,11 @@ def test_shell_errors_are_messages_and_stop_a_script(
 
 def test_command_line_options() -> None:
     args = parse_args(["--launch", "--keep-data", "--wait", "2.5", "@x.script", "print db"])
-    assert args.launch and args.keep_data and args.wait == 2.5 and args.commands == ["@x.script", "print db"]
+    assert (
+        args.launch
+        and args.keep_data
+        and args.wait == 2.5
+        and args.commands == ["@x.script", "print db"]
+    )
     with pytest.raises(SystemExit):
         parse_args(["--keep-data"])

@@ -46,14 +46,24 @@ def shell_command(config: Path, *args: str) -> list[str]:
 
 
 def shell_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p
+        ),
+    }
 
 
 def run_shell(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config = write_cluster_config(tmp_path)
     return subprocess.run(
-        shell_command(config, *args), cwd=tmp_path, env=shell_env(), capture_output=True,
-        text=True, timeout=SHELL_TIMEOUT_S, stdin=subprocess.DEVNULL,
+        shell_command(config, *args),
+        cwd=tmp_path,
+        env=shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=SHELL_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -92,14 +102,19 @@ def json_documents(stdout: str) -> list[dict[str, Any]]:
 
 def explain(result: subprocess.CompletedProcess[str], tmp_path: Path) -> str:
     logs = "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in sorted((tmp_path / "logs").glob("*.log"))
+        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+        for p in sorted((tmp_path / "logs").glob("*.log"))
     )
     return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\n{logs}"
 
 
-def test_scripted_run_of_test_csv_ends_with_the_expected_balances_on_every_replica(tmp_path: Path) -> None:
+def test_scripted_run_of_test_csv_ends_with_the_expected_balances_on_every_replica(
+    tmp_path: Path,
+) -> None:
     script = tmp_path / "test.script"
-    script.write_text("\n".join([f"load {TESTDATA / 'test.csv'}", *["next"] * 10, "print db --json", ""]))
+    script.write_text(
+        "\n".join([f"load {TESTDATA / 'test.csv'}", *["next"] * 10, "print db --json", ""])
+    )
     result = run_shell(tmp_path, "--launch", "--wait", "3", f"@{script}")
     assert result.returncode == 0, explain(result, tmp_path)
     pids = launched_pids(result.stdout)
@@ -115,7 +130,9 @@ def test_scripted_run_of_test_csv_ends_with_the_expected_balances_on_every_repli
 
 def test_a_malformed_csv_stops_the_script_with_its_line_number(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text('Set Number,Transactions,Live Nodes\n1,"(A, B, 1)","[n1, n2, n3]"\n,"(A, B, one)",\n')
+    bad.write_text(
+        'Set Number,Transactions,Live Nodes\n1,"(A, B, 1)","[n1, n2, n3]"\n,"(A, B, one)",\n'
+    )
     script = tmp_path / "bad.script"
     script.write_text(f"print view --json\nload {bad}\nnext\nprint db --json\n")
     result = run_shell(tmp_path, "--launch", f"@{script}")
@@ -127,11 +144,25 @@ def test_a_malformed_csv_stops_the_script_with_its_line_number(tmp_path: Path) -
 
 
 def test_a_crashed_replica_restarts_on_its_data_and_catches_up(tmp_path: Path) -> None:
-    during = ["transfer A B 1", "transfer C D 2", "transfer E F 2"] * 4  # more than a checkpoint's worth
+    during = [
+        "transfer A B 1",
+        "transfer C D 2",
+        "transfer E F 2",
+    ] * 4  # more than a checkpoint's worth
     script = tmp_path / "crash.script"
-    script.write_text("\n".join([
-        "transfer A B 1", "crash n2", "print db --json", *during, "restart n2", "print db --json", "",
-    ]))
+    script.write_text(
+        "\n".join(
+            [
+                "transfer A B 1",
+                "crash n2",
+                "print db --json",
+                *during,
+                "restart n2",
+                "print db --json",
+                "",
+            ]
+        )
+    )
     result = run_shell(tmp_path, "--launch", f"@{script}")
     assert result.returncode == 0, explain(result, tmp_path)
     pids = launched_pids(result.stdout)
@@ -150,8 +181,13 @@ def test_a_crashed_replica_restarts_on_its_data_and_catches_up(tmp_path: Path) -
 def test_replicas_do_not_outlive_a_killed_shell(tmp_path: Path) -> None:
     config = write_cluster_config(tmp_path)
     shell = subprocess.Popen(
-        shell_command(config, "--launch"), cwd=tmp_path, env=shell_env(), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        shell_command(config, "--launch"),
+        cwd=tmp_path,
+        env=shell_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert shell.stdout is not None
@@ -178,8 +214,13 @@ def test_launch_says_which_port_is_taken(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = subprocess.run(
-            shell_command(config, "--launch", "print db"), cwd=tmp_path, env=shell_env(),
-            capture_output=True, text=True, timeout=SHELL_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            shell_command(config, "--launch", "print db"),
+            cwd=tmp_path,
+            env=shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=SHELL_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
     assert result.returncode == 1
     assert f"n1 cannot start: 127.0.0.1:{port} is already in use" in result.stderr

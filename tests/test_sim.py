@@ -65,20 +65,33 @@ def test_a_seed_gives_the_same_run_every_time() -> None:
     first = run_seed(11, trace=True)
     again = run_seed(11, trace=True)
     assert first.trace_hash == again.trace_hash
-    assert (first.slots, first.submissions, first.marks) == (again.slots, again.submissions, again.marks)
+    assert (first.slots, first.submissions, first.marks) == (
+        again.slots,
+        again.submissions,
+        again.marks,
+    )
     assert run_seed(12, trace=True).trace_hash != first.trace_hash
 
 
 def test_tracing_does_not_change_the_run() -> None:
     traced, plain = run_seed(5, trace=True), run_seed(5)
-    assert (traced.slots, traced.messages, traced.marks) == (plain.slots, plain.messages, plain.marks)
+    assert (traced.slots, traced.messages, traced.marks) == (
+        plain.slots,
+        plain.messages,
+        plain.marks,
+    )
 
 
 def _trace_hash_in_subprocess(seed: int, hash_seed: str) -> str:
     env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "tools.sim", "--seed", str(seed)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("trace hash: "), done.stdout + done.stderr
@@ -100,11 +113,16 @@ def test_one_seed_ends_with_its_trace_hash(capsys: pytest.CaptureFixture[str]) -
     assert any(line.startswith("seed 5: ok") for line in lines)
 
 
-def test_a_failing_seed_prints_property_seed_and_replay_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_seed_prints_property_seed_and_replay_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert sim_cli.main(["--seed", "0", "--planted", "promise-before-fsync"]) == 1
     out = capsys.readouterr().out
     assert "FAILED seed 0: persist-before-speak" in out
-    assert "replay: ledgerpaxos-sim --seed 0 --replicas 5 --planted promise-before-fsync --trace" in out
+    assert (
+        "replay: ledgerpaxos-sim --seed 0 --replicas 5 --planted promise-before-fsync --trace"
+        in out
+    )
     assert out.strip().splitlines()[-1].startswith("trace hash: ")
 
 
@@ -115,13 +133,17 @@ def test_trace_prints_every_event(capsys: pytest.CaptureFixture[str]) -> None:
     assert any(" -> " in line for line in lines) and any("HEAL" in line for line in lines)
 
 
-def test_a_batch_prints_a_summary_and_fails_on_a_failing_seed(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_batch_prints_a_summary_and_fails_on_a_failing_seed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert sim_cli.main(["--seeds", "3", "--start", "1", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "seeds passed           3/3" in out
     for mark in coverage.REQUIRED:
         assert mark in out
-    code = sim_cli.main(["--seeds", "2", "--jobs", "1", "--planted", "promise-before-fsync", "--first-failure"])
+    code = sim_cli.main(
+        ["--seeds", "2", "--jobs", "1", "--planted", "promise-before-fsync", "--first-failure"]
+    )
     assert code == 1
     assert "result: FAIL (failing seeds)" in capsys.readouterr().out
 
@@ -137,14 +159,17 @@ def test_a_1000_seed_batch_requires_coverage_by_default() -> None:
 def test_ci_batch_of_seeds_passes_with_every_coverage_mark() -> None:
     report = run_batch(0, CI_SEEDS, 5, jobs=CI_JOBS)
     unexplained = [r for r in report.failures if known_bug_of(r) is None]
-    known = sorted((known_bug_of(r), r.seed) for r in report.failures if known_bug_of(r) is not None)
+    known = sorted(
+        (known_bug_of(r), r.seed) for r in report.failures if known_bug_of(r) is not None
+    )
     print(
         f"\nCI batch: {CI_SEEDS} seeds in {report.wall_seconds:.1f} s on {CI_JOBS} process(es) = "
         f"{report.seeds_per_second:.1f} seeds/s; re-sends {report.resend_ratio:.1%}; "
         f"known core bugs hit: {known}"
     )
     assert not unexplained, "\n".join(
-        f"seed {r.seed}: {r.property}: {r.detail}\n  replay: {r.replay_command()}" for r in unexplained
+        f"seed {r.seed}: {r.property}: {r.detail}\n  replay: {r.replay_command()}"
+        for r in unexplained
     )
     assert report.missing_required_marks() == []
     assert report.resend_ratio >= 0.25

@@ -54,8 +54,14 @@ def records(first_slot: int, count: int) -> list[WalRecord]:
 
 def snapshot_at(slot: int) -> Snapshot:
     balances = (("A", 5), ("B", 15))
-    clients = (ClientEntry(client_id="c1", request_no=slot, outcome=Outcome(results=(TransferResult(ok=True),))),)
-    return Snapshot(slot=slot, balances=balances, clients=clients, digest=state_digest(balances, clients))
+    clients = (
+        ClientEntry(
+            client_id="c1", request_no=slot, outcome=Outcome(results=(TransferResult(ok=True),))
+        ),
+    )
+    return Snapshot(
+        slot=slot, balances=balances, clients=clients, digest=state_digest(balances, clients)
+    )
 
 
 def open_store(disk: SimDisk) -> tuple[ReplicaStore, Recovered]:

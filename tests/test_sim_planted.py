@@ -18,19 +18,27 @@ from tests.test_sim_regressions import known_bug_of
 BOUNDS: dict[str, tuple[int, int, frozenset[str]]] = {
     "quorum-one-short": (3, 30, frozenset({"agreement", "replay", "reply", "committed-kept"})),
     "promise-before-fsync": (5, 5, frozenset({"persist-before-speak"})),
-    "ignores-highest-ballot": (5, 100, frozenset({"agreement", "replay", "reply", "committed-kept"})),
+    "ignores-highest-ballot": (
+        5,
+        100,
+        frozenset({"agreement", "replay", "reply", "committed-kept"}),
+    ),
     "stale-client-table": (5, 20, frozenset({"replay", "exactly-once", "reply", "checkpoint"})),
     # Two ballots' values in one open slot: rare, and rarer since leaders
     # pipeline only for half a slot of commands (seed 771 is the first; about
     # 40 s on 2 workers). A follower that already decided the slot trips the core's
     # assertion that a decided value never changes.
     "lowest-ballot-wins": (
-        5, 800, frozenset({"agreement", "replay", "reply", "committed-kept", "core-invariant"})
+        5,
+        800,
+        frozenset({"agreement", "replay", "reply", "committed-kept", "core-invariant"}),
     ),
 }
 
 
-def first_caught(planted: str, replicas: int, seeds: int, properties: frozenset[str]) -> SimResult | None:
+def first_caught(
+    planted: str, replicas: int, seeds: int, properties: frozenset[str]
+) -> SimResult | None:
     """The lowest seed below `seeds` whose run a checker of `properties` fails.
 
     Seeds run on up to 2 worker processes, a chunk at a time: each chunk's
@@ -50,7 +58,9 @@ def first_caught(planted: str, replicas: int, seeds: int, properties: frozenset[
 def test_planted_bug_is_caught_within_bounded_seeds(planted: str) -> None:
     replicas, seeds, properties = BOUNDS[planted]
     caught = first_caught(planted, replicas, seeds, properties)
-    assert caught is not None, f"{planted} ({PLANTED[planted].description}) not caught in {seeds} seeds"
+    assert caught is not None, (
+        f"{planted} ({PLANTED[planted].description}) not caught in {seeds} seeds"
+    )
     print(
         f"\n{planted}: caught by seed {caught.seed} ({replicas} replicas): "
         f"{caught.property}: {caught.detail}\n  replay: {caught.replay_command()}"

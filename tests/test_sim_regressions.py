@@ -174,7 +174,9 @@ def test_leader_resending_a_slot_that_a_checkpoint_purged() -> None:
     assert core.commit_slot == 20 and core.checkpoint_slot == 20
     for peer in ("n2", "n3"):
         core.step(
-            HeartbeatAck(ballot=ballot, executed_slot=20, checkpoint_slot=20, checkpoint_digest=b""),
+            HeartbeatAck(
+                ballot=ballot, executed_slot=20, checkpoint_slot=20, checkpoint_digest=b""
+            ),
             peer,
         )
     assert core.purge_slot == 20
@@ -194,7 +196,10 @@ def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:
     core = Core(settings("n3"), random.Random(3))
     stale = Ballot(1, 1)
     for slot in range(1, 6):
-        core.step(Accept(ballot=stale, slot=slot, batch=(_command(slot),), commit_slot=0, purge_slot=0), "n1")
+        core.step(
+            Accept(ballot=stale, slot=slot, batch=(_command(slot),), commit_slot=0, purge_slot=0),
+            "n1",
+        )
     ready = core.take_ready()
     store.append(ready.persist)
     store.sync()

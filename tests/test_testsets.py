@@ -78,6 +78,6 @@ def test_missing_file_and_bad_encoding_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(TestSetError, match="cannot read"):
         load_test_sets(tmp_path / "nope.csv", accounts=ACCOUNTS, node_ids=NODES)
     bad = tmp_path / "bad.csv"
-    bad.write_bytes(b"Set Number,Transactions,Live Nodes\n1,\"(A, B, 1)\",\"[n1]\"\n\xff\n")
+    bad.write_bytes(b'Set Number,Transactions,Live Nodes\n1,"(A, B, 1)","[n1]"\n\xff\n')
     with pytest.raises(TestSetError, match="line 3: not UTF-8"):
         load_test_sets(bad, accounts=ACCOUNTS, node_ids=NODES)

@@ -81,7 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Measure the throughput and latency of a ledgerpaxos cluster.",
     )
     parser.add_argument(
-        "--config", metavar="PATH", default="configs/cluster.toml",
+        "--config",
+        metavar="PATH",
+        default="configs/cluster.toml",
         help="cluster to load (without --launch)",
     )
     parser.add_argument(
@@ -94,7 +96,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--clients", metavar="C", type=int, default=64, help="concurrent clients (default 64)"
     )
     parser.add_argument(
-        "--transfers-per-request", metavar="T", type=int, default=100,
+        "--transfers-per-request",
+        metavar="T",
+        type=int,
+        default=100,
         help="transfers per request (default 100)",
     )
     parser.add_argument(
@@ -218,11 +223,15 @@ def _git_commit() -> tuple[str, bool]:
     try:
         commit = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -366,7 +375,9 @@ def run_once(
         start_at = time.monotonic() + 0.1
         end_at = start_at + duration
         workers.open_window(start_at, end_at)
-        samples = trio.run(_sample_window, config, workers, replica_pids, start_at, end_at, progress, check_alive)
+        samples = trio.run(
+            _sample_window, config, workers, replica_pids, start_at, end_at, progress, check_alive
+        )
         progress.close()
         results = workers.collect(duration + drain_s + 30)
     finally:
@@ -451,8 +462,22 @@ def _start_profilers(
         try:
             profilers.append(
                 subprocess.Popen(
-                    [command, "record", "--pid", str(pid), "--duration", str(max(1, int(duration))),
-                     "--rate", "200", "--nonblocking", "--gil", "--format", "raw", "--output", str(output)],
+                    [
+                        command,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(max(1, int(duration))),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--gil",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(output),
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -509,7 +534,9 @@ def _figures(
     bench_names = [name for name in cpu_s if name == "bench" or name.startswith("load")]
     if bench_names:
         cpu_s["bench (all)"] = sum(cpu_s[name] for name in bench_names)
-        cpu_per_1k["bench (all)"] = cpu_s["bench (all)"] / (transfers / 1000) if transfers else math.nan
+        cpu_per_1k["bench (all)"] = (
+            cpu_s["bench (all)"] / (transfers / 1000) if transfers else math.nan
+        )
     fsyncs_per_s = {
         node: (views2[node]["wal_fsyncs"] - views1[node]["wal_fsyncs"]) / elapsed
         for node in config.node_ids
@@ -573,7 +600,7 @@ def _figures(
     }
 
 
-def _histogram(latencies_ms: Sequence[float]) -> dict[str, list[float]]:
+def _histogram(latencies_ms: Sequence[float]) -> dict[str, list[float] | list[int]]:
     """Counts in logarithmic bins (10 per decade) from 0.01 ms."""
     if not latencies_ms:
         return {"edges_ms": [], "counts": []}
@@ -597,7 +624,9 @@ def _ms(value: float) -> str:
 
 def render_table(runs: list[dict[str, Any]]) -> str:
     first = runs[0]
-    commit = first["commit"][:12] + (" + uncommitted changes" if first["uncommitted_changes"] else "")
+    commit = first["commit"][:12] + (
+        " + uncommitted changes" if first["uncommitted_changes"] else ""
+    )
     load = max(max(run["load_average_before"][0], run["load_average_after"][0]) for run in runs)
     lines = [
         f"{prog}: {first['replicas']} replicas on 127.0.0.1, fsync {'on' if first['fsync'] else 'OFF'}, "
@@ -633,7 +662,11 @@ def render_table(runs: list[dict[str, Any]]) -> str:
             for name, value in cpu.items()
             if name != "bench (all)"
         ]
-        lines.append(f"  {run['clients']}x{run['transfers_per_request']}: " + ", ".join(parts) + "   (* leader)")
+        lines.append(
+            f"  {run['clients']}x{run['transfers_per_request']}: "
+            + ", ".join(parts)
+            + "   (* leader)"
+        )
     lines.append("")
     for run in runs:
         ok = run["balances_agree"] and run["sum_unchanged"]
@@ -646,7 +679,11 @@ def render_table(runs: list[dict[str, Any]]) -> str:
                 else f"FAILED: balances agree={run['balances_agree']}, sums {sorted(totals)} "
                 f"(before {run['total_before']:,})"
             )
-            + (f"; {run['transfers_refused']:,} transfers refused" if run["transfers_refused"] else "")
+            + (
+                f"; {run['transfers_refused']:,} transfers refused"
+                if run["transfers_refused"]
+                else ""
+            )
         )
         if run["client_errors"]:
             lines.append(f"  client errors: {'; '.join(run['client_errors'][:3])}")
@@ -661,7 +698,11 @@ def render_comparison(runs: list[dict[str, Any]], pysyncobj: dict[str, Any] | No
             f"({bench_pysyncobj.install_hint}; an optional comparison)"
         )
     ours = max(runs, key=lambda run: run["transfers_per_s"])
-    ratio = ours["transfers_per_s"] / pysyncobj["transfers_per_s"] if pysyncobj["transfers_per_s"] else math.inf
+    ratio = (
+        ours["transfers_per_s"] / pysyncobj["transfers_per_s"]
+        if pysyncobj["transfers_per_s"]
+        else math.inf
+    )
     return "\n".join(
         [
             bench_pysyncobj.render(pysyncobj),
@@ -690,9 +731,7 @@ def write_plot(runs: list[dict[str, Any]], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BenchError(
-            "--plot needs matplotlib: pip install -e '.[plot]'"
-        ) from None
+        raise BenchError("--plot needs matplotlib: pip install -e '.[plot]'") from None
     figure, (over_time, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         clients = run["clients"]
@@ -809,8 +848,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = [_run_launched(args, clients, transfers) for clients, transfers in MATRIX]
             if bench_pysyncobj.available():
                 if sys.stderr.isatty():
-                    print(f"{prog}: measuring PySyncObj's peak ({args.duration:g} s) ...",
-                          file=sys.stderr)
+                    print(
+                        f"{prog}: measuring PySyncObj's peak ({args.duration:g} s) ...",
+                        file=sys.stderr,
+                    )
                 try:
                     pysyncobj = bench_pysyncobj.measure(
                         replicas=args.replicas, duration=args.duration

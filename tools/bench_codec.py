@@ -93,16 +93,42 @@ def measure() -> list[tuple[str, float, float, int, int]]:
     frames: list[tuple[str, m.Message, int, int]] = [
         ("ClientRequest 1", m.ClientRequest(command=one), 1, 1),
         ("ClientRequest 100", m.ClientRequest(command=hundred), 1, 100),
-        ("ClientReply 1", m.ClientReply(client_id="bench-1", request_no=5,
-                                        outcome=m.Outcome(results=(ok,)), leader="n1"), 1, 1),
-        ("ClientReply 100", m.ClientReply(client_id="bench-1", request_no=5,
-                                          outcome=m.Outcome(results=(ok,) * 100), leader="n1"), 1, 100),
-        ("Accept 64x1", m.Accept(ballot=ballot, slot=10, commit_slot=9, purge_slot=0,
-                                 batch=tuple(_command(i, 1) for i in range(64))), 64, 64),
+        (
+            "ClientReply 1",
+            m.ClientReply(
+                client_id="bench-1", request_no=5, outcome=m.Outcome(results=(ok,)), leader="n1"
+            ),
+            1,
+            1,
+        ),
+        (
+            "ClientReply 100",
+            m.ClientReply(
+                client_id="bench-1",
+                request_no=5,
+                outcome=m.Outcome(results=(ok,) * 100),
+                leader="n1",
+            ),
+            1,
+            100,
+        ),
+        (
+            "Accept 64x1",
+            m.Accept(
+                ballot=ballot,
+                slot=10,
+                commit_slot=9,
+                purge_slot=0,
+                batch=tuple(_command(i, 1) for i in range(64)),
+            ),
+            64,
+            64,
+        ),
         ("Accepted", m.Accepted(ballot=ballot, slot=10), 0, 0),
         ("Heartbeat", m.Heartbeat(ballot=ballot, commit_slot=9, purge_slot=0), 0, 0),
     ]
     for name, message, commands, transfers in frames:
+
         def encode_frame(message: m.Message = message) -> bytes:
             _forget()
             return wire.encode_frame(message, cluster_id=1, sender=1)
@@ -114,7 +140,9 @@ def measure() -> list[tuple[str, float, float, int, int]]:
             return wire.decode_frame(frame, cluster_id=1)
 
         assert decode_frame()[1] == message  # type: ignore[index]
-        rows.append((f"frame {name}", _time(encode_frame), _time(decode_frame), commands, transfers))
+        rows.append(
+            (f"frame {name}", _time(encode_frame), _time(decode_frame), commands, transfers)
+        )
     record = m.AcceptRecord(
         entry=m.LogEntry(slot=1, ballot=ballot, batch=tuple(_command(i, 100) for i in range(64)))
     )
@@ -125,7 +153,13 @@ def measure() -> list[tuple[str, float, float, int, int]]:
 
     body = encode_record()
     rows.append(
-        ("WAL record 64x100", _time(encode_record), _time(lambda: wire.decode_record(body)), 64, 6400)
+        (
+            "WAL record 64x100",
+            _time(encode_record),
+            _time(lambda: wire.decode_record(body)),
+            64,
+            6400,
+        )
     )
     return rows
 
@@ -136,7 +170,9 @@ def main() -> int:
         both = (encode_s + decode_s) * 1e6
         per_command = f"{both / commands:.2f}" if commands else "-"
         per_transfer = f"{both / transfers:.2f}" if transfers else "-"
-        print(f"{what:24} {encode_s * 1e6:10.1f} {decode_s * 1e6:10.1f} {per_command:>11} {per_transfer:>12}")
+        print(
+            f"{what:24} {encode_s * 1e6:10.1f} {decode_s * 1e6:10.1f} {per_command:>11} {per_transfer:>12}"
+        )
     return 0
 
 

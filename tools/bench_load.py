@@ -230,8 +230,10 @@ def run_load(
                 except OSError as error:
                     end(client, f"{type(error).__name__}: {error}")
         for client in live:
-            errors.append(f"{client.client_id}: no reply to request {client.request_no} "
-                          f"within {drain_s:.0f} s after the window")
+            errors.append(
+                f"{client.client_id}: no reply to request {client.request_no} "
+                f"within {drain_s:.0f} s after the window"
+            )
     finally:
         for client in clients:
             client.sock.close()
@@ -257,7 +259,7 @@ def run_load_process(
 
     try:
         result = run_load(spec, get_window, progress, slot)
-    except BaseException as error:  # noqa: BLE001 - the parent reports it
+    except BaseException as error:
         pipe.send(f"{type(error).__name__}: {error}")
         raise
     pipe.send(result)

@@ -21,7 +21,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 # Leaf functions that mean "waiting", not working (event loop, idle worker threads).
-_IDLE = re.compile(r"(^|\.)(epoll|select|poll|wait|_wait_for_tstate_lock|acquire|sleep|get_events|_epoll_wait|_work)$")
+_IDLE = re.compile(
+    r"(^|\.)(epoll|select|poll|wait|_wait_for_tstate_lock|acquire|sleep|get_events|_epoll_wait|_work)$"
+)
 
 
 def _function(frame: str) -> str:

@@ -53,12 +53,12 @@ def available() -> bool:
 def _make_ledger_class() -> Any:
     from pysyncobj import SyncObj, replicated
 
-    class ReplicatedLedger(SyncObj):  # type: ignore[misc]
+    class ReplicatedLedger(SyncObj):
         """Our ledger's rules, applied by PySyncObj in log order on every replica."""
 
         def __init__(self, me: str, partners: list[str], accounts: list[str], balance: int) -> None:
             super().__init__(me, partners)  # PySyncObj's defaults: no journal, no fsync
-            self.balances = {account: balance for account in accounts}
+            self.balances = dict.fromkeys(accounts, balance)
 
         @replicated
         def transfer(self, sender: str, receiver: str, amount: int) -> bool:
@@ -146,8 +146,13 @@ def _drive(node: Any, accounts: list[str], duration: float, outstanding: int) ->
     cpu = time.process_time() - cpu_before
     with lock:
         committed = sorted(latencies)
-    return {"committed": len(committed), "latencies": committed, "failures": failures[0],
-            "duration": duration, "cpu_s": cpu}
+    return {
+        "committed": len(committed),
+        "latencies": committed,
+        "failures": failures[0],
+        "duration": duration,
+        "cpu_s": cpu,
+    }
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float:
@@ -182,7 +187,7 @@ def measure(
         for process in processes:
             process.start()
         leader = _wait_for_leader(queues, results, addresses)
-        pids = {f"p{i}": p.pid for i, p in enumerate(processes)}
+        pids = {f"p{i}": p.pid for i, p in enumerate(processes) if p.pid is not None}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         for queue in queues:
             queue.put("load")
@@ -210,11 +215,11 @@ def measure(
     latencies_ms = [lat * 1000 for lat in load["latencies"]]
     totals = {index: sum(b.values()) for index, b in balances.items()}
     committed = load["committed"]
-    cpu = {
-        name: (cpu_after[name] - cpu_before[name]) / (committed / 1000)
-        for name in pids
-        if cpu_before[name] is not None and cpu_after[name] is not None and committed
-    }
+    cpu = {}
+    for name in pids:
+        before, after = cpu_before[name], cpu_after[name]
+        if before is not None and after is not None and committed:
+            cpu[name] = (after - before) / (committed / 1000)
     return {
         "system": "pysyncobj 0.3.17 (defaults: no fsync, 100 ms append-entries timer)",
         "replicas": replicas,
@@ -257,7 +262,9 @@ def _wait_for_leader(queues: list[Any], results: Any, addresses: list[str]) -> s
 
 
 def render(figures: dict[str, Any]) -> str:
-    cpu = ", ".join(f"{name} {value:.3f}" for name, value in figures["cpu_s_per_1k_transfers"].items())
+    cpu = ", ".join(
+        f"{name} {value:.3f}" for name, value in figures["cpu_s_per_1k_transfers"].items()
+    )
     return "\n".join(
         [
             f"{figures['system']}, {figures['replicas']} replicas, "

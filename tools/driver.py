@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.lowlevel
 
 from ledgerpaxos import constants
 from ledgerpaxos.client import (
@@ -61,14 +62,18 @@ class SetReport:
     finished: tuple[TxnResult, ...]  # this set's answered transfers
     pending: tuple[TxnResult, ...]  # transfers of this or earlier sets still unanswered
     killed: tuple[str, ...]  # leaders killed by LF so far in this set
-    unreachable: tuple[str, ...] = ()  # replicas that did not answer set_alive (crashed, not started)
+    unreachable: tuple[
+        str, ...
+    ] = ()  # replicas that did not answer set_alive (crashed, not started)
 
 
 ProgressCallback = Callable[[int, int], None]  # (answered, total)
 
 
 class Driver:
-    def __init__(self, config: Config, nursery: trio.Nursery, *, network: Network | None = None) -> None:
+    def __init__(
+        self, config: Config, nursery: trio.Nursery, *, network: Network | None = None
+    ) -> None:
         self.config = config
         self.network = network
         self._outer = nursery
@@ -96,7 +101,9 @@ class Driver:
     def pending(self) -> list[TxnResult]:
         return [r for r in self.results if r.reply is None]
 
-    async def run_next(self, *, wait_s: float, progress: ProgressCallback | None = None) -> SetReport:
+    async def run_next(
+        self, *, wait_s: float, progress: ProgressCallback | None = None
+    ) -> SetReport:
         """Run the next set; return when it and all earlier work is done, or when
         nothing has completed for `wait_s` seconds (stuck: no majority)."""
         if self.position >= len(self.sets):
@@ -138,7 +145,11 @@ class Driver:
         )
 
     async def _run_set(
-        self, test_set: TestSet, results: list[TxnResult], previous: trio.Event | None, done: trio.Event
+        self,
+        test_set: TestSet,
+        results: list[TxnResult],
+        previous: trio.Event | None,
+        done: trio.Event,
     ) -> None:
         if previous is not None:
             await previous.wait()
@@ -168,9 +179,7 @@ class Driver:
     async def apply_live_nodes(self, live: tuple[str, ...]) -> dict[str, Exception]:
         """Make exactly `live` alive. A replica that cannot be reached (crashed, not
         started) is skipped: returned with its error, the others are still set."""
-        return await self._on_every_node(
-            lambda node_id: self.set_alive(node_id, node_id in live)
-        )
+        return await self._on_every_node(lambda node_id: self.set_alive(node_id, node_id in live))
 
     async def set_alive(self, node_id: str, alive: bool) -> None:
         await self.control(node_id, ControlOp.set_alive, 1 if alive else 0)
@@ -190,8 +199,10 @@ class Driver:
         with trio.move_on_after(timeout_s):
             while True:
                 views = await self._views(live)
-                if views and len({v["executed_slot"] for v in views.values()}) == 1 and all(
-                    v["executed_slot"] >= v["commit_slot"] for v in views.values()
+                if (
+                    views
+                    and len({v["executed_slot"] for v in views.values()}) == 1
+                    and all(v["executed_slot"] >= v["commit_slot"] for v in views.values())
                 ):
                     return True
                 await trio.sleep(leader_poll_s)
@@ -242,7 +253,9 @@ class Driver:
         # would take the old log back from it.
         failed = await self._on_every_node(lambda node_id: self.set_alive(node_id, False))
         await trio.sleep(reset_quiet_s)
-        failed.update(await self._on_every_node(lambda node_id: self.control(node_id, ControlOp.reset)))
+        failed.update(
+            await self._on_every_node(lambda node_id: self.control(node_id, ControlOp.reset))
+        )
         return {n: failed[n] for n in self.config.node_ids if n in failed}
 
     async def _on_every_node(
@@ -296,7 +309,7 @@ class Driver:
     async def _stop_work(self) -> None:
         self._scope.cancel()
         while self._work_nursery is not None:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         self._previous_done = None
 
 

@@ -62,7 +62,13 @@ class LaunchError(Exception):
 
 
 class Launcher:
-    def __init__(self, config: Config, config_path: str | os.PathLike[str], *, logs_dir: str | os.PathLike[str] = "logs") -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | os.PathLike[str],
+        *,
+        logs_dir: str | os.PathLike[str] = "logs",
+    ) -> None:
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.logs_dir = Path(logs_dir)
@@ -112,14 +118,23 @@ class Launcher:
             raise LaunchError(f"{node_id} is already running (pid {self.processes[node_id].pid})")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         package_root = str(Path(ledgerpaxos.__file__).resolve().parent.parent)
-        python_path = os.pathsep.join(p for p in [package_root, os.environ.get("PYTHONPATH", "")] if p)
+        python_path = os.pathsep.join(
+            p for p in [package_root, os.environ.get("PYTHONPATH", "")] if p
+        )
         command = [
-            sys.executable, "-m", "ledgerpaxos.runtime.main",
-            "--id", node_id, "--config", str(self.config_path),
+            sys.executable,
+            "-m",
+            "ledgerpaxos.runtime.main",
+            "--id",
+            node_id,
+            "--config",
+            str(self.config_path),
         ]
         with open(self.log_path(node_id), "ab") as log_file:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log_file.write(f"--- {stamp} started by ledgerpaxos-shell: {' '.join(command)}\n".encode())
+            log_file.write(
+                f"--- {stamp} started by ledgerpaxos-shell: {' '.join(command)}\n".encode()
+            )
             log_file.flush()
             process = subprocess.Popen(
                 command,
@@ -128,7 +143,7 @@ class Launcher:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": python_path},
                 start_new_session=True,
-                preexec_fn=self._preexec,  # noqa: PLW1509 - only a prctl call, see _parent_death_signal
+                preexec_fn=self._preexec,
             )
         self.processes[node_id] = process
         log.info("started %s (pid %d)", node_id, process.pid)
@@ -194,7 +209,9 @@ async def wait_until_answering(
             for node_id in list(waiting):
                 _raise_if_exited(launcher, node_id)
                 try:
-                    await control(config, node_id, ControlOp.ping, network=network, timeout_s=ping_timeout_s)
+                    await control(
+                        config, node_id, ControlOp.ping, network=network, timeout_s=ping_timeout_s
+                    )
                 except (OSError, ClientTimeout):
                     continue
                 waiting.remove(node_id)
@@ -204,9 +221,7 @@ async def wait_until_answering(
         _raise_if_exited(launcher, node_id)  # an answer from someone else's replica on our port
     if waiting:
         logs = ", ".join(str(launcher.log_path(n)) for n in waiting)
-        raise LaunchError(
-            f"{', '.join(waiting)} did not answer within {timeout_s:g} s; see {logs}"
-        )
+        raise LaunchError(f"{', '.join(waiting)} did not answer within {timeout_s:g} s; see {logs}")
 
 
 def _raise_if_exited(launcher: Launcher, node_id: str) -> None:

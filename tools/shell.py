@@ -70,12 +70,12 @@ class TrioThread:
             raise RuntimeError("the trio thread did not start")
         if self._error is not None:
             raise self._error
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def _run(self, setup: Callable[[trio.Nursery], Any]) -> None:
         try:
             trio.run(self._main, setup)
-        except BaseException as error:  # noqa: BLE001 - reported to the main thread below
+        except BaseException as error:
             self._error = self._error or error
         finally:
             self._ready.set()
@@ -118,7 +118,9 @@ class TrioThread:
                 pass
             raise
         except trio.RunFinishedError:
-            raise ShellError(f"the shell's trio thread has stopped ({self._error!r}); restart the shell") from None
+            raise ShellError(
+                f"the shell's trio thread has stopped ({self._error!r}); restart the shell"
+            ) from None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._nursery is not None and self._thread is not None and self._thread.is_alive():
@@ -160,8 +162,15 @@ def _slot(text: str) -> int:
 
 
 def _load_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="Read a CSV test-set file; `next` then runs its sets one by one.")
-    parser.add_argument("path", metavar="PATH", help="the CSV file, e.g. testdata/test.csv", completer=cmd2.Cmd.path_complete)
+    parser = Cmd2ArgumentParser(
+        description="Read a CSV test-set file; `next` then runs its sets one by one."
+    )
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        help="the CSV file, e.g. testdata/test.csv",
+        completer=cmd2.Cmd.path_complete,
+    )
     return parser
 
 
@@ -178,7 +187,13 @@ def _print_parser() -> Cmd2ArgumentParser:
     subparsers = parser.add_subparsers(dest="what", metavar="db|log|status|view", required=True)
     db = subparsers.add_parser("db", help="balances of every replica side by side")
     log = subparsers.add_parser("log", help="the log entries of one or every replica")
-    log.add_argument("node", metavar="NODE", nargs="?", help="one replica (default: all)", choices_provider=_node_choices)
+    log.add_argument(
+        "node",
+        metavar="NODE",
+        nargs="?",
+        help="one replica (default: all)",
+        choices_provider=_node_choices,
+    )
     status = subparsers.add_parser("status", help="status letters of a slot, or all slots")
     status.add_argument("slot", metavar="SLOT|all", type=_slot, help="a slot number, or `all`")
     view = subparsers.add_parser("view", help="leader, ballot, role per replica and the views seen")
@@ -188,28 +203,46 @@ def _print_parser() -> Cmd2ArgumentParser:
 
 
 def _transfer_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="Send one transfer to the cluster and wait for its outcome.")
-    parser.add_argument("sender", metavar="SENDER", choices_provider=_account_choices, help="account to take from")
-    parser.add_argument("receiver", metavar="RECEIVER", choices_provider=_account_choices, help="account to give to")
+    parser = Cmd2ArgumentParser(
+        description="Send one transfer to the cluster and wait for its outcome."
+    )
+    parser.add_argument(
+        "sender", metavar="SENDER", choices_provider=_account_choices, help="account to take from"
+    )
+    parser.add_argument(
+        "receiver", metavar="RECEIVER", choices_provider=_account_choices, help="account to give to"
+    )
     parser.add_argument("amount", metavar="AMOUNT", type=_amount, help="a positive integer")
     return parser
 
 
 def _balance_parser() -> Cmd2ArgumentParser:
     parser = Cmd2ArgumentParser(description="Read balances through the log (linearizable).")
-    parser.add_argument("account", metavar="ACCOUNT", nargs="?", choices_provider=_account_choices, help="one account (default: all)")
+    parser.add_argument(
+        "account",
+        metavar="ACCOUNT",
+        nargs="?",
+        choices_provider=_account_choices,
+        help="one account (default: all)",
+    )
     return parser
 
 
 def _kill_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="`kill leader`: the current leader stops answering (as LF does).")
+    parser = Cmd2ArgumentParser(
+        description="`kill leader`: the current leader stops answering (as LF does)."
+    )
     parser.add_argument("what", choices=["leader"])
     return parser
 
 
 def _alive_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="Simulated failure: a dead replica ignores every message.")
-    parser.add_argument("node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n3")
+    parser = Cmd2ArgumentParser(
+        description="Simulated failure: a dead replica ignores every message."
+    )
+    parser.add_argument(
+        "node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n3"
+    )
     parser.add_argument("state", choices=["on", "off"], help="on: alive, off: dead")
     return parser
 
@@ -217,7 +250,9 @@ def _alive_parser() -> Cmd2ArgumentParser:
 def _node_parser(description: str) -> Callable[[], Cmd2ArgumentParser]:
     def build() -> Cmd2ArgumentParser:
         parser = Cmd2ArgumentParser(description=description)
-        parser.add_argument("node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n2")
+        parser.add_argument(
+            "node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n2"
+        )
         return parser
 
     return build
@@ -282,11 +317,15 @@ class Shell(cmd2.Cmd):
             self.command_failed = True  # argparse has printed the usage and what is wrong
             raise
 
-    def runcmds_plus_hooks(self, cmds: Any, *, add_to_history: bool = True, stop_on_keyboard_interrupt: bool = False) -> bool:
+    def runcmds_plus_hooks(
+        self, cmds: Any, *, add_to_history: bool = True, stop_on_keyboard_interrupt: bool = False
+    ) -> bool:
         """Run a script's commands, stopping at the first one that fails."""
         for number, line in enumerate(cmds, start=1):
             if super().runcmds_plus_hooks(
-                [line], add_to_history=add_to_history, stop_on_keyboard_interrupt=stop_on_keyboard_interrupt
+                [line],
+                add_to_history=add_to_history,
+                stop_on_keyboard_interrupt=stop_on_keyboard_interrupt,
             ):
                 return True
             if self.command_failed:
@@ -328,7 +367,11 @@ class Shell(cmd2.Cmd):
         """Read a CSV test-set file."""
         result = self.call(self.backend.load, args.path)
         self.say(views.render_load(result))
-        self.last_result = {"path": result.path, "sets": len(result.sets), "transfers": result.transfers}
+        self.last_result = {
+            "path": result.path,
+            "sets": len(result.sets),
+            "transfers": result.transfers,
+        }
 
     @with_argparser(_next_parser)
     def do_next(self, _: argparse.Namespace) -> None:
@@ -339,6 +382,8 @@ class Shell(cmd2.Cmd):
 
         def progress(done: int, total: int) -> None:  # runs in the trio thread; we wait meanwhile
             nonlocal last_line
+            if upcoming is None:
+                return  # no set left: run_next says so, with nothing to count
             last_line = views.progress_line(upcoming, done, total)
             if tty:
                 self.stdout.write("\r" + last_line)
@@ -427,23 +472,32 @@ class Shell(cmd2.Cmd):
     def do_crash(self, args: argparse.Namespace) -> None:
         """SIGKILL a replica this shell launched: crash NODE."""
         pid = self.backend.crash(args.node)  # main thread: this thread started it
-        self.say(f"{args.node} crashed (SIGKILL of pid {pid}); `restart {args.node}` starts it on its data")
+        self.say(
+            f"{args.node} crashed (SIGKILL of pid {pid}); `restart {args.node}` starts it on its data"
+        )
         self.last_result = {"node": args.node, "pid": pid}
 
-    @with_argparser(_node_parser("Start a crashed replica again on its data directory (only with --launch)."))
+    @with_argparser(
+        _node_parser("Start a crashed replica again on its data directory (only with --launch).")
+    )
     def do_restart(self, args: argparse.Namespace) -> None:
         """Start a crashed replica again: restart NODE."""
         pid = self.backend.start_again(args.node)
         self.call(self.backend.wait_started, [args.node])
         caught_up, executed, target = self.call(self.backend.wait_caught_up, args.node)
         state = (
-            f"caught up (executed slot {executed})" if caught_up
+            f"caught up (executed slot {executed})"
+            if caught_up
             else f"still catching up (executed slot {executed} of {target})"
         )
         self.say(f"{args.node} restarted (pid {pid}), answering, {state}")
         self.last_result = {"node": args.node, "pid": pid, "caught_up": caught_up}
 
-    @with_argparser(_plain_parser("Every replica back to the initial balances; the loaded file back to its first set."))
+    @with_argparser(
+        _plain_parser(
+            "Every replica back to the initial balances; the loaded file back to its first set."
+        )
+    )
     def do_reset(self, _: argparse.Namespace) -> None:
         """Reset every replica and rewind the loaded file."""
         self.call(self.backend.reset)
@@ -473,17 +527,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog=prog,
         description="Drive a ledgerpaxos cluster: CSV test sets, transfers, failures, and what every replica holds.",
         epilog="Examples: `ledgerpaxos-shell --launch` (what `make cluster` runs); "
-        "`ledgerpaxos-shell --launch \"load testdata/test.csv\" next \"print db\"`; "
+        '`ledgerpaxos-shell --launch "load testdata/test.csv" next "print db"`; '
         "`ledgerpaxos-shell --launch @scenario.script`.",
     )
-    parser.add_argument("--config", default="configs/cluster.toml", help="cluster config (default configs/cluster.toml)")
-    parser.add_argument("--launch", action="store_true", help="start the replicas as child processes, stop them on exit")
-    parser.add_argument("--keep-data", action="store_true", help="with --launch: keep data/ and logs/ (default: wipe)")
     parser.add_argument(
-        "--wait", type=float, default=wait_s_default, metavar="SECONDS",
+        "--config",
+        default="configs/cluster.toml",
+        help="cluster config (default configs/cluster.toml)",
+    )
+    parser.add_argument(
+        "--launch",
+        action="store_true",
+        help="start the replicas as child processes, stop them on exit",
+    )
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="with --launch: keep data/ and logs/ (default: wipe)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=wait_s_default,
+        metavar="SECONDS",
         help=f"how long `next` and requests wait without progress (default {wait_s_default:g})",
     )
-    parser.add_argument("commands", nargs="*", metavar="@script | command", help="run these, then exit")
+    parser.add_argument(
+        "commands", nargs="*", metavar="@script | command", help="run these, then exit"
+    )
     args = parser.parse_args(argv)
     if args.keep_data and not args.launch:
         parser.error("--keep-data only makes sense with --launch")

@@ -69,7 +69,8 @@ class NextResult:
     @property
     def rejected(self) -> tuple[TxnResult, ...]:
         return tuple(
-            r for r in (*self.earlier_completed, *self.report.finished)
+            r
+            for r in (*self.earlier_completed, *self.report.finished)
             if r.reply is not None and not r.reply.ok
         )
 
@@ -78,8 +79,11 @@ class NextResult:
 
         def txn(r: TxnResult) -> dict[str, Any]:
             out: dict[str, Any] = {
-                "set": r.set_number, "line": r.txn.line, "sender": r.txn.sender,
-                "receiver": r.txn.receiver, "amount": r.txn.amount,
+                "set": r.set_number,
+                "line": r.txn.line,
+                "sender": r.txn.sender,
+                "receiver": r.txn.receiver,
+                "amount": r.txn.amount,
             }
             if r.reply is not None:
                 out["ok"] = r.reply.ok
@@ -133,7 +137,9 @@ class Backend:
 
     def check_node(self, node_id: str) -> str:
         if node_id not in self.config.node_ids:
-            raise ShellError(f"unknown node {node_id!r}; the nodes are {', '.join(self.config.node_ids)}")
+            raise ShellError(
+                f"unknown node {node_id!r}; the nodes are {', '.join(self.config.node_ids)}"
+            )
         return node_id
 
     def check_account(self, account: str) -> str:
@@ -195,7 +201,9 @@ class Backend:
                 answers[node_id] = NodeAnswer(node=node_id, error=str(refused))
             except (OSError, ClientTimeout, trio.TooSlowError) as error:
                 answers[node_id] = NodeAnswer(
-                    node=node_id, error=self.unreachable(node_id, _timeout(error)), hint=self.start_hint(node_id)
+                    node=node_id,
+                    error=self.unreachable(node_id, _timeout(error)),
+                    hint=self.start_hint(node_id),
                 )
 
         async with trio.open_nursery() as nursery:
@@ -226,7 +234,9 @@ class Backend:
 
     async def load(self, path: str) -> LoadResult:
         try:
-            sets = load_test_sets(path, accounts=self.config.accounts, node_ids=self.config.node_ids)
+            sets = load_test_sets(
+                path, accounts=self.config.accounts, node_ids=self.config.node_ids
+            )
         except TestSetError as error:
             raise ShellError(f"{error} (nothing loaded, nothing sent)") from None
         self.driver.load(sets)
@@ -235,7 +245,9 @@ class Backend:
 
     async def run_next(self, progress: ProgressCallback | None = None) -> NextResult:
         if self.loaded is None:
-            raise ShellError("nothing loaded: `load PATH` reads a CSV test-set file first, e.g. `load testdata/test.csv`")
+            raise ShellError(
+                "nothing loaded: `load PATH` reads a CSV test-set file first, e.g. `load testdata/test.csv`"
+            )
         if self.driver.remaining == 0:
             raise ShellError(
                 f"all {len(self.loaded.sets)} sets of {self.loaded.path} have run; "
@@ -295,7 +307,9 @@ class Backend:
             reply = await client.transfer(sender, receiver, amount, timeout=self.wait_s)
         except ClientTimeout:
             error = await self._no_reply(f"transfer ({sender}, {receiver}, {amount})")
-            raise ShellError(f"{error}; it was not confirmed and may still be applied later") from None
+            raise ShellError(
+                f"{error}; it was not confirmed and may still be applied later"
+            ) from None
         await self._settle()
         return reply
 
@@ -420,4 +434,3 @@ def _refused(error: BaseException | None, depth: int = 0) -> bool:
 
 def _timeout(error: BaseException) -> BaseException:
     return ClientTimeout("timed out") if isinstance(error, trio.TooSlowError) else error
-

@@ -27,7 +27,9 @@ def _state(answer: NodeAnswer) -> str:
 
 def _down_notes(answers: Mapping[str, NodeAnswer]) -> list[str]:
     return [
-        f"{a.node}: {a.error}" + (f"; {a.hint}" if a.hint else "") for a in answers.values() if a.body is None
+        f"{a.node}: {a.error}" + (f"; {a.hint}" if a.hint else "")
+        for a in answers.values()
+        if a.body is None
     ]
 
 
@@ -115,7 +117,9 @@ def render_log(answers: Mapping[str, NodeAnswer]) -> str:
         if not rows:
             parts.append(f"{node}: no log entries")
         else:
-            parts.append(title + "\n" + format_table(["slot", "ballot", "status", "batch"], rows, align="rl"))
+            parts.append(
+                title + "\n" + format_table(["slot", "ballot", "status", "batch"], rows, align="rl")
+            )
     return "\n\n".join(parts) + "\n" + STATUS_LEGEND
 
 
@@ -128,7 +132,9 @@ def status_json(answers: Mapping[str, NodeAnswer]) -> dict[str, Any]:
 
 def render_status(answers: Mapping[str, NodeAnswer]) -> str:
     """A slot × replica grid of status letters."""
-    slots = sorted({int(s) for a in answers.values() if a.body is not None for s in a.body["status"]})
+    slots = sorted(
+        {int(s) for a in answers.values() if a.body is not None for s in a.body["status"]}
+    )
     rows = []
     for slot in slots:
         cells = []
@@ -172,12 +178,31 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
         if b is None:
             rows.append([node, "down", "?", "?", "?", "?", "?", "?", "?"])
         else:
-            rows.append([
-                node, _state(answer), b["role"], b["leader"] or "-", b["ballot"], b["promised"],
-                b["commit_slot"], b["executed_slot"], b["checkpoint_slot"],
-            ])
+            rows.append(
+                [
+                    node,
+                    _state(answer),
+                    b["role"],
+                    b["leader"] or "-",
+                    b["ballot"],
+                    b["promised"],
+                    b["commit_slot"],
+                    b["executed_slot"],
+                    b["checkpoint_slot"],
+                ]
+            )
     table = format_table(
-        ["node", "state", "role", "leader", "ballot", "promised", "commit", "executed", "checkpoint"],
+        [
+            "node",
+            "state",
+            "role",
+            "leader",
+            "ballot",
+            "promised",
+            "commit",
+            "executed",
+            "checkpoint",
+        ],
         rows,
         align="llllllrrr",
     )
@@ -185,11 +210,17 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
     if leader is not None:
         ballot = answers[leader].body["ballot"]  # type: ignore[index]
         followers = [
-            n for n, a in answers.items()
-            if n != leader and a.body is not None and a.body["alive"]
-            and a.body["leader"] == leader and a.body["ballot"] == ballot
+            n
+            for n, a in answers.items()
+            if n != leader
+            and a.body is not None
+            and a.body["alive"]
+            and a.body["leader"] == leader
+            and a.body["ballot"] == ballot
         ]
-        summary = f"leader: {leader} (ballot {ballot}), followed by {', '.join(followers) or 'nobody'}"
+        summary = (
+            f"leader: {leader} (ballot {ballot}), followed by {', '.join(followers) or 'nobody'}"
+        )
     else:
         summary = "leader: none among the live replicas (an election may be under way)"
     seen: dict[tuple[tuple[int, int], str], list[str]] = {}
@@ -197,11 +228,23 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
         for view in (answer.body or {}).get("views", []):
             seen.setdefault((_ballot_key(view["ballot"]), view["leader"]), []).append(node)
     view_rows = [
-        [f"{key[0]}.{key[1]}", leader_id, " ".join(nodes)] for (key, leader_id), nodes in sorted(seen.items())
+        [f"{key[0]}.{key[1]}", leader_id, " ".join(nodes)]
+        for (key, leader_id), nodes in sorted(seen.items())
     ]
-    views = format_table(["ballot", "leader", "seen by"], view_rows) if view_rows else "no views yet"
-    return "\n".join([summary, "", table, "", "views seen (ballot, leader, replicas that recorded it):",
-                      views, *_down_notes(answers)])
+    views = (
+        format_table(["ballot", "leader", "seen by"], view_rows) if view_rows else "no views yet"
+    )
+    return "\n".join(
+        [
+            summary,
+            "",
+            table,
+            "",
+            "views seen (ballot, leader, replicas that recorded it):",
+            views,
+            *_down_notes(answers),
+        ]
+    )
 
 
 # ------------------------------------------------------------------ load, next, transfer, balance
@@ -230,13 +273,17 @@ def render_next(result: NextResult, *, wait_s: float) -> str:
     if report.done:
         lines.append(f"set {report.number} (live {live}): done")
     else:
-        lines.append(f"set {report.number} (live {live}): stuck, nothing completed for {wait_s:g} s")
+        lines.append(
+            f"set {report.number} (live {live}): stuck, nothing completed for {wait_s:g} s"
+        )
     if report.unreachable:
         lines.append(
             f"  unreachable, so not switched on or off: {', '.join(report.unreachable)} (crashed or not started?)"
         )
     if result.earlier_completed:
-        lines.append(f"  {len(result.earlier_completed)} transfers left pending by earlier sets completed")
+        lines.append(
+            f"  {len(result.earlier_completed)} transfers left pending by earlier sets completed"
+        )
     applied = sum(1 for r in report.finished if r.reply is not None and r.reply.ok)
     total = len(report.finished) + sum(1 for r in report.pending if r.set_number == report.number)
     lines.append(

@@ -44,19 +44,43 @@ def _parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--seeds", type=int, metavar="N", help="run a batch of N seeds (default 100)")
     what.add_argument("--seed", type=int, metavar="S", help="run one seed")
-    what.add_argument("--list-planted", action="store_true", help="list the plantable bugs and exit")
-    parser.add_argument("--start", type=int, default=0, metavar="S", help="first seed of a batch (default 0)")
-    parser.add_argument("--replicas", type=int, default=5, metavar="N", help="odd number of replicas (default 5)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="J",
-                        help="worker processes for a batch (default: one per CPU)")
+    what.add_argument(
+        "--list-planted", action="store_true", help="list the plantable bugs and exit"
+    )
+    parser.add_argument(
+        "--start", type=int, default=0, metavar="S", help="first seed of a batch (default 0)"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=5, metavar="N", help="odd number of replicas (default 5)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="J",
+        help="worker processes for a batch (default: one per CPU)",
+    )
     parser.add_argument("--trace", action="store_true", help="with --seed: print every event")
-    parser.add_argument("--planted", choices=sorted(PLANTED), metavar="BUG",
-                        help="plant a known bug (see --list-planted) to see the checkers catch it")
-    parser.add_argument("--first-failure", action="store_true", help="stop a batch at its first failing seed")
+    parser.add_argument(
+        "--planted",
+        choices=sorted(PLANTED),
+        metavar="BUG",
+        help="plant a known bug (see --list-planted) to see the checkers catch it",
+    )
+    parser.add_argument(
+        "--first-failure", action="store_true", help="stop a batch at its first failing seed"
+    )
     coverage_group = parser.add_mutually_exclusive_group()
-    coverage_group.add_argument("--require-coverage", dest="require_coverage", action="store_true", default=None,
-                                help="fail the batch if a required mark is missed or re-sends are under 25%%")
-    coverage_group.add_argument("--no-require-coverage", dest="require_coverage", action="store_false")
+    coverage_group.add_argument(
+        "--require-coverage",
+        dest="require_coverage",
+        action="store_true",
+        default=None,
+        help="fail the batch if a required mark is missed or re-sends are under 25%%",
+    )
+    coverage_group.add_argument(
+        "--no-require-coverage", dest="require_coverage", action="store_false"
+    )
     return parser
 
 
@@ -97,7 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_one(seed: int, replicas: int, *, planted: str | None, trace: bool) -> int:
     out = sys.stdout
-    result = run_seed(seed, replicas, planted=planted, trace=True, emit=(lambda line: print(line, file=out)) if trace else None)
+    result = run_seed(
+        seed,
+        replicas,
+        planted=planted,
+        trace=True,
+        emit=(lambda line: print(line, file=out)) if trace else None,
+    )
     if not trace:
         print(result.plan, file=out)
     if result.ok:
@@ -116,7 +146,10 @@ def _run_one(seed: int, replicas: int, *, planted: str | None, trace: bool) -> i
 
 def _print_failure(result: SimResult, out: TextIO, indent: str = "") -> None:
     assert result.property is not None
-    print(f"{indent}FAILED seed {result.seed}: {result.property} — {PROPERTIES[result.property]}", file=out)
+    print(
+        f"{indent}FAILED seed {result.seed}: {result.property} — {PROPERTIES[result.property]}",
+        file=out,
+    )
     print(f"{indent}  {result.detail}", file=out)
     print(f"{indent}  replay: {result.replay_command()}", file=out)
 
@@ -182,7 +215,9 @@ def _run_batch(
     results: list[SimResult] = []
     failures = 0
     stopped_early = False
-    for result in iterate_seeds(list(range(start, start + count)), replicas, planted=planted, jobs=jobs):
+    for result in iterate_seeds(
+        list(range(start, start + count)), replicas, planted=planted, jobs=jobs
+    ):
         results.append(result)
         failures += not result.ok
         progress.update(len(results), failures)
@@ -191,7 +226,9 @@ def _run_batch(
             break
     if stopped_early:
         progress.finish()
-    report = BatchReport(results=tuple(results), wall_seconds=time.perf_counter() - started, jobs=jobs)
+    report = BatchReport(
+        results=tuple(results), wall_seconds=time.perf_counter() - started, jobs=jobs
+    )
     problems = _print_summary(report, start, replicas, planted, require_coverage, sys.stdout)
     return 1 if problems else 0
 
@@ -220,15 +257,29 @@ def _print_summary(
     rows = [
         ("seeds passed", f"{passed}/{count}"),
         ("virtual time", f"{sum(r.virtual_ms for r in results) / 1000:.0f} s in all"),
-        ("slots executed", f"median {statistics.median(r.slots for r in results):.0f}, max {max(r.slots for r in results)}"),
-        ("client sends", f"{report.submissions} ({report.resends} re-sends: {report.resend_ratio:.1%})"),
+        (
+            "slots executed",
+            f"median {statistics.median(r.slots for r in results):.0f}, max {max(r.slots for r in results)}",
+        ),
+        (
+            "client sends",
+            f"{report.submissions} ({report.resends} re-sends: {report.resend_ratio:.1%})",
+        ),
         ("requests answered", f"{sum(r.answered for r in results)}"),
         ("messages sent", f"{sum(r.messages for r in results)}"),
-        ("faults / crashes", f"{sum(r.faults for r in results)} / {sum(r.crashes for r in results)}"),
+        (
+            "faults / crashes",
+            f"{sum(r.faults for r in results)} / {sum(r.crashes for r in results)}",
+        ),
     ]
     converged = [r.converged_ms for r in results if r.converged_ms is not None]
     if converged:
-        rows.append(("converged after heal", f"median {statistics.median(converged):.0f} ms, max {max(converged)} ms"))
+        rows.append(
+            (
+                "converged after heal",
+                f"median {statistics.median(converged):.0f} ms, max {max(converged)} ms",
+            )
+        )
     for label, value in rows:
         print(f"  {label:22} {value}", file=out)
 
@@ -246,12 +297,18 @@ def _print_summary(
         for failure in report.failures:
             assert failure.property is not None
             by_property[failure.property] = by_property.get(failure.property, 0) + 1
-        print(f"  FAILED seeds: {len(report.failures)} — " + ", ".join(
-            f"{prop} ×{n}" for prop, n in sorted(by_property.items())), file=out)
+        print(
+            f"  FAILED seeds: {len(report.failures)} — "
+            + ", ".join(f"{prop} ×{n}" for prop, n in sorted(by_property.items())),
+            file=out,
+        )
         for failure in report.failures[:FAILURES_LISTED_MAX]:
             _print_failure(failure, out, indent="    ")
         if len(report.failures) > FAILURES_LISTED_MAX:
-            print(f"  ... and {len(report.failures) - FAILURES_LISTED_MAX} more failing seeds", file=out)
+            print(
+                f"  ... and {len(report.failures) - FAILURES_LISTED_MAX} more failing seeds",
+                file=out,
+            )
         problems.append("failing seeds")
     if require_coverage:
         missing = report.missing_required_marks()
@@ -259,7 +316,10 @@ def _print_summary(
             print(f"  COVERAGE: no run hit {', '.join(missing)}", file=out)
             problems.append("missed coverage marks")
         if report.resend_ratio < RESEND_RATIO_MIN:
-            print(f"  COVERAGE: re-sends are {report.resend_ratio:.1%} of client sends, under {RESEND_RATIO_MIN:.0%}", file=out)
+            print(
+                f"  COVERAGE: re-sends are {report.resend_ratio:.1%} of client sends, under {RESEND_RATIO_MIN:.0%}",
+                file=out,
+            )
             problems.append("too few re-sends")
     print("  result: " + ("FAIL (" + ", ".join(problems) + ")" if problems else "ok"), file=out)
     return problems

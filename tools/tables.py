@@ -22,7 +22,9 @@ def format_table(
     header: Sequence[Any] | None, rows: Sequence[Sequence[Any]], *, align: str = ""
 ) -> str:
     """Rows of cells as aligned columns, with an optional header row."""
-    lines = [[_text(c) for c in row] for row in ([header] if header is not None else []) + list(rows)]
+    lines = [
+        [_text(c) for c in row] for row in ([header] if header is not None else []) + list(rows)
+    ]
     columns = max((len(line) for line in lines), default=0)
     for line in lines:
         line.extend([""] * (columns - len(line)))

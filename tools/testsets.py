@@ -92,7 +92,12 @@ def parse_test_sets(
         if current is not None:
             legs = tuple(tuple(leg) for leg in current["legs"])
             sets.append(
-                TestSet(number=current["number"], live_nodes=current["live"], legs=legs, line=current["line"])
+                TestSet(
+                    number=current["number"],
+                    live_nodes=current["live"],
+                    legs=legs,
+                    line=current["line"],
+                )
             )
 
     for line, row in enumerate(rows[1:], start=2):
@@ -100,30 +105,51 @@ def parse_test_sets(
         if not any(cells):
             continue  # a blank line
         if len(cells) > 3 and any(cells[3:]):
-            raise TestSetError(path, line, f"expected 3 columns ({', '.join(HEADER)}), got {len(cells)}")
+            raise TestSetError(
+                path, line, f"expected 3 columns ({', '.join(HEADER)}), got {len(cells)}"
+            )
         cells += [""] * (3 - len(cells))
         number_cell, txn_cell, live_cell = cells[:3]
         if number_cell:
             try:
                 number = int(number_cell)
             except ValueError:
-                raise TestSetError(path, line, f"set number {number_cell!r} is not an integer") from None
+                raise TestSetError(
+                    path, line, f"set number {number_cell!r} is not an integer"
+                ) from None
             if sets or current is not None:
                 previous = current["number"] if current is not None else sets[-1].number
                 if number <= previous:
-                    raise TestSetError(path, line, f"set {number} comes after set {previous}: set numbers must increase")
+                    raise TestSetError(
+                        path,
+                        line,
+                        f"set {number} comes after set {previous}: set numbers must increase",
+                    )
             if not live_cell:
-                raise TestSetError(path, line, f"set {number} starts without its Live Nodes, e.g. \"[n1, n2, n3]\"")
+                raise TestSetError(
+                    path, line, f'set {number} starts without its Live Nodes, e.g. "[n1, n2, n3]"'
+                )
             finish()
-            current = {"number": number, "live": _parse_nodes(live_cell, path, line, node_ids), "legs": [[]], "line": line}
+            current = {
+                "number": number,
+                "live": _parse_nodes(live_cell, path, line, node_ids),
+                "legs": [[]],
+                "line": line,
+            }
         else:
             if current is None:
-                raise TestSetError(path, line, "the first row after the header must start a set (a set number)")
+                raise TestSetError(
+                    path, line, "the first row after the header must start a set (a set number)"
+                )
             if live_cell:
-                raise TestSetError(path, line, "Live Nodes may only be given on the row that starts a set")
+                raise TestSetError(
+                    path, line, "Live Nodes may only be given on the row that starts a set"
+                )
         assert current is not None
         if not txn_cell:
-            raise TestSetError(path, line, "empty transaction cell: expected (SENDER, RECEIVER, AMOUNT) or LF")
+            raise TestSetError(
+                path, line, "empty transaction cell: expected (SENDER, RECEIVER, AMOUNT) or LF"
+            )
         if txn_cell.upper() == LEADER_FAILURE:
             current["legs"].append([])
             continue
@@ -134,7 +160,9 @@ def parse_test_sets(
     return sets
 
 
-def load_test_sets(path: str | Path, *, accounts: Iterable[str], node_ids: Iterable[str]) -> list[TestSet]:
+def load_test_sets(
+    path: str | Path, *, accounts: Iterable[str], node_ids: Iterable[str]
+) -> list[TestSet]:
     name = str(path)
     try:
         data = Path(path).read_bytes()
@@ -151,15 +179,23 @@ def load_test_sets(path: str | Path, *, accounts: Iterable[str], node_ids: Itera
 def _parse_txn(cell: str, path: str, line: int, accounts: set[str]) -> Txn:
     m = _TUPLE.match(cell)
     if m is None:
-        raise TestSetError(path, line, f"transaction {cell!r} is not of the form (SENDER, RECEIVER, AMOUNT)")
+        raise TestSetError(
+            path, line, f"transaction {cell!r} is not of the form (SENDER, RECEIVER, AMOUNT)"
+        )
     parts = [p.strip() for p in m.group(1).split(",")]
     if len(parts) != 3:
-        raise TestSetError(path, line, f"transaction {cell!r} has {len(parts)} parts, expected 3: (SENDER, RECEIVER, AMOUNT)")
+        raise TestSetError(
+            path,
+            line,
+            f"transaction {cell!r} has {len(parts)} parts, expected 3: (SENDER, RECEIVER, AMOUNT)",
+        )
     sender, receiver, amount_text = parts
     for role, name in (("sender", sender), ("receiver", receiver)):
         if name not in accounts:
             raise TestSetError(
-                path, line, f"unknown {role} account {name!r}; the configured accounts are {', '.join(sorted(accounts))}"
+                path,
+                line,
+                f"unknown {role} account {name!r}; the configured accounts are {', '.join(sorted(accounts))}",
             )
     try:
         amount = int(amount_text)
@@ -175,7 +211,9 @@ def _parse_nodes(cell: str, path: str, line: int, node_ids: list[str]) -> tuple[
     names = [p.strip() for p in m.group(1).split(",")] if m.group(1).strip() else []
     for name in names:
         if name not in node_ids:
-            raise TestSetError(path, line, f"unknown node {name!r}; the configured nodes are {', '.join(node_ids)}")
+            raise TestSetError(
+                path, line, f"unknown node {name!r}; the configured nodes are {', '.join(node_ids)}"
+            )
     if len(set(names)) != len(names):
         raise TestSetError(path, line, f"a node is listed twice in {cell!r}")
     return tuple(n for n in node_ids if n in names)

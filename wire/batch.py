@@ -190,8 +190,7 @@ def slot_setters(value_class: type) -> tuple[Callable[..., Any], ...]:
     """
     fields = attrs.fields(value_class)
     plain = all(
-        f.validator is None and f.converter is None and f.init and f.alias == f.name
-        for f in fields
+        f.validator is None and f.converter is None and f.init and f.alias == f.name for f in fields
     )
     hooks = any(
         hasattr(value_class, hook)
@@ -237,7 +236,7 @@ def unpack_command(data: bytes, offset: int) -> tuple[Command, int]:
     if count > _transfers_max:
         raise FrameError(f"transfer count {count} failed validation (at most {_transfers_max})")
     offset += 13
-    transfers = []
+    transfers: list[Transfer] = []
     append = transfers.append
     unpack_amount = _I64.unpack_from
     new, set_sender, set_receiver, set_amount = _new, _set_sender, _set_receiver, _set_amount
@@ -434,7 +433,7 @@ def read_batch(stream: IO[bytes]) -> Batch:
 # ---------------------------------------------------------------- construct fields
 
 
-class _PackedField(Construct):
+class _PackedField(Construct):  # type: ignore[misc]  # construct is untyped
     """A construct field whose value is packed by hand-written code."""
 
     def __init__(self, write: Any, read: Any) -> None:

@@ -52,7 +52,7 @@ Slot = U64
 RequestNo = U64
 
 
-class StrictEnum(Adapter):
+class StrictEnum(Adapter):  # type: ignore[misc]  # construct is untyped
     """An `enum.IntEnum` stored as `subcon`; unknown values are malformed.
 
     construct's own `Enum` passes unknown integers through silently, so this
@@ -75,7 +75,7 @@ class StrictEnum(Adapter):
         return int(self.enum_class(obj))  # ValueError for a value not in the enum
 
 
-class StrictFlag(Adapter):
+class StrictFlag(Adapter):  # type: ignore[misc]  # construct is untyped
     """A boolean as one byte: 0 or 1, nothing else (no second encoding of True)."""
 
     def __init__(self) -> None:
@@ -109,7 +109,7 @@ def BoundedBytes(length_max: int) -> Construct:
     return Prefixed(_length_prefix(length_max), GreedyBytes)
 
 
-class _Utf8(Adapter):
+class _Utf8(Adapter):  # type: ignore[misc]  # construct is untyped
     def _decode(self, obj: bytes, context: Any, path: str) -> str:
         try:
             return obj.decode("utf-8")  # strict: no lone surrogates, no overlong forms
@@ -139,7 +139,7 @@ Digest = BoundedBytes(0xFF)
 count_max_default = constants.message_size_max
 
 
-class BoundedArray(Adapter):
+class BoundedArray(Adapter):  # type: ignore[misc]  # construct is untyped
     """A tuple of `subcon` values with a u32 element count.
 
     A count above `count_max` is refused before any element is parsed; parsing
@@ -160,7 +160,7 @@ class BoundedArray(Adapter):
         return obj
 
 
-class Maybe(Adapter):
+class Maybe(Adapter):  # type: ignore[misc]  # construct is untyped
     """`None` or a `subcon` value, behind an explicit presence flag."""
 
     def __init__(self, subcon: Construct) -> None:
@@ -173,7 +173,7 @@ class Maybe(Adapter):
         return {"present": obj is not None, "value": obj}
 
 
-class AttrsAdapter(Adapter):
+class AttrsAdapter(Adapter):  # type: ignore[misc]  # construct is untyped
     """Maps a frozen attrs value class to a `Struct` with the same field names.
 
     Encoding turns the value into a dict of its fields; decoding calls the class
@@ -203,7 +203,7 @@ class AttrsAdapter(Adapter):
         return {name: getattr(obj, name) for name in self.names}
 
 
-class Pair(Adapter):
+class Pair(Adapter):  # type: ignore[misc]  # construct is untyped
     """A 2-tuple stored as a two-field struct, e.g. (account, balance)."""
 
     def __init__(self, first: Construct, second: Construct) -> None:

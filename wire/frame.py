@@ -83,7 +83,9 @@ _HEADER_PACKER = struct.Struct(_FIELDS_PACKER.format + _CHECKSUM_PACKER.format[1
 assert _FIELDS_PACKER.size == _CHECKED_SIZE and _HEADER_PACKER.size == HEADER_SIZE
 
 cluster_id_max = 0xFFFF_FFFF
-_MESSAGE_TYPES: dict[int, MessageType] = {t.value: t for t in MessageType}  # MessageType(b) costs more
+_MESSAGE_TYPES: dict[int, MessageType] = {
+    t.value: t for t in MessageType
+}  # MessageType(b) costs more
 
 
 @attrs.frozen(kw_only=True)

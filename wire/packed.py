@@ -35,8 +35,8 @@ from ledgerpaxos.core import messages as m
 
 from .batch import (
     _encode_text,
-    _sequence_length,
     _malformed,
+    _sequence_length,
     batch_of_bytes,
     encode_batch,
     pack_command,
@@ -66,7 +66,7 @@ class Packer:
     """The struct codec of one body (or record) type."""
 
     encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]  # `data` must be consumed exactly
+    decode: Callable[[bytes | bytearray | memoryview], Any]  # `data` must be consumed exactly
 
 
 def _exactly(what: str, unpack: Callable[[bytes, int], tuple[Any, int]]) -> Callable[[Any], Any]:
@@ -189,7 +189,9 @@ def _result(ok: bool, reason: str | None) -> m.TransferResult:
 def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
     _check(outcome, m.Outcome)
     results = outcome.results
-    out.append(_U32.pack(_sequence_length(results, "results", _results_max, "transfers_per_request_max")))
+    out.append(
+        _U32.pack(_sequence_length(results, "results", _results_max, "transfers_per_request_max"))
+    )
     append = out.append
     for result in results:
         if type(result) is m.TransferResult and result.ok is True and result.reason is None:
@@ -250,7 +252,7 @@ def _unpack_balances(data: bytes, offset: int) -> tuple[tuple[tuple[str, int], .
     if count > _balances_max:
         raise FrameError(f"balance count {count} failed validation")
     offset += 4
-    pairs = []
+    pairs: list[tuple[str, int]] = []
     append = pairs.append
     unpack_balance = _I64.unpack_from
     names = _account_names
@@ -273,7 +275,7 @@ def _unpack_outcome(data: bytes, offset: int) -> tuple[m.Outcome, int]:
     if count > _results_max:
         raise FrameError(f"result count {count} failed validation (at most {_results_max})")
     offset += 4
-    results = []
+    results: list[m.TransferResult] = []
     append = results.append
     for _ in range(count):
         if data.startswith(_OK_BYTES, offset):
@@ -301,7 +303,7 @@ pack_outcome = _encoder("outcome", _pack_outcome_alone)
 """The encoding of one Outcome (ValueError if it does not fit)."""
 
 
-class _OutcomeField(Construct):
+class _OutcomeField(Construct):  # type: ignore[misc]  # construct is untyped
     """The construct field for an Outcome, packed by `_pack_outcome`."""
 
     def _parse(self, stream: IO[bytes], context: Any, path: str) -> m.Outcome:
@@ -355,7 +357,9 @@ def _unpack_client_reply(data: bytes, offset: int) -> tuple[m.ClientReply, int]:
     (request_no,) = _U64.unpack_from(data, offset)
     outcome, offset = _unpack_outcome(data, offset + 8)
     leader, offset = _unpack_maybe_text(data, offset, _node_id_max, "leader")
-    reply = m.ClientReply(client_id=client_id, request_no=request_no, outcome=outcome, leader=leader)
+    reply = m.ClientReply(
+        client_id=client_id, request_no=request_no, outcome=outcome, leader=leader
+    )
     return reply, offset
 
 

@@ -33,7 +33,7 @@ class Ledger:
 
     def __init__(self, accounts: Iterable[str], initial_balance: int) -> None:
         assert initial_balance >= 0
-        self.balances: dict[str, int] = {a: initial_balance for a in accounts}
+        self.balances: dict[str, int] = dict.fromkeys(accounts, initial_balance)
         # client id -> its last executed request and the outcome it got
         self.clients: dict[str, ClientEntry] = {}
         self.total = sum(self.balances.values())
@@ -119,9 +119,7 @@ class Ledger:
         self._digest_rows = _DigestRows(self.balances)
 
 
-def state_digest(
-    balances: tuple[tuple[str, int], ...], clients: tuple[ClientEntry, ...]
-) -> bytes:
+def state_digest(balances: tuple[tuple[str, int], ...], clients: tuple[ClientEntry, ...]) -> bytes:
     """sha256 over a canonical text form of balances and client table: one
     row per account in account order, then one per client in client id order."""
     h = hashlib.sha256()

@@ -25,22 +25,22 @@ class Ballot:
     def __lt__(self, other: object) -> bool:
         if other.__class__ is not Ballot:
             return NotImplemented
-        return self.round < other.round or (self.round == other.round and self.node < other.node)  # type: ignore[attr-defined]
+        return self.round < other.round or (self.round == other.round and self.node < other.node)
 
     def __le__(self, other: object) -> bool:
         if other.__class__ is not Ballot:
             return NotImplemented
-        return self.round < other.round or (self.round == other.round and self.node <= other.node)  # type: ignore[attr-defined]
+        return self.round < other.round or (self.round == other.round and self.node <= other.node)
 
     def __gt__(self, other: object) -> bool:
         if other.__class__ is not Ballot:
             return NotImplemented
-        return self.round > other.round or (self.round == other.round and self.node > other.node)  # type: ignore[attr-defined]
+        return self.round > other.round or (self.round == other.round and self.node > other.node)
 
     def __ge__(self, other: object) -> bool:
         if other.__class__ is not Ballot:
             return NotImplemented
-        return self.round > other.round or (self.round == other.round and self.node >= other.node)  # type: ignore[attr-defined]
+        return self.round > other.round or (self.round == other.round and self.node >= other.node)
 
     @staticmethod
     def zero() -> Ballot:

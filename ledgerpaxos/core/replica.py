@@ -28,6 +28,8 @@ from __future__ import annotations
 import enum
 import random
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ledgerpaxos import constants
 from ledgerpaxos.core.ledger import Ledger, state_digest
@@ -216,7 +218,9 @@ class Core:
             self._ready.persist_lazy.append(CommitRecord(commit_slot=self.commit_slot))
             self._commit_persisted = self.commit_slot
         self._installed_this_round = False
-        if self._ready.send_early and any(isinstance(r, PromiseRecord) for r in self._ready.persist):
+        if self._ready.send_early and any(
+            isinstance(r, PromiseRecord) for r in self._ready.persist
+        ):
             self._ready.send.extend(self._ready.send_early)  # our promise is not durable yet
             self._ready.send_early = []
         if self._compact_wanted:
@@ -267,7 +271,9 @@ class Core:
     # ================================================================ election
 
     def _random_election_timeout(self) -> int:
-        return self.rng.randint(self.s.election_timeout_ticks_min, self.s.election_timeout_ticks_max)
+        return self.rng.randint(
+            self.s.election_timeout_ticks_min, self.s.election_timeout_ticks_max
+        )
 
     def _reset_election_timer(self) -> None:
         self.election_elapsed = 0
@@ -286,7 +292,9 @@ class Core:
         self.candidate_ballot = max(self.promised, self.highest_seen).next_for(self.my_index)
         self.pre_votes = {self.me}
         self._reset_election_timer()
-        self._ready.events.append(f"election timeout: asking pre-votes for ballot {self.candidate_ballot}")
+        self._ready.events.append(
+            f"election timeout: asking pre-votes for ballot {self.candidate_ballot}"
+        )
         for peer in self.peers:
             self._send(peer, PreVote(ballot=self.candidate_ballot))
         self._check_pre_votes()
@@ -312,7 +320,9 @@ class Core:
         if len(self.pre_votes) < self.s.majority:
             return
         self.phase = Phase.prepare
-        self.candidate_ballot = max(self.candidate_ballot, self.highest_seen.next_for(self.my_index))
+        self.candidate_ballot = max(
+            self.candidate_ballot, self.highest_seen.next_for(self.my_index)
+        )
         self._promise(self.candidate_ballot)
         self.promises = {self.me: self._make_promise(self.candidate_ballot)}
         for peer in self.peers:
@@ -370,7 +380,7 @@ class Core:
         self._note_view(b, self.me)
         self.led_since = self.now
         self.heartbeat_elapsed = 0
-        self.peer_heard_at = {p: self.now for p in self.peers}
+        self.peer_heard_at = dict.fromkeys(self.peers, self.now)
         self.votes = {}
         self.decided = set()
         self.pending = OrderedDict()
@@ -569,7 +579,9 @@ class Core:
         for peer in self.peers:
             self._send(
                 peer,
-                Heartbeat(ballot=self.ballot, commit_slot=self.commit_slot, purge_slot=self.purge_slot),
+                Heartbeat(
+                    ballot=self.ballot, commit_slot=self.commit_slot, purge_slot=self.purge_slot
+                ),
             )
 
     def _on_heartbeat_ack(self, m: HeartbeatAck, sender: str) -> None:
@@ -706,11 +718,13 @@ class Core:
         if after >= self.commit_slot:
             return  # ignore: we know no more than they do
         last = min(self.commit_slot, after + self.s.catchup_slots_max)
-        if after < self.checkpoint_slot and any(s not in self.log for s in range(after + 1, self.checkpoint_slot + 1)):
+        if after < self.checkpoint_slot and any(
+            s not in self.log for s in range(after + 1, self.checkpoint_slot + 1)
+        ):
             assert self.last_snapshot is not None
             self._send(sender, InstallCheckpoint(snapshot=self.last_snapshot))
             return
-        entries = []
+        entries: list[LogEntry] = []
         transfers = 0
         for slot in range(after + 1, last + 1):
             entry = self.log.get(slot)
@@ -747,7 +761,9 @@ class Core:
         if snapshot.slot <= self.executed_slot:
             return  # ignore: we are past it
         if state_digest(snapshot.balances, snapshot.clients) != snapshot.digest:
-            self._ready.alarms.append(f"checkpoint from {sender} at slot {snapshot.slot} fails its digest")
+            self._ready.alarms.append(
+                f"checkpoint from {sender} at slot {snapshot.slot} fails its digest"
+            )
             return
         self._ready.events.append(f"installing checkpoint {snapshot.slot} from {sender}")
         self._adopt_snapshot(snapshot)
@@ -798,7 +814,9 @@ class Core:
                     if reply is not None:
                         self._reply(command, reply)
             self.executed_slot = slot
-            self._ready.executed.append(Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes)))
+            self._ready.executed.append(
+                Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes))
+            )
             if slot % self.s.checkpoint_interval == 0:
                 self._checkpoint(slot)
 
@@ -865,7 +883,13 @@ class Core:
         if self._thorough_checks:
             self.invariants()
             return
-        assert self.purge_slot <= self.snapshot_slot <= self.checkpoint_slot <= self.executed_slot <= self.commit_slot
+        assert (
+            self.purge_slot
+            <= self.snapshot_slot
+            <= self.checkpoint_slot
+            <= self.executed_slot
+            <= self.commit_slot
+        )
         assert self.role != Role.leader or self.ballot == self.promised == self.leader_ballot
 
     def invariants(self) -> None:
@@ -875,7 +899,8 @@ class Core:
         assert self.purge_slot <= self.snapshot_slot <= self.checkpoint_slot
         assert all(s > self.purge_slot for s in self.log)
         assert self.executed_slot == self.checkpoint_slot or all(
-            s in self.log for s in range(max(self.checkpoint_slot, self.purge_slot) + 1, self.commit_slot + 1)
+            s in self.log
+            for s in range(max(self.checkpoint_slot, self.purge_slot) + 1, self.commit_slot + 1)
         )
         if self.role == Role.leader:
             assert self.ballot == self.promised == self.leader_ballot
@@ -898,7 +923,7 @@ class Core:
     def balances(self) -> dict[str, int]:
         return dict(self.ledger.balances)
 
-    _handlers = {
+    _handlers: ClassVar[dict[type, Callable[[Any, Any, Any], None]]] = {
         ClientRequest: _on_client_request,
         PreVote: _on_pre_vote,
         PreVoteReply: _on_pre_vote_reply,

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_garbage_collector()
     try:
         trio.run(run, config, args.id, options)
-    except BaseException as error:  # noqa: BLE001 - sorted below, re-raised if unknown
+    except BaseException as error:
         for leaf in _leaves(error):
             if isinstance(leaf, ListenError):
                 print(f"{prog}: {leaf}", file=sys.stderr)

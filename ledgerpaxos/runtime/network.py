@@ -112,10 +112,10 @@ class _Link:
     def break_(self) -> None:
         self.broken = True
         for end in self.ends:
-            end.inner.receive_stream.close()  # type: ignore[attr-defined]
+            end.inner.receive_stream.close()
         for end in self.ends:
             try:
-                end.inner.send_stream.close()  # type: ignore[attr-defined]
+                end.inner.send_stream.close()
             except trio.BrokenResourceError:
                 pass  # the other end is closed already
 

@@ -64,7 +64,6 @@ from ledgerpaxos.storage import Recovered, ReplicaStore
 CommandKey = tuple[str, int]  # (client id, request number)
 
 
-
 @attrs.frozen
 class _Tick:
     pass
@@ -204,7 +203,7 @@ class _Inbound:
         self.peer = ""  # the peer's node id, once known
         self.ended = trio.Event()
 
-    async def handle(self, data: bytes) -> None:
+    async def handle(self, data: bytes | bytearray) -> None:
         """Route the frames in `data`; FrameError or _ProtocolViolation for garbage.
 
         Messages the replica stepped here (see Replica._receive_from_peer)
@@ -250,7 +249,9 @@ class _Inbound:
             who = f"peer {self.peer} at {self.remote}" if self.peer else self.remote
             self.replica.log.warning("closing the connection from %s: %s", who, why)
         else:
-            self.replica.log.debug("connection from %s ended: %s", self.peer or self.remote, why or "closed")
+            self.replica.log.debug(
+                "connection from %s ended: %s", self.peer or self.remote, why or "closed"
+            )
         self.ended.set()
 
 
@@ -675,18 +676,17 @@ class Replica:
             done.cancel()
 
         link = self._links[peer]
-        async with stream:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_for_close, nursery.cancel_scope)
-                link.attach(stream)
-                try:
-                    async for data in outbox:
-                        await link.send(stream, data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                    reason = str(error) or type(error).__name__
-                finally:
-                    link.detach()
-                nursery.cancel_scope.cancel()
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(watch_for_close, nursery.cancel_scope)
+            link.attach(stream)
+            try:
+                async for data in outbox:
+                    await link.send(stream, data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                reason = str(error) or type(error).__name__
+            finally:
+                link.detach()
+            nursery.cancel_scope.cancel()
         return reason
 
     # ================================================================ accepted connections
@@ -695,20 +695,19 @@ class Replica:
         remote = describe_remote(stream)
         connection = _ClientConnection(remote)
         try:
-            async with stream:
-                async with trio.open_nursery() as nursery:
-                    inbound = _Inbound(self, stream, remote, connection, nursery)
-                    poller = self._poller
-                    if poller is not None and isinstance(stream, trio.SocketStream):
-                        fd = stream.socket.fileno()
-                        poller.add(fd, inbound)
-                        try:
-                            await inbound.ended.wait()
-                        finally:
-                            poller.remove(fd, inbound)  # before the stream closes its fd
-                    else:
-                        await inbound.read_stream()
-                    nursery.cancel_scope.cancel()
+            async with stream, trio.open_nursery() as nursery:
+                inbound = _Inbound(self, stream, remote, connection, nursery)
+                poller = self._poller
+                if poller is not None and isinstance(stream, trio.SocketStream):
+                    fd = stream.socket.fileno()
+                    poller.add(fd, inbound)
+                    try:
+                        await inbound.ended.wait()
+                    finally:
+                        poller.remove(fd, inbound)  # before the stream closes its fd
+                else:
+                    await inbound.read_stream()
+                nursery.cancel_scope.cancel()
         finally:
             connection.closed = True
             connection.replies_in.close()
@@ -792,8 +791,14 @@ def _same_frame_key(message: object) -> object:
     more than encoding them). Small fixed-size messages are keys themselves
     (frozen attrs: hashable, cheap). Anything else is encoded on its own."""
     if type(message) is Accept:
-        return (Accept, message.ballot, message.slot, id(message.batch),
-                message.commit_slot, message.purge_slot)
+        return (
+            Accept,
+            message.ballot,
+            message.slot,
+            id(message.batch),
+            message.commit_slot,
+            message.purge_slot,
+        )
     if type(message) in _SMALL_MESSAGES:
         return message
     return id(message)

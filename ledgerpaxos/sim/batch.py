@@ -33,7 +33,7 @@ class BatchReport:
 
     def mark_counts(self) -> dict[str, int]:
         """Mark -> how many runs hit it (every mark listed, zero included)."""
-        counts = {mark: 0 for mark in coverage.ALL}
+        counts = dict.fromkeys(coverage.ALL, 0)
         for result in self.results:
             for mark in result.hit:
                 counts[mark] += 1
@@ -103,9 +103,12 @@ def run_batch(
     """Run seeds start .. start+count-1; `progress(result, done)` after each."""
     started = time.perf_counter()
     results = []
-    for result in iterate_seeds(list(range(start, start + count)), replicas, planted=planted, jobs=jobs):
+    for result in iterate_seeds(
+        list(range(start, start + count)), replicas, planted=planted, jobs=jobs
+    ):
         results.append(result)
         if progress is not None:
             progress(result, len(results))
-    return BatchReport(results=tuple(results), wall_seconds=time.perf_counter() - started, jobs=jobs)
-
+    return BatchReport(
+        results=tuple(results), wall_seconds=time.perf_counter() - started, jobs=jobs
+    )

@@ -168,7 +168,9 @@ class SafetyChecker:
                     f"(first applied at slot {self.reference.slot_of.get((command.client_id, command.request_no))})",
                 )
             if got != want:
-                raise Violation("replay", f"{node} slot {slot} {key}: got {got}, replay gives {want}")
+                raise Violation(
+                    "replay", f"{node} slot {slot} {key}: got {got}, replay gives {want}"
+                )
         raise AssertionError("outcomes differ but no command does")
 
     def state(self, node: str, core: Core) -> None:
@@ -180,15 +182,25 @@ class SafetyChecker:
         balances = core.ledger.balances
         total = sum(balances.values())
         if total != self.reference.total:
-            raise Violation("conservation", f"{node} balances sum to {total}, not {self.reference.total}")
+            raise Violation(
+                "conservation", f"{node} balances sum to {total}, not {self.reference.total}"
+            )
         negative = sorted(a for a, b in balances.items() if b < 0)
         if negative:
-            raise Violation("no-overdraft", f"{node}: accounts {negative} below zero at slot {slot}")
+            raise Violation(
+                "no-overdraft", f"{node}: accounts {negative} below zero at slot {slot}"
+            )
         expected = self.reference.digests.get(slot)
         if expected is None:
-            raise Violation("replay", f"{node} executed up to slot {slot}, the replay only to {self.reference.applied}")
+            raise Violation(
+                "replay",
+                f"{node} executed up to slot {slot}, the replay only to {self.reference.applied}",
+            )
         if core.ledger.digest() != expected:
-            raise Violation("replay", f"{node} state after slot {slot} differs from the replay: {_state_difference(core, self.reference, slot)}")
+            raise Violation(
+                "replay",
+                f"{node} state after slot {slot} differs from the replay: {_state_difference(core, self.reference, slot)}",
+            )
 
     def snapshot(self, node: str, snapshot: Snapshot) -> None:
         expected = self.reference.digests.get(snapshot.slot)
@@ -203,9 +215,15 @@ class SafetyChecker:
         key = (reply.client_id, reply.request_no)
         expected = self.reference.results.get(key)
         if expected is None:
-            raise Violation("reply", f"{client} got a reply for {key[0]}#{key[1]}, which the replay never applied")
+            raise Violation(
+                "reply",
+                f"{client} got a reply for {key[0]}#{key[1]}, which the replay never applied",
+            )
         if reply.outcome != expected:
-            raise Violation("reply", f"{client} got {reply.outcome} for {key[0]}#{key[1]}, the replay gives {expected}")
+            raise Violation(
+                "reply",
+                f"{client} got {reply.outcome} for {key[0]}#{key[1]}, the replay gives {expected}",
+            )
 
 
 def _state_difference(core: Core, reference: ReferenceLedger, slot: int) -> str:
@@ -214,7 +232,11 @@ def _state_difference(core: Core, reference: ReferenceLedger, slot: int) -> str:
     if slot != reference.applied:
         return f"digest {core.ledger.digest().hex()[:16]} vs {reference.digests[slot].hex()[:16]}"
     ref = reference.ledger
-    diffs = [f"{a}: {b} vs {ref.balances[a]}" for a, b in sorted(core.ledger.balances.items()) if ref.balances.get(a) != b]
+    diffs = [
+        f"{a}: {b} vs {ref.balances[a]}"
+        for a, b in sorted(core.ledger.balances.items())
+        if ref.balances.get(a) != b
+    ]
     mine = {c: e.request_no for c, e in sorted(core.ledger.clients.items())}
     theirs = {c: e.request_no for c, e in sorted(ref.clients.items())}
     if mine != theirs:

@@ -54,7 +54,11 @@ class SimClient:
         self.target = rng.choice(replicas)
         self.leader_hint: str | None = None
         self._timer = 0  # generation of the pending timeout
-        self._epoch: tuple[int, int, int] = (0, 0, 0)  # leader changes, crashes, installs at first send
+        self._epoch: tuple[int, int, int] = (
+            0,
+            0,
+            0,
+        )  # leader changes, crashes, installs at first send
         self._resent = False
         self.finished = False
         self.submissions = 0
@@ -83,7 +87,9 @@ class SimClient:
     def _make_command(self) -> Command:
         rng, plan = self.rng, self.plan
         if rng.random() < plan.read_probability:
-            return Command(client_id=self.client_id, request_no=self.request_no, kind=CommandKind.read)
+            return Command(
+                client_id=self.client_id, request_no=self.request_no, kind=CommandKind.read
+            )
         transfers = tuple(self._make_transfer() for _ in range(rng.randint(1, plan.transfers_max)))
         return Command(
             client_id=self.client_id,
@@ -117,7 +123,9 @@ class SimClient:
         self.sim.send(self.client_id, self.target, ClientRequest(command=command))
         self._timer += 1
         timeout = self.plan.client_timeout_us
-        self.sim.queue.after(self.rng.randint(timeout * 4 // 5, timeout * 6 // 5), self._timed_out, self._timer)
+        self.sim.queue.after(
+            self.rng.randint(timeout * 4 // 5, timeout * 6 // 5), self._timed_out, self._timer
+        )
 
     def _resend(self) -> None:
         self.resends += 1
@@ -128,7 +136,11 @@ class SimClient:
         if timer != self._timer or self.outstanding is None:
             return
         others = [r for r in self.replicas if r != self.target]
-        if self.leader_hint is not None and self.leader_hint != self.target and self.rng.random() < 0.5:
+        if (
+            self.leader_hint is not None
+            and self.leader_hint != self.target
+            and self.rng.random() < 0.5
+        ):
             self.target = self.leader_hint
         elif others:
             self.target = self.rng.choice(others)
@@ -140,7 +152,10 @@ class SimClient:
         sim = self.sim
         sim.safety.reply(self.client_id, reply)
         command = self.outstanding
-        if command is None or (reply.client_id, reply.request_no) != (command.client_id, command.request_no):
+        if command is None or (reply.client_id, reply.request_no) != (
+            command.client_id,
+            command.request_no,
+        ):
             return  # a late or duplicated answer to something already answered
         self.outstanding = None
         self._timer += 1

@@ -11,6 +11,8 @@ not depend on the order of anything, so runs stay deterministic.
 
 from __future__ import annotations
 
+from typing import Any
+
 import wire
 from ledgerpaxos.core.messages import Snapshot, WalRecord
 
@@ -59,7 +61,7 @@ class CachingCodec:
         return snapshot
 
 
-def _remember(cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
     if len(cache) >= _entries_max:
         cache.clear()
     cache[key] = value

@@ -64,7 +64,9 @@ class SimFile:
 
     def _check(self) -> None:
         if self._closed or self._generation != self._disk.generation:
-            raise OSError(errno.EBADF, "file handle of a closed file or a crashed process", self._path)
+            raise OSError(
+                errno.EBADF, "file handle of a closed file or a crashed process", self._path
+            )
 
     def write(self, data: bytes) -> None:
         self._check()
@@ -157,7 +159,9 @@ class SimDisk:
 
     # ------------------------------------------------------------ the crash
 
-    def crash(self, rng: random.Random, *, torn_probability: float, writeback_probability: float) -> CrashReport:
+    def crash(
+        self, rng: random.Random, *, torn_probability: float, writeback_probability: float
+    ) -> CrashReport:
         """The machine lost power: keep only what was durable (and what the
         kernel happened to write back), maybe tearing the first lost write."""
         self.generation += 1
@@ -211,7 +215,9 @@ class SimDisk:
                 survived = data[: kept + cut]
                 if rng.random() < 0.3:  # the half-written sector holds garbage
                     garbage = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 16)))
-                    survived = survived[: max(len(inode.durable), len(survived) - len(garbage))] + garbage
+                    survived = (
+                        survived[: max(len(inode.durable), len(survived) - len(garbage))] + garbage
+                    )
                 return survived, len(data) - kept, True
             break
         return data[:kept], len(data) - kept, False
@@ -316,7 +322,9 @@ class SimDisk:
         entries = self._directory(path)
         self.operation("fsync directory", path)
         self._durable_dirs[path] = dict(entries)
-        for directory in [d for d in sorted(self._durable_dirs) if os.path.dirname(d) == path and d != path]:
+        for directory in [
+            d for d in sorted(self._durable_dirs) if os.path.dirname(d) == path and d != path
+        ]:
             if directory not in self._dirs:
                 del self._durable_dirs[directory]
         self.fsyncs += 1

@@ -17,7 +17,7 @@ US_PER_MS = 1000
 
 def ms(value: float) -> int:
     """Milliseconds as the queue's microseconds."""
-    return int(round(value * US_PER_MS))
+    return round(value * US_PER_MS)
 
 
 class EventQueue:

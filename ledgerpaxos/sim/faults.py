@@ -171,9 +171,16 @@ class FaultInjector:
         if not host.is_up:
             return
         self.sim.marks.hit(coverage.LEADER_KILLED)
-        self._begin("crash", (node,), lambda: self._restart(node), duration=self.rng.randint(ms(50), ms(500)))
+        self._begin(
+            "crash",
+            (node,),
+            lambda: self._restart(node),
+            duration=self.rng.randint(ms(50), ms(500)),
+        )
         host.disk.arm_crash(self.rng.randint(1, 12))
-        self.sim.queue.after(self.rng.randint(ms(20), ms(300)), self._crash_if_armed, node, host.generation)
+        self.sim.queue.after(
+            self.rng.randint(ms(20), ms(300)), self._crash_if_armed, node, host.generation
+        )
 
     # ------------------------------------------------------------ partitions
 

@@ -13,6 +13,7 @@ executed slot and state digest, at most `liveness_bound_us`).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import time
@@ -70,7 +71,7 @@ class SimResult:
         planted = f" --planted {self.planted}" if self.planted else ""
         return f"ledgerpaxos-sim --seed {self.seed} --replicas {self.replicas}{planted} --trace"
 
-    @property
+    @builtins.property  # `property` is a field of this class
     def hit(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.marks)
 
@@ -297,7 +298,9 @@ class Simulation:
                 self._link_cuts[link] = count
 
     def disk_latency(self) -> int:
-        return self.latency_rng.randint(self.plan.disk_latency_us_min, self.plan.disk_latency_us_max)
+        return self.latency_rng.randint(
+            self.plan.disk_latency_us_min, self.plan.disk_latency_us_max
+        )
 
     # ================================================================ observing replicas
 
@@ -315,7 +318,10 @@ class Simulation:
         safety = self.safety
         for executed in ready.executed:
             if trace is not None:
-                trace.add(self.queue.now, f"{node} executes slot {executed.slot} {describe_outcomes(executed)}")
+                trace.add(
+                    self.queue.now,
+                    f"{node} executes slot {executed.slot} {describe_outcomes(executed)}",
+                )
             safety.executed(node, executed)
             if any(o is None for o in executed.outcomes):
                 self.marks.hit(coverage.DUPLICATE_IN_LOG)
@@ -448,9 +454,10 @@ def run_seed(
     try:
         return simulation.run()
     except Exception as error:  # a bug of the simulator itself: loud, with its seed
-        raise SimulatorError(f"the simulator failed on seed {seed} ({replicas} replicas): {error!r}") from error
+        raise SimulatorError(
+            f"the simulator failed on seed {seed} ({replicas} replicas): {error!r}"
+        ) from error
 
 
 class SimulatorError(Exception):
     """The harness broke (not the code under test): fix the simulator."""
-

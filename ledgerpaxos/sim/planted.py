@@ -10,10 +10,13 @@ hundred for lowest-ballot-wins, which needs two ballots' values in one open slot
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 import attrs
 
 from ledgerpaxos.core import Core, Ready
-from ledgerpaxos.core.messages import NOOP, Ballot, InstallCheckpoint, LogEntry, Promise
+from ledgerpaxos.core.messages import NOOP, Ballot, InstallCheckpoint, LogEntry, Promise, Snapshot
 from ledgerpaxos.sim.replica import ReplicaHost
 
 
@@ -95,7 +98,7 @@ class StaleClientTableCore(Core):
 
     _installing = False
 
-    def _adopt_snapshot(self, snapshot):  # type: ignore[no-untyped-def]
+    def _adopt_snapshot(self, snapshot: Snapshot) -> None:
         stale = self.ledger.clients
         super()._adopt_snapshot(snapshot)
         if self._installing:
@@ -108,7 +111,10 @@ class StaleClientTableCore(Core):
         finally:
             self._installing = False
 
-    _handlers = {**Core._handlers, InstallCheckpoint: _on_install_checkpoint}
+    _handlers: ClassVar[dict[type, Callable[[Any, Any, Any], None]]] = {
+        **Core._handlers,
+        InstallCheckpoint: _on_install_checkpoint,
+    }
 
 
 @attrs.frozen

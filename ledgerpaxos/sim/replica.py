@@ -240,7 +240,9 @@ class ReplicaHost:
                 sim.safety.checkpoint_installed(self.node, message.snapshot.slot)
         except Exception as error:  # reported with the seed, never swallowed
             what = "tick" if kind is _TICK else describe(message)
-            raise Violation("core-invariant", f"{self.node} handling {what}: {_where(error)}") from error
+            raise Violation(
+                "core-invariant", f"{self.node} handling {what}: {_where(error)}"
+            ) from error
 
     # ================================================================ carrying out a Ready
 

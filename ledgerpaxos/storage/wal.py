@@ -366,7 +366,8 @@ class WriteAheadLog:
             return RecoveredLog(records=(), segments_read=(), torn_tail_cut=False)
 
         headers = [
-            _parse_segment_header(path, _read_head(self._fs, path), sequence) for sequence, path in segments
+            _parse_segment_header(path, _read_head(self._fs, path), sequence)
+            for sequence, path in segments
         ]
         bases = [i for i, header in enumerate(headers) if header.base]
         if not bases:
