@@ -30,7 +30,8 @@ from ledgerpaxos.client import Client, control, open_client
 from ledgerpaxos.config import Config, make_local_config
 from ledgerpaxos.core import Role
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, ControlOp
-from ledgerpaxos.runtime import MemoryNetwork, Replica, RuntimeOptions
+from ledgerpaxos.runtime import Replica, RuntimeOptions
+from ledgerpaxos.testing.network import MemoryNetwork
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,72 +1,60 @@
 """A tiny deterministic network of pure cores, for core unit tests.
 
-Each node's "disk" keeps what its Ready asked to persist, so a node can be
-crashed and restored from exactly that. Messages travel through one queue
-whose delivery order a seeded random decides.
+Each node's Ready is carried out by the one executor (host/executor.py) on a
+MemoryStorage, so a node can be crashed and restored from exactly what it
+persisted. Messages travel through one queue whose delivery order a seeded
+random decides.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Collection, Sequence
 
+from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready
 from ledgerpaxos.core.messages import (
-    AcceptRecord,
-    Ballot,
+    Batch,
     ClientReply,
     ClientRequest,
     Command,
     CommandKind,
-    CommitRecord,
-    LogEntry,
-    PromiseRecord,
-    Snapshot,
+    PeerMessage,
     Transfer,
 )
+from ledgerpaxos.host import ReadyExecutor, Waiters
+from ledgerpaxos.testing.storage import MemoryStorage
 
-
-class Disk:
-    def __init__(self) -> None:
-        self.snapshot: Snapshot | None = None
-        self.promised = Ballot.zero()
-        self.entries: dict[int, LogEntry] = {}
-        self.commit_slot = 0
-        self.compacts = True  # False: like a store whose WAL stays under compact_size_min
-
-    def apply(self, ready: Ready) -> None:
-        for r in ready.persist + ready.persist_lazy:
-            self._record(r)
-        for s in ready.snapshots:
-            if self.snapshot is None or s.slot > self.snapshot.slot:
-                self.snapshot = s
-        if ready.compact is not None and self.compacts:
-            self.promised, self.entries, self.commit_slot = Ballot.zero(), {}, 0
-            for r in ready.compact:
-                self._record(r)
-
-    def _record(self, r: object) -> None:
-        if isinstance(r, PromiseRecord):
-            self.promised = max(self.promised, r.ballot)
-        elif isinstance(r, AcceptRecord):
-            self.entries[r.entry.slot] = r.entry
-        elif isinstance(r, CommitRecord):
-            self.commit_slot = max(self.commit_slot, r.commit_slot)
+CLIENT = "test"  # the one waiter: whoever submits through the CoreNet
 
 
 def settings(node: str, n: int = 5, **kw: object) -> CoreSettings:
-    base: dict[str, object] = dict(  # noqa: C408  # keyword form reads as the settings
-        node_id=node,
-        node_ids=tuple(f"n{i}" for i in range(1, n + 1)),
-        accounts=tuple("ABCDEFGHIJ"),
-        initial_balance=10,
-        checkpoint_interval=10,
-        snapshot_interval=10,  # a snapshot file at every checkpoint unless a test says otherwise
-        heartbeat_ticks=5,
-        election_timeout_ticks_min=40,
-        election_timeout_ticks_max=80,
-    )
+    base: dict[str, object] = {
+        "node_id": node,
+        "node_ids": tuple(f"n{i}" for i in range(1, n + 1)),
+        "accounts": tuple("ABCDEFGHIJ"),
+        "initial_balance": 10,
+        "checkpoint_interval": 10,
+        "snapshot_interval": 10,  # a snapshot file at every checkpoint unless a test says otherwise
+        "heartbeat_ticks": 5,
+        "election_timeout_ticks_min": 40,
+        "election_timeout_ticks_max": 80,
+    }
     base.update(kw)
     return CoreSettings(**base)  # type: ignore[arg-type]
+
+
+class _Wire:
+    """One node's Transport: messages into the net's queue, replies into its list."""
+
+    def __init__(self, net: CoreNet, node: str) -> None:
+        self.net, self.node = net, node
+
+    def send(self, messages: Sequence[tuple[str, PeerMessage | ClientRequest]]) -> None:
+        self.net.queue.extend((to, self.node, message) for to, message in messages)
+
+    def reply(self, waiters: Collection[str], reply: ClientReply) -> None:
+        self.net.replies[self.node].append(reply)
 
 
 class CoreNet:
@@ -85,28 +73,39 @@ class CoreNet:
         self.kw = kw
         self.ids = [f"n{i}" for i in range(1, n + 1)]
         self.n = n
-        self.disks = {i: Disk() for i in self.ids}
+        self.storages = {i: MemoryStorage() for i in self.ids}
         self.cores = {i: Core(settings(i, n, **kw), random.Random(f"{seed}-{i}")) for i in self.ids}
         self.alive = set(self.ids)
         self.queue: list[tuple[str, str | None, object]] = []  # (to, from, message)
         self.replies: dict[str, list[ClientReply]] = {i: [] for i in self.ids}
         self.alarms: list[str] = []
-        self.executed: dict[str, list[tuple[int, tuple]]] = {i: [] for i in self.ids}
+        self.executed: dict[str, list[tuple[int, Batch]]] = {i: [] for i in self.ids}
+        self.watchers: dict[str, list[Callable[[Ready], None]]] = {i: [] for i in self.ids}
+        self.executors = {i: self._executor(i) for i in self.ids}
         self.request_no = 0
+
+    def _executor(self, node: str) -> ReadyExecutor[str]:
+        storage = self.storages[node]
+        return ReadyExecutor(
+            storage,
+            _Wire(self, node),
+            Waiters(keys_max=constants.pending_commands_max, per_waiter_max=1 << 20),
+            recovered=storage.recovered(),
+            observe=lambda ready: self._observe(node, ready),
+        )
+
+    def _observe(self, node: str, ready: Ready) -> None:
+        self.alarms.extend(ready.alarms)
+        self.executed[node].extend((e.slot, e.batch) for e in ready.executed)
+        for watch in self.watchers[node]:
+            watch(ready)
 
     # ---------------------------------------------------------------- driving
 
     def flush(self, node: str) -> None:
-        ready = self.cores[node].take_ready()
-        self.disks[node].apply(ready)
-        self.alarms.extend(ready.alarms)
-        for e in ready.executed:
-            self.executed[node].append((e.slot, e.batch))
-        if node not in self.alive:
-            return
-        for to, message in ready.send_early + ready.send:
-            self.queue.append((to, node, message))
-        self.replies[node].extend(ready.replies)
+        executor = self.executors[node]
+        executor.muted = node not in self.alive
+        executor.carry_out(self.cores[node].take_ready())
 
     def deliver_all(self) -> None:
         while self.queue:
@@ -131,7 +130,7 @@ class CoreNet:
                 self.flush(node)
             self.deliver_all()
 
-    def run_until(self, predicate, ticks_max: int = 2000) -> int:
+    def run_until(self, predicate: Callable[[], bool], ticks_max: int = 2000) -> int:
         for t in range(ticks_max):
             if predicate():
                 return t
@@ -141,16 +140,16 @@ class CoreNet:
     # ---------------------------------------------------------------- helpers
 
     def leader(self) -> str | None:
-        leaders = [i for i in sorted(self.alive) if self.cores[i].role.value == "leader"]
+        leaders = [i for i in sorted(self.alive) if self.cores[i].status().role.value == "leader"]
         if not leaders:
             return None
-        return max(leaders, key=lambda i: self.cores[i].ballot)
+        return max(leaders, key=lambda i: self.cores[i].status().ballot)
 
     def submit(
         self,
         node: str,
         client: str,
-        transfers=None,
+        transfers: Sequence[tuple[str, str, int]] | None = None,
         *,
         request_no: int | None = None,
         kind: CommandKind = CommandKind.transfer,
@@ -166,13 +165,18 @@ class CoreNet:
                 Transfer(sender=s, receiver=r, amount=a) for s, r, a in (transfers or ())
             ),
         )
+        self.request(node, command)
+        return command
+
+    def request(self, node: str, command: Command) -> None:
+        """`command` from a client of `node`, who waits there for the reply."""
+        self.executors[node].waiters.wait(command.key, CLIENT)
         self.cores[node].step(ClientRequest(command=command), None)
         self.flush(node)
-        return command
 
     def reply_for(self, node: str, command: Command) -> ClientReply | None:
         for r in self.replies[node]:
-            if (r.client_id, r.request_no) == (command.client_id, command.request_no):
+            if (r.client_id, r.request_no) == command.key:
                 return r
         return None
 
@@ -180,21 +184,22 @@ class CoreNet:
         self.alive.discard(node)
 
     def restart(self, node: str) -> None:
-        d = self.disks[node]
+        recovered = self.storages[node].recovered()
         self.cores[node] = Core(
             settings(node, self.n, **self.kw),
             random.Random(f"restart-{node}-{self.rng.random()}"),
-            snapshot=d.snapshot,
-            promised=d.promised,
-            entries=dict(d.entries),
-            commit_slot=d.commit_slot,
+            snapshot=recovered.snapshot,
+            promised=recovered.promised,
+            entries=dict(recovered.entries),
+            commit_slot=recovered.commit_slot,
         )
+        self.executors[node] = self._executor(node)
         self.alive.add(node)
         self.flush(node)
 
     def check_agreement(self) -> None:
         """No two replicas executed different batches for one slot."""
-        chosen: dict[int, tuple] = {}
+        chosen: dict[int, Batch] = {}
         for node, executed in self.executed.items():
             for slot, batch in executed:
                 if slot in chosen:

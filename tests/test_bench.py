@@ -18,7 +18,8 @@ import trio
 
 from ledgerpaxos.client import open_client
 from ledgerpaxos.config import make_local_config
-from ledgerpaxos.runtime import MemoryNetwork, Replica, RuntimeOptions
+from ledgerpaxos.runtime import Replica, RuntimeOptions
+from ledgerpaxos.testing.network import MemoryNetwork
 from tools import bench, bench_profile
 from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for
 from tools.bench_load import transfer_pool

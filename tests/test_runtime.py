@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import wire
+from ledgerpaxos import constants
 from ledgerpaxos.client import ClientTimeout, open_client
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core import ledger as rules
@@ -21,8 +22,10 @@ from ledgerpaxos.core.messages import (
     Heartbeat,
     Transfer,
 )
-from ledgerpaxos.runtime import MemoryNetwork, Replica
+from ledgerpaxos.runtime import Replica
+from ledgerpaxos.runtime import replica as replica_module
 from ledgerpaxos.storage import StorageError
+from ledgerpaxos.testing.network import MemoryNetwork
 from tests.conftest import Cluster, open_cluster
 from tools.ports import free_base_port
 
@@ -449,3 +452,24 @@ async def test_requests_arriving_together_share_one_fsync(
             nursery.start_soon(transfer)
     assert cluster.replicas[leader].core.executed_slot <= 3  # one slot for them all
     assert syncs <= 3, f"{syncs} fsyncs for {len(clients)} requests"
+
+
+async def test_a_cancelled_wait_for_inbox_room_lets_tasks_step_again(tmp_path: Path) -> None:
+    """A reader that waits for room in a full inbox and is cancelled sent
+    nothing; afterwards, with the inbox drained, readers may step again."""
+    config = make_local_config(3, free_base_port(3), tmp_path)
+    replica = Replica(config, "n1", rng=random.Random(1))
+    tick = replica_module._TICK
+    for _ in range(constants.inbox_messages_max):
+        await replica._to_inbox(tick)
+    with trio.move_on_after(1) as waited:
+        await replica._to_inbox(tick)  # the inbox is full: waits, then is cancelled
+    assert waited.cancelled_caught
+    assert replica._inbox_queued == constants.inbox_messages_max
+    while True:
+        try:
+            replica._inbox_out.receive_nowait()
+        except trio.WouldBlock:
+            break
+        replica._inbox_queued -= 1  # as the core loop counts what it takes
+    assert replica._inbox_queued == 0 and replica._may_step_here()

@@ -32,12 +32,12 @@ from ledgerpaxos.storage import (
     StorageCorruption,
     StorageError,
     WriteAheadLog,
+    fold_records,
     load_newest_snapshot,
     write_snapshot,
 )
 from ledgerpaxos.storage import wal as wal_module
 from ledgerpaxos.storage.snapshot import snapshot_file_name
-from ledgerpaxos.storage.store import fold_records
 from ledgerpaxos.storage.wal import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
 
 FIRST_SEGMENT = segment_file_name(1)

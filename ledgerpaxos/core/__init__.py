@@ -2,7 +2,18 @@
 
 from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.ready import Executed, Ready
-from ledgerpaxos.core.replica import Core, Role
+from ledgerpaxos.core.replica import Core
 from ledgerpaxos.core.settings import CoreSettings
+from ledgerpaxos.core.status import Phase, Role, SlotView, Status
 
-__all__ = ["Core", "CoreSettings", "Executed", "Ledger", "Ready", "Role"]
+__all__ = [
+    "Core",
+    "CoreSettings",
+    "Executed",
+    "Ledger",
+    "Phase",
+    "Ready",
+    "Role",
+    "SlotView",
+    "Status",
+]

@@ -82,6 +82,13 @@ class Command:
     kind: CommandKind
     transfers: tuple[Transfer, ...] = ()
 
+    @property
+    def key(self) -> CommandKey:
+        return (self.client_id, self.request_no)
+
+
+CommandKey = tuple[str, int]  # (client id, request number): a request, everywhere
+
 
 # A slot's value: a batch of commands; the empty batch is the no-op.
 Batch = tuple[Command, ...]

@@ -25,7 +25,6 @@ Vocabulary:
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from ledgerpaxos.core.messages import (
     ClientReply,
     ClientRequest,
     Command,
+    CommandKey,
     CommitRecord,
     Heartbeat,
     HeartbeatAck,
@@ -63,19 +63,7 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.core.ready import Executed, Ready
 from ledgerpaxos.core.settings import CoreSettings
-
-CommandKey = tuple[str, int]  # (client id, request number)
-
-
-class Role(enum.Enum):
-    follower = "follower"
-    candidate = "candidate"
-    leader = "leader"
-
-
-class Phase(enum.Enum):
-    pre_vote = "pre-vote"
-    prepare = "prepare"
+from ledgerpaxos.core.status import Phase, Role, SlotView, Status
 
 
 class Core:
@@ -908,7 +896,57 @@ class Core:
             assert all(s > self.commit_slot for s in self.decided)
             assert self.pending_transfers == sum(len(c.transfers) for c in self.pending.values())
 
-    # ================================================================ queries (control, tests)
+    # ================================================================ queries (status.py)
+
+    def status(self) -> Status:
+        """A copy of what the outside may know (a frozen value)."""
+        candidate = self.role == Role.candidate
+        return Status(
+            node=self.me,
+            role=self.role,
+            phase=self.phase if candidate else None,
+            leader=self.leader,
+            ballot=self.leader_ballot,
+            promised=self.promised,
+            views=tuple(self.views),
+            commit_slot=self.commit_slot,
+            executed_slot=self.executed_slot,
+            checkpoint_slot=self.checkpoint_slot,
+            snapshot_slot=self.snapshot_slot,
+            purge_slot=self.purge_slot,
+            log_slots=len(self.log),
+            slots_in_flight=len(self.votes),
+            commands_queued=len(self.pending),
+        )
+
+    @property
+    def slots_in_flight(self) -> int:
+        """Status.slots_in_flight without building a Status: the runtime asks
+        it for every client request."""
+        return len(self.votes)
+
+    def log_view(self) -> tuple[SlotView, ...]:
+        """The log in slot order, with each slot's status letter."""
+        return tuple(
+            SlotView(slot=slot, ballot=e.ballot, status=self.slot_status(slot), batch=e.batch)
+            for slot, e in sorted(self.log.items())
+        )
+
+    def last_slot(self) -> int:
+        """The highest slot in the log, 0 when it is empty."""
+        return max(self.log, default=0)
+
+    def state_digest(self) -> bytes:
+        """The digest of balances and client table, as a checkpoint takes it."""
+        return self.ledger.digest()
+
+    def client_request_nos(self) -> dict[str, int]:
+        """The client table: each client's last executed request number."""
+        return {c: e.request_no for c, e in self.ledger.clients.items()}
+
+    def stored_outcome(self, key: CommandKey) -> Outcome | None:
+        """The outcome the client table holds for `key`, if it is the newest."""
+        return self.ledger.stored_outcome(*key)
 
     def slot_status(self, slot: int) -> str:
         """The seed's letters: E executed, C committed, A accepted, X purged, - nothing."""

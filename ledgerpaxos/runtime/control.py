@@ -29,7 +29,7 @@ import json
 from typing import Any, Protocol
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import Core, Role
+from ledgerpaxos.core import Core, SlotView, Status
 from ledgerpaxos.core.messages import (
     Command,
     CommandKind,
@@ -44,7 +44,9 @@ class Controllable(Protocol):
 
     node_id: str
     alive: bool
-    snapshots_written: int
+
+    @property
+    def snapshots_written(self) -> int: ...
 
     @property
     def core(self) -> Core: ...
@@ -58,6 +60,7 @@ class Controllable(Protocol):
 def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
     """Carry out one control request and describe the result."""
     core = replica.core
+    status = core.status()
     node = replica.node_id
     op = request.op
     ok = True
@@ -66,18 +69,18 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
         body = {
             "node": node,
             "alive": replica.alive,
-            "role": core.role.value,
-            "leader": core.leader,
+            "role": status.role.value,
+            "leader": status.leader,
         }
     elif op == ControlOp.print_log:
-        body = {"node": node, "entries": [describe_entry(core, slot) for slot in sorted(core.log)]}
+        body = {"node": node, "entries": [describe_entry(view) for view in core.log_view()]}
     elif op == ControlOp.print_db:
         body = {"node": node, "alive": replica.alive, "balances": core.balances()}
     elif op == ControlOp.print_status:
-        body = {"node": node, "status": slot_statuses(core, request.argument)}
+        body = {"node": node, "status": slot_statuses(core, status, request.argument)}
     elif op == ControlOp.print_view:
         body = {
-            **describe_view(core, node),
+            **describe_view(status),
             "alive": replica.alive,
             "wal_fsyncs": replica.wal_fsyncs,
             "snapshots_written": replica.snapshots_written,
@@ -86,12 +89,12 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
         replica.alive = request.argument != 0
         body = {"node": node, "alive": replica.alive}
     elif op == ControlOp.kill_leader:
-        if core.role == Role.leader:
+        if status.is_leader:
             replica.alive = False
             body = {"node": node, "alive": replica.alive}
         else:
             ok = False
-            reason = f"{node} is not the leader (it believes {core.leader} is)"
+            reason = f"{node} is not the leader (it believes {status.leader} is)"
             body = {"node": node, "reason": reason}
     elif op == ControlOp.reset:
         replica.reset()
@@ -108,33 +111,32 @@ def describe_command(command: Command) -> str:
     return " ".join([head, *(f"({t.sender}, {t.receiver}, {t.amount})" for t in command.transfers)])
 
 
-def describe_entry(core: Core, slot: int) -> dict[str, Any]:
-    entry = core.log[slot]
+def describe_entry(view: SlotView) -> dict[str, Any]:
     return {
-        "slot": slot,
-        "ballot": str(entry.ballot),
-        "status": core.slot_status(slot),
-        "batch": [describe_command(c) for c in entry.batch],
+        "slot": view.slot,
+        "ballot": str(view.ballot),
+        "status": view.status,
+        "batch": [describe_command(c) for c in view.batch],
     }
 
 
-def slot_statuses(core: Core, slot: int) -> dict[str, str]:
+def slot_statuses(core: Core, status: Status, slot: int) -> dict[str, str]:
     if slot > 0:
         return {str(slot): core.slot_status(slot)}
-    top = max([core.commit_slot, core.executed_slot, *core.log])
+    top = max(status.commit_slot, status.executed_slot, core.last_slot())
     first = max(1, top - constants.status_slots_max + 1)
     return {str(s): core.slot_status(s) for s in range(first, top + 1)}
 
 
-def describe_view(core: Core, node: str) -> dict[str, Any]:
+def describe_view(status: Status) -> dict[str, Any]:
     return {
-        "node": node,
-        "role": core.role.value,
-        "leader": core.leader,
-        "ballot": str(core.leader_ballot),
-        "promised": str(core.promised),
-        "views": [{"ballot": str(b), "leader": leader} for b, leader in core.views],
-        "commit_slot": core.commit_slot,
-        "executed_slot": core.executed_slot,
-        "checkpoint_slot": core.checkpoint_slot,
+        "node": status.node,
+        "role": status.role.value,
+        "leader": status.leader,
+        "ballot": str(status.ballot),
+        "promised": str(status.promised),
+        "views": [{"ballot": str(b), "leader": leader} for b, leader in status.views],
+        "commit_slot": status.commit_slot,
+        "executed_slot": status.executed_slot,
+        "checkpoint_slot": status.checkpoint_slot,
     }

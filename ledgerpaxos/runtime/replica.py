@@ -33,7 +33,7 @@ import logging
 import os
 import random
 import select
-from collections import OrderedDict
+from collections.abc import Collection, Sequence
 
 import attrs
 import trio
@@ -45,6 +45,7 @@ from ledgerpaxos.core import Core, CoreSettings, Ready
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    ClientReply,
     ClientRequest,
     ControlReply,
     ControlRequest,
@@ -57,11 +58,10 @@ from ledgerpaxos.core.messages import (
     Prepare,
     PreVote,
 )
+from ledgerpaxos.host import ReadyExecutor, Waiters
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.storage import Recovered, ReplicaStore
-
-CommandKey = tuple[str, int]  # (client id, request number)
 
 
 @attrs.frozen
@@ -321,7 +321,6 @@ class _ClientConnection:
         self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
             constants.client_replies_queued_max
         )
-        self.waiting: OrderedDict[CommandKey, None] = OrderedDict()
         self.closed = False
         self.direct = _DirectWriter()
 
@@ -372,12 +371,11 @@ class Replica:
         self.rng = rng if rng is not None else random.Random()
         self.log = logging.getLogger(f"ledgerpaxos.runtime.{node_id}")
         self.peers = tuple(n for n in config.node_ids if n != node_id)
-        self.alive = True  # False: "dead", drops all peer and client traffic
+        self._alive = True
         self.port: int | None = None
-        self.snapshots_written = 0  # for print_view (the benchmark's fsync figures)
         self._store: ReplicaStore | None = None
         self._core: Core | None = None
-        self._waiters: dict[CommandKey, set[_ClientConnection]] = {}
+        self._executor: ReadyExecutor[_ClientConnection] | None = None
         self._inbox_in, self._inbox_out = trio.open_memory_channel[_InboxItem](
             constants.inbox_messages_max
         )
@@ -401,6 +399,28 @@ class Replica:
         return self._store
 
     @property
+    def executor(self) -> ReadyExecutor[_ClientConnection]:
+        assert self._executor is not None, "the replica is not running"
+        return self._executor
+
+    @property
+    def alive(self) -> bool:
+        """False: "dead" (control set_alive 0, kill_leader): peer and client
+        traffic is dropped, nothing is sent, only control is answered."""
+        return self._alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        self._alive = alive
+        if self._executor is not None:
+            self._executor.muted = not alive
+
+    @property
+    def snapshots_written(self) -> int:
+        """Snapshot files written since the process started (print_view)."""
+        return self._executor.snapshots_written if self._executor is not None else 0
+
+    @property
     def wal_fsyncs(self) -> int:
         """WAL fsyncs since the process started (snapshots not included)."""
         return self._store.fsync_count if self._store is not None else 0
@@ -412,6 +432,16 @@ class Replica:
         self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync)
         try:
             self._core = self._restore_core(recovered)
+            self._executor = ReadyExecutor(
+                self._store,
+                _Transport(self),
+                Waiters(
+                    keys_max=constants.pending_commands_max,
+                    per_waiter_max=constants.client_waits_per_connection_max,
+                ),
+                recovered=recovered,
+                observe=self._log_events,
+            )
             async with trio.open_nursery() as nursery:
                 if hasattr(select, "epoll"):
                     self._poller = _Poller()
@@ -446,13 +476,14 @@ class Replica:
         )
         if recovered.torn_tail_cut:
             self.log.warning("the WAL ended in a torn record; it was cut off")
+        status = core.status()
         self.log.info(
             "recovered: checkpoint %d, commit %d, executed %d, promised %s, %d log entries",
-            core.checkpoint_slot,
-            core.commit_slot,
-            core.executed_slot,
-            core.promised,
-            len(core.log),
+            status.checkpoint_slot,
+            status.commit_slot,
+            status.executed_slot,
+            status.promised,
+            status.log_slots,
         )
         return core
 
@@ -470,11 +501,8 @@ class Replica:
                 self._links[peer].queued -= 1
         self.store.wipe()
         self._core = Core(self.settings, self.rng, thorough_checks=self.options.thorough_checks)
+        self.executor.reset(Recovered.empty())
         self.alive = True
-        for connections in self._waiters.values():
-            for connection in connections:
-                connection.waiting.clear()
-        self._waiters.clear()
         self.log.warning("reset: data directory wiped, starting empty")
 
     # ================================================================ core loop
@@ -525,56 +553,32 @@ class Replica:
             self.core.step(item.request, None)
 
     async def _carry_out(self, ready: Ready) -> None:
-        """Persist, then speak: the order of core/ready.py. Only with
-        `sync_in_thread` (and fsync on) does this yield, for the write."""
-        if not (self._writes_in_thread and ready.needs_sync()):
-            self._carry_out_now(ready)
-            return
-        self._start(ready)
-        await trio.to_thread.run_sync(self._write, ready)  # keep the network going during fsync
-        self._speak(ready)
+        """Persist, then speak (host/executor.py). Only with `sync_in_thread`
+        (and fsync on) does this yield, for the write."""
+        executor = self.executor
+        if executor.begin(ready):
+            if self._writes_in_thread:
+                # keep the network going during the fsync
+                await trio.to_thread.run_sync(executor.make_durable, ready)
+            else:
+                executor.make_durable(ready)  # the loop waits for the disk
+        executor.finish(ready)
 
     def _carry_out_now(self, ready: Ready) -> None:
         """_carry_out with the write inline: no other task runs until it is done,
         so a reader task may carry out a Ready too (see _receive_from_peer)."""
-        self._start(ready)
-        if ready.needs_sync():
-            self._write(ready)  # the loop waits for the disk (see RuntimeOptions.sync_in_thread)
-        elif ready.persist_lazy:
-            self.store.append(ready.persist_lazy)  # the next fsync covers it
-        self._speak(ready)
+        self.executor.carry_out(ready)
 
-    def _start(self, ready: Ready) -> None:
+    def _log_events(self, ready: Ready) -> None:
         for event in ready.events:
             self.log.info("%s", event)
         for alarm in ready.alarms:
             self.log.error("%s", alarm)
-        if ready.send_early and self.alive:
-            self._send_to_peers(ready.send_early)  # frames a link queues go out after the write
-
-    def _speak(self, ready: Ready) -> None:
-        if not self.alive:
-            return
-        self._send_to_peers(ready.send)
-        self._reply_to_clients(ready)
-
-    def _write(self, ready: Ready) -> None:
-        store = self.store
-        if ready.persist:
-            store.append(ready.persist + ready.persist_lazy)
-            store.sync()
-        elif ready.persist_lazy:
-            store.append(ready.persist_lazy)
-        for snapshot in ready.snapshots:
-            store.write_snapshot(snapshot)
-            self.snapshots_written += 1
-        if ready.compact is not None:
-            store.compact(ready.compact)
 
     def _encode(self, message: Message) -> bytes:
         return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=self.index)
 
-    def _send_to_peers(self, send: list[tuple[str, PeerMessage | ClientRequest]]) -> None:
+    def _send_to_peers(self, send: Sequence[tuple[str, PeerMessage | ClientRequest]]) -> None:
         """One frame per message, one concatenation per peer, one outbox item per peer.
 
         The core sends each follower its own Accept (and Heartbeat) object with
@@ -605,34 +609,9 @@ class Replica:
                     self._outbox_full_reported.add(to)
                     self.log.warning("outbox to %s is full; dropping frames until it drains", to)
 
-    def _reply_to_clients(self, ready: Ready) -> None:
-        for reply in ready.replies:
-            key = (reply.client_id, reply.request_no)
-            connections = self._waiters.pop(key, None)
-            if not connections:
-                continue
-            frame = self._encode(reply)
-            for connection in connections:
-                connection.waiting.pop(key, None)
-                connection.deliver(frame)
-
     def _wait_for_reply(self, connection: _ClientConnection, request: ClientRequest) -> None:
-        if connection.closed:
-            return
-        key = (request.command.client_id, request.command.request_no)
-        self._waiters.setdefault(key, set()).add(connection)
-        connection.waiting[key] = None
-        connection.waiting.move_to_end(key)
-        while len(connection.waiting) > constants.client_waits_per_connection_max:
-            oldest, _ = connection.waiting.popitem(last=False)
-            self._forget_waiter(oldest, connection)
-
-    def _forget_waiter(self, key: CommandKey, connection: _ClientConnection) -> None:
-        connections = self._waiters.get(key)
-        if connections is not None:
-            connections.discard(connection)
-            if not connections:
-                del self._waiters[key]
+        if not connection.closed:
+            self.executor.waiters.wait(request.command.key, connection)
 
     # ================================================================ peer links
 
@@ -711,9 +690,8 @@ class Replica:
         finally:
             connection.closed = True
             connection.replies_in.close()
-            for key in connection.waiting:
-                self._forget_waiter(key, connection)
-            connection.waiting.clear()
+            if self._executor is not None:
+                self._executor.waiters.forget(connection)
 
     def _may_step_here(self) -> bool:
         """Whether a task other than the core loop may step the core and carry
@@ -726,12 +704,20 @@ class Replica:
 
         The connection's receive_some is this task's checkpoint, so a frame
         that fits goes in without a trip through the scheduler (one per frame
-        would cost more than decoding it)."""
+        would cost more than decoding it).
+
+        The count goes up before the item is in, so no task steps past it
+        while it waits for room; a send that is cancelled or fails sent
+        nothing (trio's channels guarantee it), so the count comes down."""
         self._inbox_queued += 1
         try:
-            self._inbox_in.send_nowait(item)
-        except trio.WouldBlock:
-            await self._inbox_in.send(item)
+            try:
+                self._inbox_in.send_nowait(item)
+            except trio.WouldBlock:
+                await self._inbox_in.send(item)
+        except BaseException:
+            self._inbox_queued -= 1
+            raise
 
     def _peer_at(self, index: int) -> str:
         if not 1 <= index <= len(self.config.nodes) or index == self.index:
@@ -772,7 +758,7 @@ class Replica:
             raise _ProtocolViolation(f"sender index {header.sender} on a client connection")
         if isinstance(message, ClientRequest):
             item = _FromClient(message, connection)
-            if not self.core.votes and self._may_step_here():
+            if not self.core.slots_in_flight and self._may_step_here():
                 self._step(item)
                 return True
             await self._to_inbox(item)
@@ -781,6 +767,22 @@ class Replica:
         else:
             raise _ProtocolViolation(f"a client sent {type(message).__name__}")
         return False
+
+
+class _Transport:
+    """The executor's way out: peer frames through the links, replies through
+    the connections of the clients waiting on them."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    def send(self, messages: Sequence[tuple[str, PeerMessage | ClientRequest]]) -> None:
+        self.replica._send_to_peers(messages)
+
+    def reply(self, waiters: Collection[_ClientConnection], reply: ClientReply) -> None:
+        frame = self.replica._encode(reply)
+        for connection in waiters:
+            connection.deliver(frame)
 
 
 def _same_frame_key(message: object) -> object:

@@ -11,25 +11,15 @@ A failed check raises `Violation` naming the property (a key of PROPERTIES).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from ledgerpaxos.core import Core, Executed, Ledger
 from ledgerpaxos.core.messages import (
-    Accept,
-    Accepted,
-    AcceptRecord,
-    Ballot,
     Batch,
     ClientReply,
-    CommitRecord,
-    NewView,
     Outcome,
-    Promise,
-    PromiseRecord,
     Snapshot,
-    WalRecord,
 )
-from ledgerpaxos.storage import Recovered
 
 CommandKey = tuple[str, int]
 
@@ -42,7 +32,7 @@ PROPERTIES: dict[str, str] = {
     "reply": "each acknowledged reply matches what the replay gives for that request",
     "exactly-once": "a duplicate request never applies twice",
     "checkpoint": "every checkpoint holds the replay's state at its slot",
-    "persist-before-speak": "a promise or accepted entry is durable before a message reveals it",
+    "persist-before-speak": "a promise or accepted entry is durable before a message reveals it (host/executor.py checks every send)",
     "committed-kept": "nothing committed is ever lost",
     "core-invariant": "the core never fails an assertion or raises",
     "core-alarm": "the core raises no alarm (e.g. a checkpoint digest mismatch)",
@@ -173,13 +163,13 @@ class SafetyChecker:
                 )
         raise AssertionError("outcomes differ but no command does")
 
-    def state(self, node: str, core: Core) -> None:
-        """The replica's whole state against the replay after the slots it executed."""
-        slot = core.executed_slot
+    def state(self, node: str, core: Core, slot: int) -> None:
+        """The replica's whole state against the replay after the slots it
+        executed (`slot`, its status's executed_slot)."""
         if self.checked_state_at.get(node) == slot:
             return
         self.checked_state_at[node] = slot
-        balances = core.ledger.balances
+        balances = core.balances()
         total = sum(balances.values())
         if total != self.reference.total:
             raise Violation(
@@ -196,7 +186,7 @@ class SafetyChecker:
                 "replay",
                 f"{node} executed up to slot {slot}, the replay only to {self.reference.applied}",
             )
-        if core.ledger.digest() != expected:
+        if core.state_digest() != expected:
             raise Violation(
                 "replay",
                 f"{node} state after slot {slot} differs from the replay: {_state_difference(core, self.reference, slot)}",
@@ -230,88 +220,15 @@ def _state_difference(core: Core, reference: ReferenceLedger, slot: int) -> str:
     """Explain a digest mismatch (only the current replay state is at hand when
     the slot is the replay's newest; otherwise just the slot)."""
     if slot != reference.applied:
-        return f"digest {core.ledger.digest().hex()[:16]} vs {reference.digests[slot].hex()[:16]}"
+        return f"digest {core.state_digest().hex()[:16]} vs {reference.digests[slot].hex()[:16]}"
     ref = reference.ledger
     diffs = [
         f"{a}: {b} vs {ref.balances[a]}"
-        for a, b in sorted(core.ledger.balances.items())
+        for a, b in sorted(core.balances().items())
         if ref.balances.get(a) != b
     ]
-    mine = {c: e.request_no for c, e in sorted(core.ledger.clients.items())}
+    mine = dict(sorted(core.client_request_nos().items()))
     theirs = {c: e.request_no for c, e in sorted(ref.clients.items())}
     if mine != theirs:
         diffs.append(f"client table {mine} vs {theirs}")
     return "; ".join(diffs) or "outcomes stored in the client table differ"
-
-
-# ---------------------------------------------------------------- persist before speak
-
-
-class DurableState:
-    """What one replica process has made durable: every promise and acceptance
-    that an fsync covered since the process started (a later record for the
-    same slot supersedes an acceptance but does not undo it: a message sent
-    after that fsync may still report it). Reset from what recovery finds."""
-
-    def __init__(self) -> None:
-        self.promised = Ballot.zero()
-        self.accepted: set[tuple[int, Ballot]] = set()  # (slot, ballot); membership only
-        self.commit_slot = 0
-        self.snapshot_slot = 0
-
-    def recovered(self, recovered: Recovered) -> None:
-        self.promised = recovered.promised
-        self.accepted = {(slot, e.ballot) for slot, e in recovered.entries.items()}
-        self.commit_slot = recovered.commit_slot
-        self.snapshot_slot = recovered.snapshot.slot if recovered.snapshot is not None else 0
-
-    def synced(self, records: Iterable[WalRecord]) -> None:
-        for record in records:
-            if isinstance(record, PromiseRecord):
-                self.promised = max(self.promised, record.ballot)
-            elif isinstance(record, AcceptRecord):
-                self.accepted.add((record.entry.slot, record.entry.ballot))
-            elif isinstance(record, CommitRecord):
-                self.commit_slot = max(self.commit_slot, record.commit_slot)
-
-    def snapshot_written(self, snapshot: Snapshot) -> None:
-        self.snapshot_slot = max(self.snapshot_slot, snapshot.slot)
-
-    def compacted(self, seed: Iterable[WalRecord]) -> None:
-        """The seed restates the current state; nothing it drops can be
-        revealed again without being stored again."""
-        self.synced(seed)
-
-    def _decided(self, slot: int) -> bool:
-        return slot <= max(self.commit_slot, self.snapshot_slot)
-
-    def check_send(self, node: str, to: str, message: object) -> None:
-        """Raise if `message` reveals a promise or acceptance not yet durable."""
-        if isinstance(message, Promise):
-            if self.promised < message.ballot:
-                raise Violation(
-                    "persist-before-speak",
-                    f"{node} sent Promise {message.ballot} to {to} with only {self.promised} on disk",
-                )
-        elif isinstance(message, Accepted):
-            self._check_accepted(node, to, "Accepted", message.ballot, message.slot)
-        elif isinstance(message, Accept):
-            # A proposal, not a vote: it may leave before the leader's own
-            # acceptance is on disk, never before its promise of the ballot.
-            if self.promised < message.ballot:
-                raise Violation(
-                    "persist-before-speak",
-                    f"{node} sent Accept {message.ballot} slot {message.slot} to {to} "
-                    f"with only promise {self.promised} on disk",
-                )
-        elif isinstance(message, NewView):
-            for entry in message.entries:
-                self._check_accepted(node, to, "NewView", message.ballot, entry.slot)
-
-    def _check_accepted(self, node: str, to: str, kind: str, ballot: Ballot, slot: int) -> None:
-        if (slot, ballot) in self.accepted or self._decided(slot):
-            return
-        raise Violation(
-            "persist-before-speak",
-            f"{node} sent {kind} {ballot} slot {slot} to {to} before its acceptance was on disk",
-        )

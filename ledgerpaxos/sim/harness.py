@@ -22,9 +22,10 @@ from collections.abc import Callable
 import attrs
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import Core, CoreSettings, Executed, Ready, Role
+from ledgerpaxos.core import Core, CoreSettings, Executed, Ready, Status
 from ledgerpaxos.core.messages import Ballot, ClientReply
 from ledgerpaxos.core.settings import ticks_for
+from ledgerpaxos.host import ReadyExecutor
 from ledgerpaxos.sim import coverage
 from ledgerpaxos.sim.checkers import SafetyChecker, Violation
 from ledgerpaxos.sim.clients import SimClient
@@ -83,7 +84,7 @@ class Simulation:
         replicas: int = 5,
         *,
         core_class: type[Core] = Core,
-        host_class: type[ReplicaHost] = ReplicaHost,
+        executor_class: type[ReadyExecutor[str]] = ReadyExecutor,
         planted: str | None = None,
         trace: Trace | None = None,
         plan: SimPlan | None = None,
@@ -109,7 +110,8 @@ class Simulation:
         )
         self._link_cuts: dict[tuple[str, str], int] = {}
         self.hosts = {
-            node: host_class(self, self._settings(node), core_class) for node in self.node_ids
+            node: ReplicaHost(self, self._settings(node), core_class, executor_class)
+            for node in self.node_ids
         }
         self.clients = {
             f"c{i}": SimClient(
@@ -193,12 +195,12 @@ class Simulation:
                 continue
             for node, host in sorted(self.hosts.items()):
                 assert host.core is not None
-                entry = host.core.ledger.clients.get(client.client_id)
-                if entry is None or entry.request_no < client.last_answered:
+                request_no = host.core.client_request_nos().get(client.client_id)
+                if request_no is None or request_no < client.last_answered:
                     raise Violation(
                         "committed-kept",
                         f"{client.client_id}#{client.last_answered} was answered, but {node}'s "
-                        f"client table has {entry.request_no if entry else 'nothing'} for it",
+                        f"client table has {request_no if request_no is not None else 'nothing'} for it",
                     )
 
     def _tick(self, node: str) -> None:
@@ -257,9 +259,11 @@ class Simulation:
             if core is None:
                 states.append(f"{node} {host.status}")
             else:
+                status = core.status()
                 states.append(
-                    f"{node} {core.role.value} b={core.promised} exec={core.executed_slot} "
-                    f"commit={core.commit_slot} cp={core.checkpoint_slot} digest={core.ledger.digest().hex()[:8]}"
+                    f"{node} {status.role.value} b={status.promised} exec={status.executed_slot} "
+                    f"commit={status.commit_slot} cp={status.checkpoint_slot} "
+                    f"digest={core.state_digest().hex()[:8]}"
                 )
         parts.append(f"highest executed anywhere {self.safety.max_executed}")
         parts.append("; ".join(states))
@@ -304,7 +308,7 @@ class Simulation:
 
     # ================================================================ observing replicas
 
-    def observe(self, host: ReplicaHost, ready: Ready) -> None:
+    def observe(self, host: ReplicaHost, ready: Ready, status: Status) -> None:
         """Check a Ready the moment the core hands it out (before any I/O)."""
         node = host.node
         core = host.core
@@ -327,7 +331,7 @@ class Simulation:
                 self.marks.hit(coverage.DUPLICATE_IN_LOG)
         for snapshot in (*ready.checkpoints, *ready.snapshots):  # taken or installed
             safety.snapshot(node, snapshot)
-        safety.state(node, core)
+        safety.state(node, core, status.executed_slot)
 
     def leader_elected(self, node: str, ballot: Ballot) -> None:
         if self._leaders:
@@ -338,11 +342,12 @@ class Simulation:
         self.faults.leader_elected(node)
 
     def current_leader(self) -> str | None:
-        leaders = [
-            (host.core.ballot, node)
+        statuses = [
+            (host.core.status(), node)
             for node, host in sorted(self.hosts.items())
-            if host.is_up and host.core is not None and host.core.role == Role.leader
+            if host.is_up and host.core is not None
         ]
+        leaders = [(status.ballot, node) for status, node in statuses if status.is_leader]
         return max(leaders)[1] if leaders else None
 
     def epoch(self) -> tuple[int, int, int]:
@@ -439,15 +444,15 @@ def run_seed(
     from ledgerpaxos.sim.planted import PLANTED
 
     core_class: type[Core] = Core
-    host_class: type[ReplicaHost] = ReplicaHost
+    executor_class: type[ReadyExecutor[str]] = ReadyExecutor
     if planted is not None:
         bug = PLANTED[planted]
-        core_class, host_class = bug.core_class, bug.host_class
+        core_class, executor_class = bug.core_class, bug.executor_class
     simulation = Simulation(
         seed,
         replicas,
         core_class=core_class,
-        host_class=host_class,
+        executor_class=executor_class,
         planted=planted,
         trace=Trace(emit=emit) if trace or emit is not None else None,
     )

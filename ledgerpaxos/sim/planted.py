@@ -1,7 +1,7 @@
 """Known protocol bugs, planted through the harness to prove the checkers bite.
 
 None of this is in a shipped code path: each bug is a subclass of the real
-Core (or of the simulator's replica host) that changes one decision. The
+Core (or of the Ready executor) that changes one decision. The
 tests in tests/test_sim_planted.py run seeds with each one until a checker
 catches it, and fail if none does within a bounded number of seeds (a few
 hundred for lowest-ballot-wins, which needs two ballots' values in one open slot);
@@ -17,7 +17,7 @@ import attrs
 
 from ledgerpaxos.core import Core, Ready
 from ledgerpaxos.core.messages import NOOP, Ballot, InstallCheckpoint, LogEntry, Promise, Snapshot
-from ledgerpaxos.sim.replica import ReplicaHost
+from ledgerpaxos.host import ReadyExecutor
 
 
 class QuorumOneShortCore(Core):
@@ -32,16 +32,16 @@ class QuorumOneShortCore(Core):
             self._advance_commit()
 
 
-class PromiseBeforeFsyncHost(ReplicaHost):
+class PromiseBeforeFsyncExecutor(ReadyExecutor[str]):
     """Sends Promises as soon as the core hands them out, before the fsync of
-    the PromiseRecord (the runtime's order is persist, then speak)."""
+    the PromiseRecord (the contract's order is persist, then speak)."""
 
-    def _write_then_speak(self, ready: Ready) -> None:
+    def begin(self, ready: Ready) -> bool:
         early = [(to, m) for to, m in ready.send if isinstance(m, Promise)]
         ready.send = [(to, m) for to, m in ready.send if not isinstance(m, Promise)]
-        for to, message in early:
-            self.send_now(to, message)
-        super()._write_then_speak(ready)
+        if early:
+            self.send(early)
+        return super().begin(ready)
 
 
 class IgnoresHighestBallotCore(Core):
@@ -121,7 +121,7 @@ class StaleClientTableCore(Core):
 class PlantedBug:
     description: str
     core_class: type[Core] = Core
-    host_class: type[ReplicaHost] = ReplicaHost
+    executor_class: type[ReadyExecutor[str]] = ReadyExecutor
 
 
 PLANTED: dict[str, PlantedBug] = {
@@ -131,7 +131,7 @@ PLANTED: dict[str, PlantedBug] = {
     ),
     "promise-before-fsync": PlantedBug(
         "a Promise is sent before its PromiseRecord is fsynced",
-        host_class=PromiseBeforeFsyncHost,
+        executor_class=PromiseBeforeFsyncExecutor,
     ),
     "ignores-highest-ballot": PlantedBug(
         "a new leader re-proposes its own log and does not adopt the highest-ballot values",

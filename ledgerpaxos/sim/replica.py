@@ -2,11 +2,12 @@
 
 It does what the trio runtime does (runtime/replica.py), in virtual time:
 messages and ticks go into an inbox; the host steps them into the core and
-carries out the core's Ready in the documented order — append to the WAL,
-one fsync, snapshots, compaction, and only then sends and replies. The fsync
-takes virtual time (the disk latency); whatever arrives meanwhile waits in the
-inbox and is stepped as one group before the next Ready (group commit), just
-as the runtime drains its inbox.
+hands the core's Ready to the same executor the runtime uses
+(host/executor.py), with the store on the simulated disk and the virtual
+network plugged in. The executor's make_durable() (fsync, snapshots,
+compaction) runs after a virtual disk latency; whatever arrives meanwhile
+waits in the inbox and is stepped as one group before the next Ready (group
+commit), just as the runtime drains its inbox.
 
 A crash throws the process away (core, store, inbox, waiting clients) and
 crashes the disk; a restart recovers with ReplicaStore.open on that disk.
@@ -17,15 +18,21 @@ from __future__ import annotations
 import random
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready, Role
-from ledgerpaxos.core.messages import Ballot, ClientRequest, InstallCheckpoint
-from ledgerpaxos.core.replica import Phase
+from ledgerpaxos.core.messages import (
+    Ballot,
+    ClientReply,
+    ClientRequest,
+    InstallCheckpoint,
+    PeerMessage,
+)
+from ledgerpaxos.host import ReadyExecutor, UnpersistedSend, Waiters
 from ledgerpaxos.sim import coverage
-from ledgerpaxos.sim.checkers import DurableState, Violation
+from ledgerpaxos.sim.checkers import Violation
 from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
 from ledgerpaxos.sim.trace import describe
 from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError
@@ -33,13 +40,13 @@ from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError
 if TYPE_CHECKING:
     from ledgerpaxos.sim.harness import Simulation
 
-CommandKey = tuple[str, int]
-
 UP = "up"
 DOWN = "down"
 PAUSED = "paused"
 
 _TICK = object()  # an inbox item: one core tick
+
+_IO_FAILURES = (SimulatedCrash, StorageError, UnpersistedSend)
 
 # The simulated WALs are small: a threshold this low makes both paths of
 # ReplicaStore.compact() (skip, rewrite) common, and crashes land in both.
@@ -57,26 +64,31 @@ def _where(error: BaseException) -> str:
 
 
 class ReplicaHost:
-    def __init__(self, sim: Simulation, settings: CoreSettings, core_class: type[Core]) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        settings: CoreSettings,
+        core_class: type[Core],
+        executor_class: type[ReadyExecutor[str]] = ReadyExecutor,
+    ) -> None:
         self.sim = sim
         self.node = settings.node_id
         self.settings = settings
         self.core_class = core_class
+        self.executor_class = executor_class
         self.directory = f"/data/{self.node}"
         self.disk = SimDisk()
         self.disk.makedirs(self.directory)
         self.status = DOWN
         self.core: Core | None = None
         self.store: ReplicaStore | None = None
+        self.executor: ReadyExecutor[str] | None = None  # waiters: client names
         self.inbox: deque[tuple[object, str | None, object]] = deque()
         self.io_busy = False
         self.deferred_io: Ready | None = None  # an fsync that finished while paused
         self.generation = 0  # bumped by a crash: late I/O completions are ignored
         self.incarnation = 0
-        self.waiters: dict[CommandKey, str] = {}  # request -> client waiting here
-        self.durable = DurableState()
         self.led_ballot: Ballot | None = None
-        self.crashes = 0
 
     # ================================================================ lifetime
 
@@ -108,8 +120,17 @@ class ReplicaHost:
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} restoring: {_where(error)}") from error
         self.store, self.core = store, core
+        self.executor = self.executor_class(
+            store,
+            self,
+            Waiters(
+                keys_max=constants.pending_commands_max,
+                per_waiter_max=constants.client_waits_per_connection_max,
+            ),
+            recovered=recovered,
+            observe=self._observe,
+        )
         self.status = UP
-        self.durable.recovered(recovered)
         self.led_ballot = None
         executed_from = recovered.snapshot.slot if recovered.snapshot is not None else 0
         sim.safety.process_started(self.node, executed_from)
@@ -136,11 +157,10 @@ class ReplicaHost:
         self.generation += 1
         self.core = None
         self.store = None  # abandoned, like a killed process's descriptors
+        self.executor = None  # and whoever waited on it
         self.inbox.clear()
         self.io_busy = False
         self.deferred_io = None
-        self.waiters.clear()
-        self.crashes += 1
         sim.crashes += 1
         plan = sim.plan.faults
         report = self.disk.crash(
@@ -216,10 +236,10 @@ class ReplicaHost:
                 return
             if kind == "client":
                 assert isinstance(message, ClientRequest) and sender is not None
-                command = message.command
-                key = (command.client_id, command.request_no)
-                self.waiters[key] = sender
-                if core.ledger.stored_outcome(*key) is not None:
+                key = message.command.key
+                assert self.executor is not None
+                self.executor.waiters.wait(key, sender)
+                if core.stored_outcome(key) is not None:
                     sim.marks.hit(coverage.DUPLICATE_FROM_TABLE)
                 if sim.trace is not None:
                     sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
@@ -227,14 +247,15 @@ class ReplicaHost:
                 return
             if sim.trace is not None:
                 sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
-            was_leading = core.role == Role.leader or (
-                core.role == Role.candidate and core.phase == Phase.prepare
-            )
-            executed_before = core.executed_slot
+            before = core.status()
             core.step(message, sender)
-            if was_leading and core.role == Role.follower:
+            after = core.status()
+            if before.is_preparing and after.role is Role.follower:
                 sim.marks.hit(coverage.BALLOT_PREEMPTED)
-            if isinstance(message, InstallCheckpoint) and core.executed_slot > executed_before:
+            if (
+                isinstance(message, InstallCheckpoint)
+                and after.executed_slot > before.executed_slot
+            ):
                 sim.marks.hit(coverage.CHECKPOINT_INSTALL)
                 sim.installs += 1
                 sim.safety.checkpoint_installed(self.node, message.snapshot.slot)
@@ -247,32 +268,31 @@ class ReplicaHost:
     # ================================================================ carrying out a Ready
 
     def _carry_out(self) -> None:
-        core = self.core
-        assert core is not None
+        core, executor = self.core, self.executor
+        assert core is not None and executor is not None
         try:
             ready = core.take_ready()
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} take_ready: {_where(error)}") from error
-        self.sim.observe(self, ready)
-        if core.role == Role.leader and core.ballot != self.led_ballot:
-            self.led_ballot = core.ballot
-            self.sim.leader_elected(self.node, core.ballot)
-        self._write_then_speak(ready)
-
-    def _write_then_speak(self, ready: Ready) -> None:
-        """Append now; fsync, snapshots and compaction when the disk is done;
-        only then speak. Records that need no fsync are appended and we speak at once."""
-        store = self.store
-        assert store is not None
-        self._speak_early(ready)
-        records = ready.persist + ready.persist_lazy
-        if records and not self._survived_io(lambda: store.append(records)):
-            return
-        if not ready.needs_sync():
-            self._speak(ready)
+        try:
+            if not executor.begin(ready):
+                executor.finish(ready)  # nothing to wait for: speak at once
+                return
+        except _IO_FAILURES as error:
+            self._io_failed(error)
             return
         self.io_busy = True
         self.sim.queue.after(self.sim.disk_latency(), self._finish_io, self.generation, ready)
+
+    def _observe(self, ready: Ready) -> None:
+        """The executor shows us each Ready first, before any I/O."""
+        core = self.core
+        assert core is not None
+        status = core.status()
+        self.sim.observe(self, ready, status)
+        if status.is_leader and status.ballot != self.led_ballot:
+            self.led_ballot = status.ballot
+            self.sim.leader_elected(self.node, status.ballot)
 
     def _finish_io(self, generation: int, ready: Ready) -> None:
         if generation != self.generation:
@@ -280,62 +300,43 @@ class ReplicaHost:
         if self.status == PAUSED:
             self.deferred_io = ready
             return
-        store = self.store
-        assert store is not None
-
-        def durable_work() -> None:
-            if ready.persist:
-                store.sync()
-                self.durable.synced(ready.persist)
-            for snapshot in ready.snapshots:
-                store.write_snapshot(snapshot)
-                self.durable.snapshot_written(snapshot)
-            if ready.compact is not None and store.compact(ready.compact):
-                self.durable.compacted(ready.compact)
+        store, executor = self.store, self.executor
+        assert store is not None and executor is not None
+        compactions = store.compactions
+        try:
+            executor.make_durable(ready)
+            if store.compactions > compactions:
                 self.sim.marks.hit(coverage.WAL_COMPACTED)
-
-        if not self._survived_io(durable_work):
+            executor.finish(ready)
+        except _IO_FAILURES as error:
+            self._io_failed(error)
             return
         self.io_busy = False
-        self._speak(ready)
         self._drain()
 
-    def _survived_io(self, work: Callable[[], None]) -> bool:
-        """Run storage work; False when the process crashed or stopped inside it."""
-        try:
-            work()
-        except SimulatedCrash:
+    def _io_failed(self, error: BaseException) -> None:
+        """The process crashed inside the executor's I/O, stopped on an I/O
+        error (the design's rule: an fsync or write error stops the replica),
+        or spoke before it persisted."""
+        if isinstance(error, UnpersistedSend):
+            raise Violation("persist-before-speak", f"{self.node} sent {error}") from error
+        if isinstance(error, SimulatedCrash):
             self.crash("crash inside I/O")
-            return False
-        except StorageError as error:
-            self._stop_on_io_error(error)
-            return False
-        return True
-
-    def _stop_on_io_error(self, error: StorageError) -> None:
-        """The design's rule: an fsync (or write) error stops the replica."""
+            return
         self.sim.marks.hit(coverage.IO_ERROR_STOP)
         if self.sim.trace is not None:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} stops: {error}")
         self.crash("I/O error")
 
-    def _speak_early(self, ready: Ready) -> None:
-        for to, message in ready.send_early:
-            self.send_now(to, message)
+    # ================================================================ the executor's transport
 
-    def _speak(self, ready: Ready) -> None:
-        for to, message in ready.send:
-            self.send_now(to, message)
-        for reply in ready.replies:
-            client = self.waiters.pop((reply.client_id, reply.request_no), None)
-            if client is not None:
-                self.sim.send(self.node, client, reply)
+    def send(self, messages: Sequence[tuple[str, PeerMessage | ClientRequest]]) -> None:
+        for to, message in messages:
+            self.sim.send(self.node, to, message)
 
-    def send_now(self, to: str, message: object) -> None:
-        """Send a peer message, checked against what is on disk (planted bugs
-        also call it to send outside of the Ready order)."""
-        self.durable.check_send(self.node, to, message)
-        self.sim.send(self.node, to, message)
+    def reply(self, waiters: Collection[str], reply: ClientReply) -> None:
+        for client in waiters:
+            self.sim.send(self.node, client, reply)
 
     # ================================================================ queries
 

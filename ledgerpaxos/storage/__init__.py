@@ -1,12 +1,13 @@
 """Write-ahead log, snapshots and recovery for one replica (plain synchronous file I/O).
 
-The trio runtime calls ReplicaStore from its storage-writer step; nothing here
-imports trio. See wal.py and snapshot.py for the on-disk formats.
+The Ready executor (ledgerpaxos/host) is ReplicaStore's only user; nothing
+here imports trio. See wal.py and snapshot.py for the on-disk formats.
 """
 
 from ledgerpaxos.storage.errors import StorageCorruption, StorageError
+from ledgerpaxos.storage.recovered import Recovered, WalFold, fold_records
 from ledgerpaxos.storage.snapshot import load_newest_snapshot, write_snapshot
-from ledgerpaxos.storage.store import Recovered, ReplicaStore
+from ledgerpaxos.storage.store import ReplicaStore
 from ledgerpaxos.storage.wal import RecoveredLog, WriteAheadLog
 
 __all__ = [
@@ -15,7 +16,9 @@ __all__ = [
     "ReplicaStore",
     "StorageCorruption",
     "StorageError",
+    "WalFold",
     "WriteAheadLog",
+    "fold_records",
     "load_newest_snapshot",
     "write_snapshot",
 ]

@@ -14,63 +14,18 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-import attrs
-
 import wire
 from ledgerpaxos import constants
-from ledgerpaxos.core.messages import (
-    AcceptRecord,
-    Ballot,
-    CommitRecord,
-    LogEntry,
-    PromiseRecord,
-    Snapshot,
-    WalRecord,
-)
+from ledgerpaxos.core.messages import Snapshot, WalRecord
 from ledgerpaxos.storage import files
 from ledgerpaxos.storage import snapshot as snapshots
 from ledgerpaxos.storage.errors import StorageError
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, DirectoryLock, FileSystem
+from ledgerpaxos.storage.recovered import Recovered, fold_records
 from ledgerpaxos.storage.snapshot import SnapshotCodec
 from ledgerpaxos.storage.wal import RecordCodec, RecoveredLog, WriteAheadLog
 
 lock_file_name = "replica.lock"
-
-
-@attrs.frozen(kw_only=True)
-class Recovered:
-    """The durable state of a replica, as found when it starts."""
-
-    snapshot: Snapshot | None
-    promised: Ballot  # highest PromiseRecord ballot; Ballot.zero() if none
-    entries: dict[int, LogEntry]  # slot -> the last AcceptRecord written for it
-    commit_slot: int  # highest CommitRecord; 0 if none
-    torn_tail_cut: bool
-
-
-def fold_records(
-    records: Sequence[WalRecord], snapshot: Snapshot | None, *, torn: bool
-) -> Recovered:
-    """Replay WAL records in order into a Recovered."""
-    promised = Ballot.zero()
-    entries: dict[int, LogEntry] = {}
-    commit_slot = 0
-    for record in records:
-        if isinstance(record, PromiseRecord):
-            promised = max(promised, record.ballot)
-        elif isinstance(record, AcceptRecord):
-            entries[record.entry.slot] = record.entry
-        elif isinstance(record, CommitRecord):
-            commit_slot = max(commit_slot, record.commit_slot)
-        else:
-            raise AssertionError(f"unknown WAL record {record!r}")
-    return Recovered(
-        snapshot=snapshot,
-        promised=promised,
-        entries=entries,
-        commit_slot=commit_slot,
-        torn_tail_cut=torn,
-    )
 
 
 class _DirectoryLock:
@@ -101,7 +56,7 @@ class StoreCodec(RecordCodec, SnapshotCodec, Protocol):
 class ReplicaStore:
     """Owns one replica's data directory while the replica runs.
 
-    Not thread-safe: the runtime's storage-writer step is its only user. Any
+    Not thread-safe: the Ready executor of its replica is its only user. Any
     StorageError leaves it unusable; the replica must stop.
     """
 
@@ -119,7 +74,6 @@ class ReplicaStore:
         self.directory = directory
         self.fs = fs
         self.fsync_enabled = fsync
-        self.last_recovery: RecoveredLog | None = None  # for status and logs
         self._codec = codec
         self._segment_size_max = segment_size_max
         self._compact_size_min = compact_size_min
@@ -259,7 +213,6 @@ class ReplicaStore:
             segment_size_max=self._segment_size_max,
             fs=self.fs,
         )
-        self.last_recovery = log
         return log
 
     def _current_wal(self) -> WriteAheadLog:

@@ -510,10 +510,6 @@ class WriteAheadLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
-    @property
-    def segment_paths(self) -> list[str]:
-        return [path for _, path, _ in self._segments]
-
     # ------------------------------------------------------------ internals
 
     def _roll(self) -> None:
