@@ -37,8 +37,8 @@ catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
-# Not every checkpoint is written as a snapshot file (with 1,000 accounts about
-# 1 ms of encoding and checking, and two fsyncs): one is, once this many slots
+# Not every checkpoint is written as a snapshot file (an encoding, a check and
+# two fsyncs, growing with the state): one is, once this many slots
 # or transfers have been executed since the last snapshot file.
 # The WAL holds what lies between; the log is purged only up to a snapshot file,
 # so these also bound the log a replica keeps in memory.

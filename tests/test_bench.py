@@ -20,9 +20,12 @@ from ledgerpaxos.client import open_client
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.testing.network import MemoryNetwork
-from tools import bench, bench_profile
-from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for
-from tools.bench_load import transfer_pool
+from tools.bench import cli as bench
+from tools.bench import profile as bench_profile
+from tools.bench.cluster import account_names, initial_balance_for
+from tools.bench.load import transfer_pool
+from tools.bench.stats import percentile
+from tools.cluster.processes import cpu_seconds
 
 # ---------------------------------------------------------------- arguments
 
@@ -97,11 +100,11 @@ def test_config_overrides_come_from_json(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert bench._percentile(values, 0.50) == 50
-    assert bench._percentile(values, 0.99) == 99
-    assert bench._percentile(values, 1.0) == 100
-    assert bench._percentile([7.0], 0.99) == 7
-    assert math.isnan(bench._percentile([], 0.5))
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7
+    assert math.isnan(percentile([], 0.5))
 
 
 def test_histogram_counts_every_latency() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import trio
 
+from ledgerpaxos.testsets.driver import Driver
+from ledgerpaxos.testsets.parser import load_test_sets
 from tests.conftest import open_cluster
-from tools.driver import Driver
-from tools.testsets import load_test_sets
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 ACCOUNTS = "ABCDEFGHIJ"

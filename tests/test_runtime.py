@@ -27,7 +27,7 @@ from ledgerpaxos.runtime import replica as replica_module
 from ledgerpaxos.storage import StorageError
 from ledgerpaxos.testing.network import MemoryNetwork
 from tests.conftest import Cluster, open_cluster
-from tools.ports import free_base_port
+from tools.cluster.ports import free_base_port
 
 INITIAL = dict.fromkeys("ABCDEFGHIJ", 10)
 

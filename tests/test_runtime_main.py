@@ -16,7 +16,7 @@ from ledgerpaxos.config import make_local_config, write_config
 from ledgerpaxos.core.messages import Ballot, PromiseRecord
 from ledgerpaxos.storage import ReplicaStore
 from tests.conftest import REPO
-from tools.ports import free_base_port
+from tools.cluster.ports import free_base_port
 
 pytestmark = pytest.mark.processes
 

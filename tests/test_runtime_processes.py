@@ -22,7 +22,7 @@ from ledgerpaxos.client import ClientTimeout, control, open_client
 from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import REPO
-from tools.ports import free_base_port
+from tools.cluster.ports import free_base_port
 
 pytestmark = pytest.mark.processes
 

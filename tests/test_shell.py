@@ -22,9 +22,8 @@ import trio
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import Cluster, open_cluster
-from tools import shell_views as views
-from tools.shell import Shell, TrioThread, parse_args
-from tools.shell_backend import Backend, NodeAnswer, ShellError
+from tools.shell.app import Shell, TrioThread, parse_args, views
+from tools.shell.backend import Backend, NodeAnswer, ShellError
 from tools.tables import format_table
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"

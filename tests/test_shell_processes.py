@@ -22,7 +22,7 @@ import pytest
 
 from ledgerpaxos.config import make_local_config, write_config
 from tests.conftest import REPO
-from tools.ports import free_base_port
+from tools.cluster.ports import free_base_port
 
 pytestmark = pytest.mark.processes
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.testsets import TestSetError, load_test_sets, parse_test_sets
+from ledgerpaxos.testsets.parser import TestSetError, load_test_sets, parse_test_sets
 
 ACCOUNTS = "ABCDEFGHIJ"
 NODES = ["n1", "n2", "n3", "n4", "n5"]

@@ -1,1 +1,5 @@
-"""Operator tools for ledgerpaxos."""
+"""Command-line programs around ledgerpaxos: shell/, bench/, cluster/, sim.py, tables.py.
+
+May import: ledgerpaxos, wire and their dependencies; nothing in ledgerpaxos or
+wire imports tools.
+"""

@@ -4,6 +4,9 @@ Decoding raises `FrameError` and nothing else (the peer's fault: close the
 connection, log, carry on). Encoding raises `ValueError` for a value the format
 cannot carry (our bug or bad user input). Messages and records are the frozen
 attrs classes of `ledgerpaxos.core.messages`; construct stays inside this package.
+
+May import: ledgerpaxos.core.messages, ledgerpaxos.constants, construct, the
+standard library.
 """
 
 from .batch import read_batch, write_batch

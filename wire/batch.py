@@ -332,8 +332,8 @@ class _RecentEncodings:
         self._remember(batch, data, decoded=True)
 
     def _remember(self, batch: Batch, data: bytes, *, decoded: bool) -> None:
-        # Small batches too: a one-transfer batch costs about 5 us to decode
-        # again (the WAL's read-back check), more than remembering it.
+        # Small batches too: decoding even a one-transfer batch again (the
+        # WAL's read-back check) costs more than remembering it.
         with self._lock:
             old = self._by_id.pop(id(batch), None)
             if old is not None:

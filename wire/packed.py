@@ -4,8 +4,8 @@ Every body and record stays declared with construct (`bodies.py`,
 `records.py`, `values.py`): that declaration is the format. The messages that
 flow for every request or every slot (client requests and replies, Accept,
 Accepted, Heartbeat, HeartbeatAck, the WAL's records, and snapshots)
-are also packed here by hand, because construct costs 10-60 µs per small body
-and about 10 µs per transfer or per transfer result, against about 1 µs here.
+are also packed here by hand, because construct's interpreted parsing costs an
+order of magnitude more per body and per transfer (docs/performance.md).
 `tests/test_batch_codec.py` proves with hypothesis that each packer writes
 exactly the bytes of its construct declaration, decodes them to an equal
 value, and refuses what construct refuses.

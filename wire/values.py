@@ -47,7 +47,7 @@ TransferResultField = AttrsAdapter(
 )
 
 # The declaration of an Outcome; `packed.Outcome_` packs exactly these bytes
-# with struct (one result per transfer: construct would cost ~10 µs each).
+# with struct (one result per transfer: construct is far slower per item).
 OutcomeField = AttrsAdapter(
     Outcome,
     Struct(

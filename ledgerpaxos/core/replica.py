@@ -463,11 +463,10 @@ class Core:
         With no slot in flight the queue goes out at once. While slots are in
         flight another is proposed only for at least half a slot of commands
         or transfers: the rest waits, at most until a slot in flight is
-        decided, and goes out as one fuller batch. A round costs the same
-        frames and fsyncs on every replica whatever it carries; with 64
-        one-transfer clients on 2 cores slots grew from about 20 to about 27
-        commands and throughput by about 5% (docs/performance.md). Under
-        a load that fills slots the pipeline still runs up to
+        decided, and goes out as one fuller batch: a round costs the same
+        frames and fsyncs on every replica whatever it carries, so fuller
+        slots carry more for the same cost (docs/performance.md). Under a
+        load that fills slots the pipeline still runs up to
         pipeline_slots_max deep."""
         while self.pending and len(self.votes) < self.s.pipeline_slots_max:
             if self.votes and not (

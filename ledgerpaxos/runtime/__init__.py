@@ -1,4 +1,12 @@
-"""The trio runtime: serve_replica(), peer links, timers, the control endpoint."""
+"""The trio host of the core: serve_replica(), peer links, timers, control.
+
+    replica.py  Replica: the nursery of tasks around one core and its executor
+    network.py  the Network protocol and TcpNetwork
+    control.py  answers to control requests, from Core.status()
+    main.py     ledgerpaxos-replica: the process
+
+May import: ledgerpaxos (core, host, storage, config, constants), wire, trio.
+"""
 
 from ledgerpaxos.runtime.network import Network, TcpNetwork
 from ledgerpaxos.runtime.replica import Replica, RuntimeOptions, serve_replica

@@ -100,11 +100,11 @@ class RuntimeOptions:
     sync_in_thread: run the WAL write and fsync in a worker thread, so that
         connections keep being read (and frames decoded) while the disk works.
         Off by default: the core loop waits for the write either way, and
-        the thread hand-off costs about 60 µs of CPU per group commit (two
-        cross-thread wake-ups), 10-20% of a replica's CPU under load on a
-        2-core machine (docs/performance.md). Inline, the event loop is
-        stalled for the fsync (typically 0.1-0.3 ms); frames that arrive
-        meanwhile wait in the kernel and are read in the next loop turn.
+        the hand-off to a thread and back costs two cross-thread wake-ups
+        per group commit, a real share of a replica's CPU on a small machine
+        (figures in docs/performance.md). Inline, the event loop is stalled
+        for the fsync; frames that arrive meanwhile wait in the kernel and
+        are read in the next loop turn.
     thorough_checks: check every core invariant after each step, also those
         that walk the log (Core's `thorough_checks`). Off by default: only
         the O(1) ones, as the log may hold a few hundred slots. The tests' clusters

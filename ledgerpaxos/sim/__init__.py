@@ -1,4 +1,4 @@
-"""Deterministic simulation of a ledgerpaxos cluster (issue 4).
+"""Deterministic simulation of a ledgerpaxos cluster.
 
 The real core (ledgerpaxos/core) and the real storage code (ledgerpaxos/storage,
 on an in-memory disk) run under one event queue and a virtual clock, with a
@@ -11,7 +11,8 @@ the same run, also under another PYTHONHASHSEED.
     network.py   delay, loss, duplication, reordering, cut links
     disk.py      the in-memory file system with crash semantics (torn writes)
     codec.py     the wire codec, memoized for the run
-    replica.py   one replica process: core + store on the disk, Ready carried out in order
+    replica.py   one replica process: core + store on the disk, the Ready executor
+                 (ledgerpaxos/host) with the virtual network and disk latency
     clients.py   workload clients that retry
     faults.py    crashes, leader kills, partitions, pauses; at most f at once
     checkers.py  safety (throughout) and the reference replay

@@ -1,7 +1,14 @@
 """Write-ahead log, snapshots and recovery for one replica (plain synchronous file I/O).
 
-The Ready executor (ledgerpaxos/host) is ReplicaStore's only user; nothing
-here imports trio. See wal.py and snapshot.py for the on-disk formats.
+    store.py       ReplicaStore: one data directory (lock, WAL, snapshots)
+    wal.py         the hash-chained, checksummed WAL segments
+    snapshot.py    snapshot files: temporary file, fsync, rename
+    recovered.py   Recovered and WalFold: what the records add up to
+    files.py, filesystem.py   the file operations, on the OS or the simulator's disk
+
+The Ready executor (ledgerpaxos/host) is ReplicaStore's only user. May import:
+ledgerpaxos.core.messages, ledgerpaxos.constants, wire (the default codec),
+the standard library; never trio.
 """
 
 from ledgerpaxos.storage.errors import StorageCorruption, StorageError

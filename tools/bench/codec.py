@@ -1,6 +1,6 @@
 """Micro-benchmark of the wire codec on the hot path: µs per command and per transfer.
 
-    python -m tools.bench_codec
+    python -m tools.bench.codec
 
 Encodes and decodes batches, the hot frames and a WAL accept record with the
 public `wire` API only, so the same script measures an older tree too (run it

@@ -14,7 +14,7 @@ second thread with one nursery that stays open for the life of the shell and
 holds the Driver, the shell's client and everything still pending. A command
 hands one coroutine to that thread (`trio.from_thread.run`) and waits for its
 result; Ctrl-C cancels just that coroutine. Replica processes are started from
-the main thread (see tools/launcher.py for why).
+the main thread (see tools/cluster/launcher.py for why).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from cmd2 import Choices, Cmd2ArgumentParser, CompletionItem, with_argparser
 
 from ledgerpaxos.config import ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
-from tools import shell_views as views
-from tools.launcher import Launcher, LaunchError
-from tools.shell_backend import Backend, ShellError, wait_s_default
+from tools.cluster.launcher import Launcher, LaunchError
+from tools.shell import views
+from tools.shell.backend import Backend, ShellError, wait_s_default
 
 prog = "ledgerpaxos-shell"
 exit_failed = 1

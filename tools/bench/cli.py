@@ -17,15 +17,15 @@ fsyncs per second, and CPU seconds per 1,000 transfers for every process
 balances and their sum is what it was before the load. The exit status is 1
 if the check fails.
 
-The load runs in separate processes (tools/bench_load.py); how many is
+The load runs in separate processes (tools/bench/load.py); how many is
 decided from the clients and request size (see `load_processes_for`) and can be forced
 with the environment variable LEDGERPAXOS_BENCH_LOAD_PROCESSES. With
 LEDGERPAXOS_BENCH_PYSPY=DIR, py-spy (if installed) samples every replica and
 load process during the window (threads holding the GIL only: Python CPU time) into
 DIR/<run>-<process>.txt (collapsed stacks;
-`python -m tools.bench_profile DIR/*.txt` summarizes them). --matrix also
+`python -m tools.bench.profile DIR/*.txt` summarizes them). --matrix also
 measures PySyncObj's peak in the same run when it is installed
-(tools/bench_pysyncobj.py; an optional comparison, not a dependency). For experiments,
+(tools/bench/versus_pysyncobj.py; an optional comparison, not a dependency). For experiments,
 LEDGERPAXOS_BENCH_OVERRIDES='{"pipeline_slots_max": 4}' (JSON) overrides keys of
 the launched config, and LEDGERPAXOS_RUNTIME (see runtime/main.py) reaches the
 launched replicas through the environment; both are recorded in --json. On a small
@@ -54,9 +54,11 @@ import trio
 from ledgerpaxos.client import ClientTimeout, control, control_body
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
-from tools import bench_pysyncobj
-from tools.bench_cluster import REPO, LaunchedCluster, account_names, cpu_seconds, stop_process
-from tools.bench_load import LoadResult, LoadSpec, drain_s, run_load_process
+from tools.bench import versus_pysyncobj as bench_pysyncobj
+from tools.bench.cluster import REPO, LaunchedCluster, account_names
+from tools.bench.load import LoadResult, LoadSpec, drain_s, run_load_process
+from tools.bench.stats import percentile
+from tools.cluster.processes import cpu_seconds, stop_process
 
 prog = "ledgerpaxos-bench"
 
@@ -134,9 +136,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def load_processes_for(clients: int, transfers_per_request: int = 1) -> int:
     """How many processes generate the load (measured: see docs/performance.md).
 
-    Small requests cost the generator ~70-100 µs of CPU each, so many clients
-    with small requests get two processes; big requests are cheap per transfer
-    and one process drives them best. More than two only adds scheduling on a
+    Small requests cost the generator CPU per request, so many clients with
+    small requests get two processes; big requests are cheap per transfer and
+    one process drives them best. More than two only adds scheduling on a
     two-core machine."""
     forced = os.environ.get("LEDGERPAXOS_BENCH_LOAD_PROCESSES")
     if forced:
@@ -236,13 +238,6 @@ def _git_commit() -> tuple[str, bool]:
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
     return commit, bool(status)
-
-
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 class Progress:
@@ -575,9 +570,9 @@ def _figures(
         "requests": requests,
         "transfers": transfers,
         "transfers_refused": sum(result.transfers_refused for result in results),
-        "p50_ms": _percentile(latencies_ms, 0.50),
-        "p90_ms": _percentile(latencies_ms, 0.90),
-        "p99_ms": _percentile(latencies_ms, 0.99),
+        "p50_ms": percentile(latencies_ms, 0.50),
+        "p90_ms": percentile(latencies_ms, 0.90),
+        "p99_ms": percentile(latencies_ms, 0.99),
         "max_ms": latencies_ms[-1] if latencies_ms else math.nan,
         "mean_ms": sum(latencies_ms) / len(latencies_ms) if latencies_ms else math.nan,
         "fsyncs_per_s": fsyncs_per_s.get(leader, math.nan),

@@ -1,6 +1,6 @@
-"""PySyncObj's peak on this machine, measured the way issue 5 describes it.
+"""PySyncObj's peak on this machine: the reference the benchmark compares with.
 
-    python -m tools.bench_pysyncobj [--replicas 5] [--duration 10] [--outstanding 5000]
+    python -m tools.bench.versus_pysyncobj [--replicas 5] [--duration 10] [--outstanding 5000]
                                     [--accounts 1000] [--json PATH]
 
 An optional comparison, not a dependency: `pip install pysyncobj==0.3.17`
@@ -14,7 +14,7 @@ transfers in flight (one transfer per command; a callback per commit) for
 `--duration` seconds and counts commits. At the end every replica reports its
 balances, which must agree and keep their sum.
 
-`measure()` returns the figures; `tools.bench --matrix` prints them next to
+`measure()` returns the figures; `ledgerpaxos-bench --matrix` prints them next to
 ours.
 """
 
@@ -33,8 +33,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tools.bench_cluster import account_names, cpu_seconds, initial_balance_for, stop_process
-from tools.ports import free_base_port
+from tools.bench.cluster import account_names, initial_balance_for
+from tools.bench.stats import percentile
+from tools.cluster.ports import free_base_port
+from tools.cluster.processes import cpu_seconds, stop_process
 
 prog = "bench_pysyncobj"
 install_hint = "pip install pysyncobj==0.3.17"
@@ -155,12 +157,6 @@ def _drive(node: Any, accounts: list[str], duration: float, outstanding: int) ->
     }
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    if not values:
-        return math.nan
-    return values[min(len(values) - 1, max(0, math.ceil(fraction * len(values)) - 1))]
-
-
 def measure(
     *, replicas: int = 5, duration: float = 10.0, outstanding: int = 5000, accounts: int = 1000
 ) -> dict[str, Any]:
@@ -230,9 +226,9 @@ def measure(
         "duration_s": duration,
         "transfers_per_s": committed / duration,
         "requests_per_s": committed / duration,
-        "p50_ms": _percentile(latencies_ms, 0.50),
-        "p90_ms": _percentile(latencies_ms, 0.90),
-        "p99_ms": _percentile(latencies_ms, 0.99),
+        "p50_ms": percentile(latencies_ms, 0.50),
+        "p90_ms": percentile(latencies_ms, 0.90),
+        "p99_ms": percentile(latencies_ms, 0.99),
         "max_ms": latencies_ms[-1] if latencies_ms else math.nan,
         "failed_commands": load["failures"],
         "cpu_s_per_1k_transfers": cpu,

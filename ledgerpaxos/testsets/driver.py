@@ -34,7 +34,7 @@ from ledgerpaxos.client import (
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
-from tools.testsets import TestSet, Txn
+from ledgerpaxos.testsets.parser import TestSet, Txn
 
 log = logging.getLogger("ledgerpaxos.driver")
 

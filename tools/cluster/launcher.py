@@ -1,4 +1,5 @@
-"""Starts the replicas of a config as child processes of the shell, and owns them.
+"""Starts the replicas of a config as child processes, and owns them: the one
+launcher of the shell's --launch, the benchmark and the process tests.
 
     launcher = Launcher(config, config_path)
     launcher.prepare(keep_data=False)       # wipe data/<id>/ and logs/<id>.log
@@ -11,15 +12,16 @@
     launcher.stop_all()                     # SIGTERM, then SIGKILL after a grace period
 
 Every child runs `python -m ledgerpaxos.runtime.main --id <id> --config <path>` with
-the same interpreter and the same `ledgerpaxos` package as the shell, in the shell's
-working directory (a relative `data_dir` means the same directory to both), in a
-session of its own (Ctrl-C at the shell prompt does not reach the replicas).
+the same interpreter and the same `ledgerpaxos` package as its parent, in the
+parent's working directory unless `cwd` says otherwise (a relative `data_dir` means
+the same directory to both), in a session of its own (Ctrl-C at the shell prompt
+does not reach the replicas; the parent stops them).
 
-Replicas never outlive the shell. On Linux each child asks the kernel for SIGKILL
+Replicas never outlive their parent. On Linux each child asks the kernel for SIGKILL
 when its parent dies (prctl PR_SET_PDEATHSIG), which covers a `kill -9` of the
-shell; `stop_all` covers every orderly exit. The kernel ties that signal to the
+parent; `stop_all` covers every orderly exit. The kernel ties that signal to the
 *thread* that started the child, so call `start` from a thread that lives as long
-as the shell (the shell uses its main thread).
+as the parent (the shell and the benchmark use their main thread).
 """
 
 from __future__ import annotations
@@ -68,10 +70,19 @@ class Launcher:
         config_path: str | os.PathLike[str],
         *,
         logs_dir: str | os.PathLike[str] = "logs",
+        cwd: str | os.PathLike[str] | None = None,
+        log_level: str | None = None,
+        started_by: str = "ledgerpaxos-shell",
     ) -> None:
+        """`cwd`: the replicas' working directory (default: ours); `log_level`:
+        their --log-level (default: theirs); `started_by` heads each log line
+        that marks a start."""
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.logs_dir = Path(logs_dir)
+        self.cwd = cwd
+        self.log_level = log_level
+        self.started_by = started_by
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._preexec = _parent_death_signal()
 
@@ -129,11 +140,12 @@ class Launcher:
             node_id,
             "--config",
             str(self.config_path),
+            *(["--log-level", self.log_level] if self.log_level else []),
         ]
         with open(self.log_path(node_id), "ab") as log_file:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log_file.write(
-                f"--- {stamp} started by ledgerpaxos-shell: {' '.join(command)}\n".encode()
+                f"--- {stamp} started by {self.started_by}: {' '.join(command)}\n".encode()
             )
             log_file.flush()
             process = subprocess.Popen(
@@ -142,12 +154,25 @@ class Launcher:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": python_path},
+                cwd=self.cwd,
                 start_new_session=True,
                 preexec_fn=self._preexec,
             )
         self.processes[node_id] = process
         log.info("started %s (pid %d)", node_id, process.pid)
         return process
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {node_id: process.pid for node_id, process in self.processes.items()}
+
+    def exited(self) -> dict[str, int]:
+        """Replicas that have ended, with their exit status."""
+        return {
+            node_id: code
+            for node_id, process in self.processes.items()
+            if (code := process.poll()) is not None
+        }
 
     def running(self, node_id: str) -> bool:
         process = self.processes.get(node_id)

@@ -1,6 +1,6 @@
 """How the shell shows what the replicas answered: text tables and JSON documents.
 
-Pure functions of the answers (tools/shell_backend.py), so they are tested
+Pure functions of the answers (tools/shell/backend.py), so they are tested
 without a cluster. Columns are replicas in config order; a replica that did not
 answer is shown as such, with why, never silently left out.
 """
@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledgerpaxos.client import TransferReply
-from tools.driver import TxnResult
-from tools.shell_backend import LoadResult, NextResult, NodeAnswer
+from ledgerpaxos.testsets.driver import TxnResult
+from tools.shell.backend import LoadResult, NextResult, NodeAnswer
 from tools.tables import format_table
 
 STATUS_LEGEND = "E executed · C committed · A accepted · X purged (in a checkpoint) · - nothing known · ? no answer"

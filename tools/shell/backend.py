@@ -1,7 +1,7 @@
 """What the shell does, as trio code: one object living in the shell's trio thread.
 
-The cmd2 commands in tools/shell.py parse, call one method here (through
-`trio.from_thread.run`) and print what it returns with tools/shell_views.py.
+The cmd2 commands in tools/shell/app.py parse, call one method here (through
+`trio.from_thread.run`) and print what it returns with tools/shell/views.py.
 Tests drive this object directly under pytest-trio (in-process cluster, autojump
 clock), without cmd2 or threads.
 
@@ -25,9 +25,9 @@ from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
-from tools.driver import ControlRefused, Driver, SetReport, TxnResult
-from tools.launcher import Launcher, LaunchError, wait_until_answering
-from tools.testsets import TestSet, TestSetError, load_test_sets
+from ledgerpaxos.testsets.driver import ControlRefused, Driver, SetReport, TxnResult
+from ledgerpaxos.testsets.parser import TestSet, TestSetError, load_test_sets
+from tools.cluster.launcher import Launcher, LaunchError, wait_until_answering
 
 wait_s_default = 5.0
 catch_up_poll_s = 0.1

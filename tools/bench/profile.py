@@ -1,6 +1,6 @@
 """Summarize py-spy's collapsed stacks (`--format raw`): where the samples went.
 
-    python -m tools.bench_profile PROFILE.txt [--top 25]
+    python -m tools.bench.profile PROFILE.txt [--top 25]
 
 The benchmark records with `py-spy record --gil`: only the thread holding the
 GIL is sampled, so the samples are Python CPU time (a thread blocked in fsync

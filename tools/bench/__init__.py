@@ -1,0 +1,11 @@
+"""The benchmark (`ledgerpaxos-bench`, `make bench`).
+
+    cli.py               the command line, the matrix, the table, JSON and plot
+    cluster.py           LaunchedCluster: fresh replicas in a temporary directory
+    load.py              the load processes and their figures
+    versus_pysyncobj.py  the same loads on PySyncObj, when it is installed
+    codec.py             µs per command of the wire codec (python -m tools.bench.codec)
+    profile.py           ranks functions of py-spy profiles (python -m tools.bench.profile)
+
+May import: ledgerpaxos, wire, tools.cluster, tools.tables, trio, the standard library.
+"""

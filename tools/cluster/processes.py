@@ -1,0 +1,31 @@
+"""Figures of child processes, and stopping those of multiprocessing."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_clock_ticks = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / _clock_ticks
+
+
+def stop_process(process: Any, grace_s: float) -> None:
+    """Join a multiprocessing child: wait `grace_s`, then SIGTERM, then SIGKILL."""
+    process.join(timeout=grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=grace_s)
+    if process.is_alive():
+        process.kill()
+        process.join()

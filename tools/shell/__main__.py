@@ -1,0 +1,3 @@
+from tools.shell.app import main
+
+raise SystemExit(main())
