@@ -89,7 +89,10 @@ class CoreNet:
         return ReadyExecutor(
             storage,
             _Wire(self, node),
-            Waiters(keys_max=constants.pending_commands_max, per_waiter_max=1 << 20),
+            Waiters(
+                keys_max=constants.pending_commands_max,
+                per_waiter_max=constants.pending_commands_max,  # one waiter: every request
+            ),
             recovered=storage.recovered(),
             observe=lambda ready: self._observe(node, ready),
         )

@@ -6,10 +6,6 @@ Runs in real time (a few seconds); marked `processes`.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,49 +18,25 @@ from ledgerpaxos.client import ClientTimeout, control, open_client
 from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import REPO
+from tools.cluster.launcher import Launcher
 from tools.cluster.ports import free_base_port
 
 pytestmark = pytest.mark.processes
 
 
-class Processes:
-    def __init__(self, config: Config, config_path: Path, logs: Path) -> None:
-        self.config = config
-        self.config_path = config_path
-        self.logs = logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
+class Processes(Launcher):
+    """The one launcher, with what this test needs on top."""
 
-    def start(self, node_id: str) -> None:
-        path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-        env = {**os.environ, "PYTHONPATH": path}
-        with open(self.logs / f"{node_id}.log", "ab") as log:
-            self.running[node_id] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ledgerpaxos.runtime.main",
-                    "--id",
-                    node_id,
-                    "--config",
-                    str(self.config_path),
-                ],
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=REPO,
-            )
-
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(sig)
-        for process in self.running.values():
-            process.wait(timeout=30)
+    def kill_all(self) -> None:
+        """SIGKILL every replica still running (a crash of the whole cluster)."""
+        for node_id in self.config.node_ids:
+            if self.running(node_id):
+                self.crash(node_id)
 
     def log_text(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.logs.iterdir())
+            for p in sorted(self.logs_dir.iterdir())
         )
 
 
@@ -75,7 +47,7 @@ def replica_processes(tmp_path: Path) -> Iterator[Processes]:
     write_config(config, config_path)
     logs = tmp_path / "logs"
     logs.mkdir()
-    processes = Processes(config, config_path, logs)
+    processes = Processes(config, config_path, logs_dir=logs, cwd=REPO, started_by="test")
     try:
         yield processes
     finally:
@@ -134,7 +106,7 @@ async def test_kill_9_of_every_replica_loses_nothing(tmp_path: Path) -> None:
                 n: committed(await ask(config, n, ControlOp.print_log)) for n in config.node_ids
             }
 
-            processes.kill_all(signal.SIGKILL)
+            processes.kill_all()
             for node_id in config.node_ids:
                 processes.start(node_id)
             await wait_for_leader(config)

@@ -15,9 +15,10 @@ from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.ready import Executed, Ready
 from ledgerpaxos.core.replica import Core
 from ledgerpaxos.core.settings import CoreSettings
-from ledgerpaxos.core.status import Phase, Role, SlotView, Status
+from ledgerpaxos.core.status import BasicStatus, Phase, Role, SlotView, Status
 
 __all__ = [
+    "BasicStatus",
     "Core",
     "CoreSettings",
     "Executed",

@@ -30,6 +30,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import attrs
+
 from ledgerpaxos import constants
 from ledgerpaxos.core.ledger import Ledger, state_digest
 from ledgerpaxos.core.messages import (
@@ -63,7 +65,7 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.core.ready import Executed, Ready
 from ledgerpaxos.core.settings import CoreSettings
-from ledgerpaxos.core.status import Phase, Role, SlotView, Status
+from ledgerpaxos.core.status import BasicStatus, Phase, Role, SlotView, Status
 
 
 class Core:
@@ -897,19 +899,24 @@ class Core:
 
     # ================================================================ queries (status.py)
 
-    def status(self) -> Status:
-        """A copy of what the outside may know (a frozen value)."""
-        candidate = self.role == Role.candidate
-        return Status(
-            node=self.me,
+    def basic_status(self) -> BasicStatus:
+        """Role, leader, ballot and executed slot: what a host checks per step."""
+        return BasicStatus(
             role=self.role,
-            phase=self.phase if candidate else None,
+            phase=self.phase if self.role == Role.candidate else None,
             leader=self.leader,
             ballot=self.leader_ballot,
+            executed_slot=self.executed_slot,
+        )
+
+    def status(self) -> Status:
+        """A copy of what the outside may know (a frozen value)."""
+        return Status(
+            **attrs.asdict(self.basic_status(), recurse=False),
+            node=self.me,
             promised=self.promised,
             views=tuple(self.views),
             commit_slot=self.commit_slot,
-            executed_slot=self.executed_slot,
             checkpoint_slot=self.checkpoint_slot,
             snapshot_slot=self.snapshot_slot,
             purge_slot=self.purge_slot,

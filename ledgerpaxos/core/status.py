@@ -28,22 +28,15 @@ class Phase(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
-class Status:
-    node: str
+class BasicStatus:
+    """The few fields a host reads on every step (etcd raft's BasicStatus):
+    cheap enough to take before and after each message."""
+
     role: Role
     phase: Phase | None  # a candidate's step; None unless a candidate
     leader: str | None  # as far as this replica knows
     ballot: Ballot  # of the view this replica is in (its own when it leads)
-    promised: Ballot
-    views: tuple[tuple[Ballot, str], ...]  # (ballot, leader), oldest first, bounded
-    commit_slot: int
     executed_slot: int
-    checkpoint_slot: int
-    snapshot_slot: int
-    purge_slot: int
-    log_slots: int  # entries held in the log
-    slots_in_flight: int  # a leader's proposed, undecided slots
-    commands_queued: int  # a leader's commands not yet in a slot
 
     @property
     def is_leader(self) -> bool:
@@ -53,6 +46,22 @@ class Status:
     def is_preparing(self) -> bool:
         """Leading or about to: a leader, or a candidate past its pre-votes."""
         return self.role is Role.leader or self.phase is Phase.prepare
+
+
+@attrs.frozen(kw_only=True)
+class Status(BasicStatus):
+    """Everything the outside may know: control and print view read it."""
+
+    node: str
+    promised: Ballot
+    views: tuple[tuple[Ballot, str], ...]  # (ballot, leader), oldest first, bounded
+    commit_slot: int
+    checkpoint_slot: int
+    snapshot_slot: int
+    purge_slot: int
+    log_slots: int  # entries held in the log
+    slots_in_flight: int  # a leader's proposed, undecided slots
+    commands_queued: int  # a leader's commands not yet in a slot
 
 
 @attrs.frozen(kw_only=True)

@@ -371,7 +371,6 @@ class Replica:
         self.rng = rng if rng is not None else random.Random()
         self.log = logging.getLogger(f"ledgerpaxos.runtime.{node_id}")
         self.peers = tuple(n for n in config.node_ids if n != node_id)
-        self._alive = True
         self.port: int | None = None
         self._store: ReplicaStore | None = None
         self._core: Core | None = None
@@ -406,14 +405,13 @@ class Replica:
     @property
     def alive(self) -> bool:
         """False: "dead" (control set_alive 0, kill_leader): peer and client
-        traffic is dropped, nothing is sent, only control is answered."""
-        return self._alive
+        traffic is dropped, nothing is sent, only control is answered. The
+        executor's `muted` is the one place this is kept."""
+        return not self.executor.muted
 
     @alive.setter
     def alive(self, alive: bool) -> None:
-        self._alive = alive
-        if self._executor is not None:
-            self._executor.muted = not alive
+        self.executor.muted = not alive
 
     @property
     def snapshots_written(self) -> int:
@@ -544,7 +542,7 @@ class Replica:
     def _step(self, item: _Tick | _FromPeer | _FromClient) -> None:
         if isinstance(item, _Tick):
             self.core.tick()
-        elif not self.alive:
+        elif self.executor.muted:
             return  # dead: peer and client traffic is dropped
         elif isinstance(item, _FromPeer):
             self.core.step(item.message, item.sender)
@@ -556,12 +554,12 @@ class Replica:
         """Persist, then speak (host/executor.py). Only with `sync_in_thread`
         (and fsync on) does this yield, for the write."""
         executor = self.executor
+        if not self._writes_in_thread:
+            executor.carry_out(ready)  # the loop waits for the disk
+            return
         if executor.begin(ready):
-            if self._writes_in_thread:
-                # keep the network going during the fsync
-                await trio.to_thread.run_sync(executor.make_durable, ready)
-            else:
-                executor.make_durable(ready)  # the loop waits for the disk
+            # keep the network going during the fsync
+            await trio.to_thread.run_sync(executor.make_durable, ready)
         executor.finish(ready)
 
     def _carry_out_now(self, ready: Ready) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import attrs
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import Core, CoreSettings, Executed, Ready, Status
+from ledgerpaxos.core import BasicStatus, Core, CoreSettings, Executed, Ready
 from ledgerpaxos.core.messages import Ballot, ClientReply
 from ledgerpaxos.core.settings import ticks_for
 from ledgerpaxos.host import ReadyExecutor
@@ -308,7 +308,7 @@ class Simulation:
 
     # ================================================================ observing replicas
 
-    def observe(self, host: ReplicaHost, ready: Ready, status: Status) -> None:
+    def observe(self, host: ReplicaHost, ready: Ready, status: BasicStatus) -> None:
         """Check a Ready the moment the core hands it out (before any I/O)."""
         node = host.node
         core = host.core
@@ -343,7 +343,7 @@ class Simulation:
 
     def current_leader(self) -> str | None:
         statuses = [
-            (host.core.status(), node)
+            (host.core.basic_status(), node)
             for node, host in sorted(self.hosts.items())
             if host.is_up and host.core is not None
         ]

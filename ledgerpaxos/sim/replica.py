@@ -247,9 +247,9 @@ class ReplicaHost:
                 return
             if sim.trace is not None:
                 sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
-            before = core.status()
+            before = core.basic_status()
             core.step(message, sender)
-            after = core.status()
+            after = core.basic_status()
             if before.is_preparing and after.role is Role.follower:
                 sim.marks.hit(coverage.BALLOT_PREEMPTED)
             if (
@@ -288,7 +288,7 @@ class ReplicaHost:
         """The executor shows us each Ready first, before any I/O."""
         core = self.core
         assert core is not None
-        status = core.status()
+        status = core.basic_status()
         self.sim.observe(self, ready, status)
         if status.is_leader and status.ballot != self.led_ballot:
             self.led_ballot = status.ballot
