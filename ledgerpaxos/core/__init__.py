@@ -1,7 +1,16 @@
 """The protocol as a pure state machine: messages and ticks in, a Ready out.
 
     messages.py  frozen attrs messages, WAL records, snapshots
-    replica.py   Core: step(), tick(), take_ready(), status() and the queries
+    replica.py   Core: step() dispatching by role, tick(), take_ready(), status(),
+                 the queries and the extension points planted bugs override
+    election.py  phase 1: pre-votes, Prepare/Promise, changes of view
+    leading.py   phase 2 at the leader: batching, pipelining, votes, heartbeats
+    following.py phase 2 at a follower: accepting, learning the commit point
+    catchup.py   fetching decided slots or a checkpoint from a peer
+    execution.py applying decided slots, checkpoints, purging the log
+    clients.py   duplicates and replies to clients, at any replica
+    quorum.py    every majority count
+    timers.py    Deadline and Stamp: every comparison with logical time
     status.py    Status, Role, Phase, SlotView: what the outside may read
     ready.py     the Ready contract: what to persist, send and reply, in order
     ledger.py    the bank: transfers, the client table, the state digest

@@ -40,7 +40,7 @@ class Ready:
        anything below: records a crash may lose without harm (the commit point);
     2. `snapshots`: write each (temporary file, fsync, rename, directory fsync):
        installed checkpoints, and the checkpoints the core chose to keep on
-       disk (not every one: see Core._checkpoint);
+       disk (not every one: see execution.checkpoint);
     3. `compact`: when set, start a WAL segment holding exactly these records and
        drop the older segments (only after the snapshots above are durable);
     4. `send`: only now may messages leave (persist before you speak);

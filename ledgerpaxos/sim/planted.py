@@ -1,7 +1,8 @@
 """Known protocol bugs, planted through the harness to prove the checkers bite.
 
 None of this is in a shipped code path: each bug is a subclass of the real
-Core (or of the Ready executor) that changes one decision. The
+Core that overrides one of its extension points (`is_chosen`,
+`values_to_adopt`, `adopt_snapshot`), or of the Ready executor (`begin`). The
 tests in tests/test_sim_planted.py run seeds with each one until a checker
 catches it, and fail if none does within a bounded number of seeds (a few
 hundred for lowest-ballot-wins, which needs two ballots' values in one open slot);
@@ -10,26 +11,20 @@ hundred for lowest-ballot-wins, which needs two ballots' values in one open slot
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Mapping
 
 import attrs
 
 from ledgerpaxos.core import Core, Ready
-from ledgerpaxos.core.messages import NOOP, Ballot, InstallCheckpoint, LogEntry, Promise, Snapshot
+from ledgerpaxos.core.messages import NOOP, Ballot, LogEntry, Promise, Snapshot
 from ledgerpaxos.host import ReadyExecutor
 
 
 class QuorumOneShortCore(Core):
     """Decides a slot with one Accepted fewer than a majority."""
 
-    def _check_decided(self, slot: int) -> None:
-        if len(self.votes[slot]) < self.s.majority - 1:
-            return
-        del self.votes[slot]
-        if slot > self.commit_slot:
-            self.decided.add(slot)
-            self._advance_commit()
+    def is_chosen(self, slot: int, voters: set[str]) -> bool:
+        return len(voters) >= self.quorum.majority - 1
 
 
 class PromiseBeforeFsyncExecutor(ReadyExecutor[str]):
@@ -49,21 +44,14 @@ class IgnoresHighestBallotCore(Core):
     its own accepted value, or a no-op where it has none, and never adopts the
     highest-ballot value the promises report."""
 
-    def _check_promises(self) -> None:
-        if len(self.promises) < self.s.majority:
-            return
-        own = self.log
-        self.promises = {
-            node: attrs.evolve(
-                p,
-                entries=tuple(
-                    own.get(e.slot) or LogEntry(slot=e.slot, ballot=Ballot.zero(), batch=NOOP)
-                    for e in p.entries
-                ),
-            )
-            for node, p in self.promises.items()
+    def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
+        noop = LogEntry(slot=0, ballot=Ballot.zero(), batch=NOOP)
+        return {
+            e.slot: self.log.get(e.slot) or attrs.evolve(noop, slot=e.slot)
+            for p in promises.values()
+            for e in p.entries
+            if e.slot > start
         }
-        self._become_leader()
 
 
 class LowestBallotWinsCore(Core):
@@ -78,43 +66,25 @@ class LowestBallotWinsCore(Core):
     the bound in tests/test_sim_planted.py. A fault schedule aimed at dueling
     leaders would catch it sooner."""
 
-    def _check_promises(self) -> None:
-        if len(self.promises) < self.s.majority:
-            return
+    def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
         lowest: dict[int, LogEntry] = {}
-        for promise in self.promises.values():
+        for promise in promises.values():
             for entry in promise.entries:
-                if entry.slot not in lowest or entry.ballot < lowest[entry.slot].ballot:
+                if entry.slot > start and (
+                    entry.slot not in lowest or entry.ballot < lowest[entry.slot].ballot
+                ):
                     lowest[entry.slot] = entry
-        self.promises = {
-            node: attrs.evolve(p, entries=tuple(lowest[e.slot] for e in p.entries))
-            for node, p in self.promises.items()
-        }
-        self._become_leader()
+        return lowest
 
 
 class StaleClientTableCore(Core):
     """Installs a checkpoint's balances but keeps its own old client table."""
 
-    _installing = False
-
-    def _adopt_snapshot(self, snapshot: Snapshot) -> None:
+    def adopt_snapshot(self, snapshot: Snapshot, *, source: str | None) -> None:
         stale = self.ledger.clients
-        super()._adopt_snapshot(snapshot)
-        if self._installing:
+        super().adopt_snapshot(snapshot, source=source)
+        if source is not None:
             self.ledger.clients = stale
-
-    def _on_install_checkpoint(self, m: InstallCheckpoint, sender: str) -> None:
-        self._installing = True
-        try:
-            Core._on_install_checkpoint(self, m, sender)
-        finally:
-            self._installing = False
-
-    _handlers: ClassVar[dict[type, Callable[[Any, Any, Any], None]]] = {
-        **Core._handlers,
-        InstallCheckpoint: _on_install_checkpoint,
-    }
 
 
 @attrs.frozen

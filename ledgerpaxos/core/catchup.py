@@ -1,0 +1,112 @@
+"""Catch-up: a replica behind the commit point fetches decided slots, or a checkpoint.
+
+A replica that knows of a commit point beyond its own asks for the slots
+after its commit point: the leader asks the peer that has executed the most,
+anyone else asks the leader, at most once per `catchup_retry_ticks` unless
+a reply showed there is more. The answer is the decided entries (bounded in
+slots and transfers) or, once they are purged, the newest checkpoint, which
+the receiver checks against its digest and installs in place of its state.
+
+Functions of a `Core`; any role serves and uses these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledgerpaxos import constants
+from ledgerpaxos.core import execution, leading
+from ledgerpaxos.core.ledger import state_digest
+from ledgerpaxos.core.messages import CatchupReply, CatchupRequest, InstallCheckpoint, LogEntry
+from ledgerpaxos.core.status import Role
+
+if TYPE_CHECKING:
+    from ledgerpaxos.core.replica import Core
+
+
+def ask_if_stuck(core: Core) -> None:
+    if core.commit_slot >= core.known_commit:
+        core.catchup_retry.disarm()
+        return
+    if core.catchup_retry.pending(core.now):
+        return
+    if core.role == Role.leader:
+        # Ask whoever has executed the most.
+        ahead = [p for p in core.peers if core.peer_executed.get(p, 0) > core.commit_slot]
+        source = max(ahead, key=lambda p: core.peer_executed[p]) if ahead else None
+        if source is None and core.peers:
+            source = core.rng.choice(core.peers)
+    else:
+        source = core.leader
+    if source is not None and source != core.me:
+        ask(core, source)
+
+
+def ask(core: Core, source: str) -> None:
+    core.catchup_retry.arm(core.now, core.s.catchup_retry_ticks)
+    core.send(source, CatchupRequest(after_slot=core.commit_slot))
+
+
+def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
+    after = m.after_slot
+    if after >= core.commit_slot:
+        return  # ignore: we know no more than they do
+    last = min(core.commit_slot, after + core.s.catchup_slots_max)
+    if after < core.checkpoint_slot and any(
+        s not in core.log for s in range(after + 1, core.checkpoint_slot + 1)
+    ):
+        assert core.last_snapshot is not None
+        core.send(sender, InstallCheckpoint(snapshot=core.last_snapshot))
+        return
+    entries: list[LogEntry] = []
+    transfers = 0
+    for slot in range(after + 1, last + 1):
+        entry = core.log.get(slot)
+        if entry is None or (entries and transfers > constants.batch_transfers_max):
+            break
+        entries.append(entry)
+        transfers += sum(len(c.transfers) for c in entry.batch)
+    if entries:
+        core.send(sender, CatchupReply(entries=tuple(entries), commit_slot=core.commit_slot))
+
+
+def on_catchup_reply(core: Core, m: CatchupReply, sender: str) -> None:
+    core.known_commit = max(core.known_commit, m.commit_slot)
+    progressed = False
+    for entry in m.entries:
+        if entry.slot != core.commit_slot + 1:
+            continue  # ignore: a gap or already decided here
+        if core.log.get(entry.slot) != entry:
+            core.store(entry)
+        core.commit_slot += 1
+        progressed = True
+        # A leader may have proposed the slot again; it is decided now.
+        core.decided.discard(entry.slot)
+        core.votes.pop(entry.slot, None)
+    if progressed:
+        if core.role == Role.leader:
+            leading.advance_commit(core)  # decided slots of ours may follow
+        else:
+            execution.execute_decided(core)
+        if core.commit_slot < core.known_commit:
+            ask(core, sender)
+
+
+def on_install_checkpoint(core: Core, m: InstallCheckpoint, sender: str) -> None:
+    snapshot = m.snapshot
+    if snapshot.slot <= core.executed_slot:
+        return  # ignore: we are past it
+    if state_digest(snapshot.balances, snapshot.clients) != snapshot.digest:
+        core.ready.alarms.append(
+            f"checkpoint from {sender} at slot {snapshot.slot} fails its digest"
+        )
+        return
+    core.ready.events.append(f"installing checkpoint {snapshot.slot} from {sender}")
+    core.adopt_snapshot(snapshot, source=sender)
+    core.ready.snapshots.append(snapshot)
+    core.installed_this_round = True
+    core.compact_wanted = True
+    core.known_commit = max(core.known_commit, snapshot.slot)
+    execution.execute_decided(core)
+    if core.commit_slot < core.known_commit:
+        ask(core, sender)

@@ -1,0 +1,125 @@
+"""The learner: applying decided slots in order, checkpoints, purging the log.
+
+Slots are applied strictly in slot order, each once: `executed_slot` follows
+`commit_slot`. Every `checkpoint_interval` slots the ledger is checkpointed
+(a digest compared across replicas, and the snapshot a lagging replica
+installs); some checkpoints are also written as snapshot files, and only
+entries at or below a written snapshot are ever purged from the log.
+
+Functions of a `Core`; any role runs these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledgerpaxos import constants
+from ledgerpaxos.core import clients, leading
+from ledgerpaxos.core.messages import (
+    AcceptRecord,
+    CommitRecord,
+    Outcome,
+    PromiseRecord,
+    Snapshot,
+    WalRecord,
+)
+from ledgerpaxos.core.ready import Executed
+from ledgerpaxos.core.status import Role
+
+if TYPE_CHECKING:
+    from ledgerpaxos.core.replica import Core
+
+
+def execute_decided(core: Core) -> None:
+    while core.executed_slot < core.commit_slot:
+        slot = core.executed_slot + 1
+        entry = core.log[slot]
+        outcomes: list[Outcome | None] = []
+        for command in entry.batch:
+            core.transfers_since_snapshot += len(command.transfers)
+            outcome = core.ledger.execute(command)
+            outcomes.append(outcome)
+            key = command.key
+            core.in_flight.discard(key)
+            if key in core.asked_here:
+                del core.asked_here[key]
+                reply = outcome if outcome is not None else core.ledger.stored_outcome(*key)
+                if reply is not None:
+                    clients.reply(core, command, reply)
+        core.executed_slot = slot
+        core.ready.executed.append(Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes)))
+        if slot % core.s.checkpoint_interval == 0:
+            checkpoint(core, slot)
+
+
+def checkpoint(core: Core, slot: int) -> None:
+    """Every checkpoint gets a digest (compared across replicas) and an
+    in-memory snapshot (for installs). A snapshot file costs an encoding and
+    two fsyncs, so only some are written: once `snapshot_interval` slots or
+    `snapshot_transfers_min` transfers have been executed since the last one.
+    The WAL holds everything in between, and the log is purged only up to a
+    written snapshot."""
+    snapshot = core.ledger.snapshot(slot)
+    core.checkpoint_slot = slot
+    core.last_snapshot = snapshot
+    remember_digest(core, slot, snapshot.digest)
+    core.ready.checkpoints.append(snapshot)
+    if (
+        slot - core.snapshot_slot >= core.s.snapshot_interval
+        or core.transfers_since_snapshot >= core.s.snapshot_transfers_min
+    ):
+        core.ready.snapshots.append(snapshot)
+        core.snapshot_slot = slot
+        core.transfers_since_snapshot = 0
+    if core.role == Role.leader:
+        leading.purge_to_majority_checkpoint(core)
+
+
+def remember_digest(core: Core, slot: int, digest: bytes) -> None:
+    core.checkpoint_digests[slot] = digest
+    while len(core.checkpoint_digests) > constants.checkpoint_digests_remembered_max:
+        core.checkpoint_digests.popitem(last=False)
+
+
+def purge_to(core: Core, purge_slot: int) -> None:
+    """Drop log entries at or below a checkpoint a majority holds, and we
+    hold in a snapshot file."""
+    target = min(purge_slot, core.snapshot_slot)
+    if target <= core.purge_slot:
+        return
+    core.purge_slot = target
+    for slot in [s for s in core.log if s <= target]:
+        del core.log[slot]
+    for slot in [s for s in core.votes if s <= target]:
+        del core.votes[slot]  # executed here, so decided: no more Accepts for it
+    core.compact_wanted = True
+
+
+def adopt_snapshot(core: Core, snapshot: Snapshot) -> None:
+    """Make `snapshot` our state: recovered from disk, or installed from a peer."""
+    core.ledger.install(snapshot)
+    core.executed_slot = snapshot.slot
+    core.commit_slot = max(core.commit_slot, snapshot.slot)
+    core.checkpoint_slot = snapshot.slot
+    core.snapshot_slot = snapshot.slot  # recovered from disk, or installed and written now
+    core.transfers_since_snapshot = 0
+    core.last_snapshot = snapshot
+    remember_digest(core, snapshot.slot, snapshot.digest)
+    core.purge_slot = max(core.purge_slot, snapshot.slot)
+    for slot in [s for s in core.log if s <= snapshot.slot]:
+        del core.log[slot]
+    core.decided = {s for s in core.decided if s > core.commit_slot}
+    for slot in [s for s in core.votes if s <= core.commit_slot]:
+        del core.votes[slot]
+    # Walk on through decided entries we may already hold.
+    while core.commit_slot + 1 in core.decided:
+        core.commit_slot += 1
+        core.decided.discard(core.commit_slot)
+
+
+def wal_seed(core: Core) -> tuple[WalRecord, ...]:
+    """The records a fresh WAL segment needs to stand for the whole current state."""
+    records: list[WalRecord] = [PromiseRecord(ballot=core.promised)]
+    records.extend(AcceptRecord(entry=e) for _, e in sorted(core.log.items()))
+    records.append(CommitRecord(commit_slot=core.commit_slot))
+    return tuple(records)

@@ -1,0 +1,121 @@
+"""Phase 2 as a follower runs it: accepting the leader's values, learning the commit.
+
+Accept, NewView and Heartbeat all pass one gate (`accept_leader`): a ballot
+below our promise is refused with a Nack; any other makes its sender our
+leader and is promised (a NewView or an Accept is also a Prepare of its
+ballot, so a follower that missed the election still votes safely). The
+commit point the leader announces is applied only to entries of the leader's
+own ballot: any other entry for a slot may hold a value that was not chosen,
+and is fetched by catch-up instead.
+
+Functions of a `Core`; any role handles these messages (they make it a
+follower of their sender when they carry a ballot it may not refuse).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledgerpaxos.core import catchup, clients, election, execution
+from ledgerpaxos.core.messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    ClientRequest,
+    Heartbeat,
+    HeartbeatAck,
+    LogEntry,
+    Nack,
+    NewView,
+)
+from ledgerpaxos.core.status import Role
+
+if TYPE_CHECKING:
+    from ledgerpaxos.core.replica import Core
+
+
+def on_client_request(core: Core, request: ClientRequest, sender: str | None) -> None:
+    """Not the leader: forward our own client's request to the one we know."""
+    if not clients.admit(core, request, sender):
+        return
+    if core.leader is not None and sender is None:
+        core.send(core.leader, request)  # our own copy replies once executed
+    # else ignore: no leader known (the client retries) or a forward loop
+
+
+def accept_leader(core: Core, ballot: Ballot, sender: str) -> bool:
+    """The gate of Accept, NewView and Heartbeat. False: refused with a Nack."""
+    election.see(core, ballot)
+    if ballot < core.promised:
+        core.send(sender, Nack(ballot=ballot, promised=core.promised))
+        return False
+    assert ballot.node == core.s.index_of(sender), "a ballot is only used by its own node"
+    election.promise(core, ballot)
+    if core.role != Role.follower or core.leader_ballot != ballot:
+        election.become_follower(core, leader=sender, ballot=ballot)
+    core.leader_heard.mark(core.now)
+    election.reset_election_timer(core)
+    return True
+
+
+def on_accept(core: Core, m: Accept, sender: str) -> None:
+    if not accept_leader(core, m.ballot, sender):
+        return
+    accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch))
+    core.send(sender, Accepted(ballot=m.ballot, slot=m.slot))
+    learn_commit(core, m.commit_slot, m.purge_slot)
+
+
+def on_new_view(core: Core, m: NewView, sender: str) -> None:
+    if not accept_leader(core, m.ballot, sender):
+        return
+    for entry in m.entries:
+        assert entry.ballot == m.ballot
+        accept_entry(core, entry)
+        core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot))
+    learn_commit(core, m.commit_slot, m.purge_slot)
+
+
+def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
+    if not accept_leader(core, m.ballot, sender):
+        return
+    learn_commit(core, m.commit_slot, m.purge_slot)
+    core.send(
+        sender,
+        HeartbeatAck(
+            ballot=m.ballot,
+            executed_slot=core.executed_slot,
+            checkpoint_slot=core.checkpoint_slot,
+            checkpoint_digest=core.checkpoint_digests.get(core.checkpoint_slot, b""),
+        ),
+    )
+
+
+def accept_entry(core: Core, entry: LogEntry) -> None:
+    mine = core.log.get(entry.slot)
+    if entry.slot <= core.commit_slot:
+        if mine is None:
+            return  # purged: the checkpoint on disk holds its effect
+        # Decided here already: by Paxos the same value. Still stored at the
+        # new ballot, so the Accepted we answer is true on disk too.
+        assert mine.batch == entry.batch, f"slot {entry.slot} decided with another value"
+    if mine != entry:
+        core.store(entry)
+
+
+def learn_commit(core: Core, leader_commit: int, purge_slot: int) -> None:
+    """The leader decided every slot up to `leader_commit`; our entries of
+    its ballot are its values, anything else we have to fetch."""
+    core.known_commit = max(core.known_commit, leader_commit)
+    advanced = False
+    while core.commit_slot < leader_commit:
+        entry = core.log.get(core.commit_slot + 1)
+        if entry is None or entry.ballot != core.leader_ballot:
+            break
+        core.commit_slot += 1
+        advanced = True
+    if advanced:
+        execution.execute_decided(core)
+    execution.purge_to(core, purge_slot)
+    if core.commit_slot < core.known_commit and not advanced:
+        catchup.ask_if_stuck(core)

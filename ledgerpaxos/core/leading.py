@@ -1,0 +1,225 @@
+"""Phase 2 as the leader runs it: numbering slots, counting votes, heartbeats.
+
+The leader cuts its queue of client commands into slots (batching), sends
+each as an Accept without waiting for the previous one (pipelining), and
+decides a slot once a majority accepted it (`Core.is_chosen`). Heartbeats
+carry the commit point when no Accept did, and their acknowledgements tell
+the leader which checkpoint each follower holds (so the log can be purged
+below the one a majority holds) and whether its digest agrees.
+
+Functions of a `Core` in the leader role, called by its dispatch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledgerpaxos import constants
+from ledgerpaxos.core import clients, election, execution
+from ledgerpaxos.core.messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    Batch,
+    ClientRequest,
+    Command,
+    Heartbeat,
+    HeartbeatAck,
+    LogEntry,
+    Nack,
+)
+from ledgerpaxos.core.status import Role
+from ledgerpaxos.core.timers import Deadline
+
+if TYPE_CHECKING:
+    from ledgerpaxos.core.replica import Core
+
+
+def tick(core: Core) -> None:
+    if core.heartbeat.passed(core.now):
+        resend_undecided(core)
+        broadcast_heartbeat(core)
+    elif core.commit_slot > core.commit_announced:
+        # Followers learn the commit point from the next Accept; when none
+        # went out since it moved, a Heartbeat tells them within a tick (they
+        # execute, and reply to clients waiting on them).
+        broadcast_heartbeat(core)
+    step_down_if_isolated(core)
+
+
+def on_client_request(core: Core, request: ClientRequest, sender: str | None) -> None:
+    if not clients.admit(core, request, sender):
+        return
+    key = request.command.key
+    if key in core.in_flight or key in core.pending:
+        return  # ignore: already on its way; the client hears when it executes
+    if len(core.pending) >= core.s.pending_commands_max:
+        core.ready.events.append(f"leader queue full, dropped {key}")
+        return
+    core.pending[key] = request.command
+    core.pending_transfers += len(request.command.transfers)
+
+
+def step_down_if_isolated(core: Core) -> None:
+    window = core.s.election_timeout_ticks_max
+    if core.leading_since.within(core.now, window):
+        return
+    heard = [p for p in core.peers if core.peer_heard[p].within(core.now, window)]
+    if not core.quorum.reached([core.me, *heard]):
+        core.ready.events.append("lost contact with a majority")
+        election.become_follower(core, leader=None, ballot=Ballot.zero())
+        election.reset_election_timer(core)
+
+
+def on_nack(core: Core, m: Nack, sender: str) -> None:
+    election.see(core, m.promised)
+    if m.ballot == core.ballot and m.promised > core.ballot:
+        core.ready.events.append(f"{sender} promised {m.promised}, above our {core.ballot}")
+        election.become_follower(core, leader=None, ballot=Ballot.zero())
+        election.reset_election_timer(core)
+
+
+# ---------------------------------------------------------------- proposing
+
+
+def propose_pending(core: Core) -> None:
+    """Cut the queue into slots: at most batch_commands_max commands and
+    batch_transfers_max transfers each (one command may exceed the latter alone).
+
+    With no slot in flight the queue goes out at once. While slots are in
+    flight another is proposed only for at least half a slot of commands or
+    transfers: the rest waits, at most until a slot in flight is decided, and
+    goes out as one fuller batch: a round costs the same frames and fsyncs on
+    every replica whatever it carries, so fuller slots carry more for the
+    same cost (docs/performance.md). Under a load that fills slots the
+    pipeline still runs up to pipeline_slots_max deep."""
+    while core.pending and len(core.votes) < core.s.pipeline_slots_max:
+        if core.votes and not (
+            2 * len(core.pending) >= core.s.batch_commands_max
+            or 2 * core.pending_transfers >= constants.batch_transfers_max
+        ):
+            return  # a fuller batch once a slot in flight is decided
+        batch: list[Command] = []
+        transfers = 0
+        while core.pending and len(batch) < core.s.batch_commands_max:
+            key, command = next(iter(core.pending.items()))
+            if batch and transfers + len(command.transfers) > constants.batch_transfers_max:
+                break
+            del core.pending[key]
+            core.pending_transfers -= len(command.transfers)
+            core.in_flight.add(key)
+            batch.append(command)
+            transfers += len(command.transfers)
+        propose(core, tuple(batch))
+
+
+def _accept(core: Core, slot: int, batch: Batch) -> Accept:
+    return Accept(
+        ballot=core.ballot,
+        slot=slot,
+        batch=batch,
+        commit_slot=core.commit_slot,
+        purge_slot=core.purge_slot,
+    )
+
+
+def propose(core: Core, batch: Batch) -> None:
+    assert core.role == Role.leader
+    slot = core.next_slot
+    core.next_slot += 1
+    core.store(LogEntry(slot=slot, ballot=core.ballot, batch=batch))
+    core.votes[slot] = {core.me}
+    core.resend[slot] = _resend_deadline(core)
+    for peer in core.peers:
+        # Early (ready.py): take_ready() moves them behind the persist when
+        # this Ready also holds the promise of our ballot.
+        core.ready.send_early.append((peer, _accept(core, slot, batch)))
+    core.commit_announced = core.commit_slot
+    check_decided(core, slot)
+
+
+def _resend_deadline(core: Core) -> Deadline:
+    """No re-send before two heartbeats: the answers are probably on their way."""
+    return Deadline(core.now + 2 * core.s.heartbeat_ticks)
+
+
+def resend_undecided(core: Core) -> None:
+    """Accepts (or their replies) may have been lost: ask again whoever has
+    not answered for a slot that is still open."""
+    for slot in [s for s in core.resend if s not in core.votes]:
+        del core.resend[slot]
+    for slot in sorted(core.votes)[: core.s.pipeline_slots_max]:
+        deadline = core.resend.get(slot)
+        if deadline is not None and deadline.pending(core.now):
+            continue  # proposed a moment ago: its answers are probably on their way
+        core.resend[slot] = _resend_deadline(core)
+        entry = core.log[slot]
+        for peer in core.peers:
+            if peer not in core.votes[slot]:
+                core.send(peer, _accept(core, slot, entry.batch))
+
+
+# ---------------------------------------------------------------- deciding
+
+
+def on_accepted(core: Core, m: Accepted, sender: str) -> None:
+    if m.ballot != core.ballot:
+        return  # ignore: from an earlier view
+    core.peer_heard[sender].mark(core.now)
+    voters = core.votes.get(m.slot)
+    if voters is None:
+        return  # ignore: already decided
+    voters.add(sender)
+    check_decided(core, m.slot)
+
+
+def check_decided(core: Core, slot: int) -> None:
+    if not core.is_chosen(slot, core.votes[slot]):
+        return
+    del core.votes[slot]
+    if slot > core.commit_slot:
+        core.decided.add(slot)
+        advance_commit(core)
+
+
+def advance_commit(core: Core) -> None:
+    while core.commit_slot + 1 in core.decided:
+        core.commit_slot += 1
+        core.decided.discard(core.commit_slot)
+    core.known_commit = max(core.known_commit, core.commit_slot)
+    execution.execute_decided(core)
+
+
+# ---------------------------------------------------------------- heartbeats
+
+
+def broadcast_heartbeat(core: Core) -> None:
+    core.heartbeat.arm(core.now, core.s.heartbeat_ticks)
+    core.commit_announced = core.commit_slot
+    for peer in core.peers:
+        core.send(
+            peer,
+            Heartbeat(ballot=core.ballot, commit_slot=core.commit_slot, purge_slot=core.purge_slot),
+        )
+
+
+def on_heartbeat_ack(core: Core, m: HeartbeatAck, sender: str) -> None:
+    if m.ballot != core.ballot:
+        return  # ignore: from an earlier view
+    core.peer_heard[sender].mark(core.now)
+    core.peer_executed[sender] = m.executed_slot
+    core.peer_checkpoint[sender] = m.checkpoint_slot
+    mine = core.checkpoint_digests.get(m.checkpoint_slot)
+    if mine is not None and m.checkpoint_digest != mine:
+        core.ready.alarms.append(
+            f"checkpoint digest mismatch at slot {m.checkpoint_slot}: "
+            f"{core.me} has {mine.hex()[:16]}, {sender} has {m.checkpoint_digest.hex()[:16]}"
+        )
+    purge_to_majority_checkpoint(core)
+
+
+def purge_to_majority_checkpoint(core: Core) -> None:
+    """Entries at or below a checkpoint that a majority holds may be purged."""
+    held = core.quorum.held_by_majority([core.checkpoint_slot, *core.peer_checkpoint.values()])
+    if held is not None:
+        execution.purge_to(core, held)
