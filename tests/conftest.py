@@ -28,7 +28,6 @@ import trio
 import wire
 from ledgerpaxos.client import Client, control, open_client
 from ledgerpaxos.config import Config, make_local_config
-from ledgerpaxos.core import Role
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, ControlOp
 from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.testing.network import MemoryNetwork
@@ -139,7 +138,7 @@ class Cluster:
         return [
             n
             for n, r in self.replicas.items()
-            if self.running(n) and r.alive and r.core.role == Role.leader
+            if self.running(n) and r.alive and r.core.basic_status().is_leader
         ]
 
     async def wait_for_leader(self, *, timeout_s: float = 10.0, not_: str | None = None) -> str:
@@ -149,14 +148,14 @@ class Cluster:
             for leader in self.leaders():
                 if leader == not_:
                     continue
-                ballot = self.replicas[leader].core.ballot
+                ballot = self.replicas[leader].core.basic_status().ballot
                 followers = [
-                    r
+                    n
                     for n, r in self.replicas.items()
                     if self.running(n)
                     and r.alive
-                    and r.core.leader == leader
-                    and r.core.leader_ballot == ballot
+                    and (r.core.basic_status().leader, r.core.basic_status().ballot)
+                    == (leader, ballot)
                 ]
                 if len(followers) >= self.config.majority:
                     return leader

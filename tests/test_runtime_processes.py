@@ -5,7 +5,6 @@ Runs in real time (a few seconds); marked `processes`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from ledgerpaxos.client import ClientTimeout, control, open_client
+from ledgerpaxos import replicas
+from ledgerpaxos.client import open_client
 from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import REPO
@@ -55,23 +55,11 @@ def replica_processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 async def ask(config: Config, node_id: str, op: ControlOp) -> dict[str, Any]:
-    reply = await control(config, node_id, op, timeout_s=2)
-    body: dict[str, Any] = json.loads(reply.body)
-    return body
+    return await replicas.ask(config, node_id, op, timeout_s=2)
 
 
-async def wait_for_leader(config: Config, timeout_s: float = 30) -> str:
-    with trio.fail_after(timeout_s):
-        while True:
-            leaders = set()
-            try:
-                for node_id in config.node_ids:
-                    leaders.add((await ask(config, node_id, ControlOp.ping))["leader"])
-            except (OSError, ClientTimeout):
-                leaders.add(None)
-            if len(leaders) == 1 and None not in leaders:
-                return leaders.pop()
-            await trio.sleep(0.1)
+async def wait_for_leader(config: Config) -> str:
+    return await replicas.wait_for_leader(config, timeout_s=30)
 
 
 def committed(log: dict[str, Any]) -> dict[int, list[str]]:

@@ -14,7 +14,6 @@ thread, or a test).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,14 +22,8 @@ import attrs
 import trio
 import trio.lowlevel
 
-from ledgerpaxos import constants
-from ledgerpaxos.client import (
-    Client,
-    ClientTimeout,
-    TransferReply,
-    control,
-    open_client,
-)
+from ledgerpaxos import constants, replicas
+from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
@@ -38,7 +31,7 @@ from ledgerpaxos.testsets.parser import TestSet, Txn
 
 log = logging.getLogger("ledgerpaxos.driver")
 
-leader_poll_s = 0.05  # how often LF looks for the leader to kill
+leader_poll_s = replicas.leader_poll_s  # how often LF looks for the leader to kill
 control_timeout_s = 2.0
 settle_timeout_s = 2.0  # after a set, how long to wait for followers to execute
 # Before a reset every replica is made dead for this long, so that frames still on
@@ -185,13 +178,9 @@ class Driver:
         await self.control(node_id, ControlOp.set_alive, 1 if alive else 0)
 
     async def control(self, node_id: str, op: ControlOp, argument: int = 0) -> dict[str, Any]:
-        reply = await control(
+        return await replicas.ask(
             self.config, node_id, op, argument, network=self.network, timeout_s=control_timeout_s
         )
-        body = json.loads(reply.body)
-        if not reply.ok:
-            raise ControlRefused(node_id, op, body)
-        return body
 
     async def settle(self, live: tuple[str, ...], *, timeout_s: float = settle_timeout_s) -> bool:
         """Wait until every live replica has executed what any of them committed,
@@ -209,33 +198,26 @@ class Driver:
         return False
 
     async def _views(self, nodes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        views: dict[str, dict[str, Any]] = {}
-
-        async def ask(node_id: str) -> None:
-            with contextlib.suppress(OSError, ClientTimeout):
-                views[node_id] = await self.control(node_id, ControlOp.print_view)
-
-        async with trio.open_nursery() as nursery:
-            for node_id in nodes:
-                nursery.start_soon(ask, node_id)
-        return views
+        """print_view of every replica in `nodes` that answers."""
+        answers = await replicas.ask_all(
+            self.config,
+            ControlOp.print_view,
+            nodes=nodes,
+            network=self.network,
+            timeout_s=control_timeout_s,
+        )
+        return replicas.bodies(answers)
 
     async def find_leader(self) -> str | None:
         """The live replica that leads with the highest ballot, if any."""
-        views = await self._views(tuple(self.config.node_ids))
-        leaders = [
-            (_ballot_key(v["ballot"]), node)
-            for node, v in views.items()
-            if v["role"] == "leader" and v["alive"]
-        ]
-        return max(leaders)[1] if leaders else None
+        return replicas.highest_leader(await self._views(tuple(self.config.node_ids)))
 
     async def kill_leader(self) -> str:
         """Kill the current leader, waiting for one to exist if an election is on."""
         while True:
             leader = await self.find_leader()
             if leader is not None:
-                with contextlib.suppress(ControlRefused):
+                with contextlib.suppress(replicas.ControlRefused):
                     await self.control(leader, ControlOp.kill_leader)
                     log.info("LF: killed leader %s", leader)
                     return leader
@@ -313,17 +295,6 @@ class Driver:
         self._previous_done = None
 
 
-class ControlRefused(Exception):
-    def __init__(self, node_id: str, op: ControlOp, body: dict[str, Any]) -> None:
-        super().__init__(f"{node_id} refused {op.name}: {body.get('reason', body)}")
-        self.body = body
-
-
 async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
-
-
-def _ballot_key(ballot: str) -> tuple[int, int]:
-    round_, _, node = ballot.partition(".")
-    return int(round_), int(node)

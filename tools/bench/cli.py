@@ -45,13 +45,14 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ledgerpaxos.client import ClientTimeout, control, control_body
+from ledgerpaxos import replicas
+from ledgerpaxos.client import ClientTimeout
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
 from tools.bench import versus_pysyncobj as bench_pysyncobj
@@ -149,53 +150,25 @@ def load_processes_for(clients: int, transfers_per_request: int = 1) -> int:
 # ---------------------------------------------------------------- talking to replicas
 
 
-async def ask(config: Config, node_id: str, op: ControlOp) -> dict[str, Any]:
-    reply = await control(config, node_id, op, timeout_s=control_timeout_s)
-    body: dict[str, Any] = control_body(reply)
-    return body
-
-
 class Unanswered(Exception):
     """A replica did not answer a control request."""
 
 
 async def ask_all(config: Config, op: ControlOp) -> dict[str, dict[str, Any]]:
     """Every replica's answer, asked in parallel; Unanswered if one did not answer."""
-    answers: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-
-    async def one(node_id: str) -> None:
-        try:
-            answers[node_id] = await ask(config, node_id, op)
-        except (OSError, ClientTimeout) as error:
-            failures[node_id] = str(error)
-
-    async with trio.open_nursery() as nursery:
-        for node_id in config.node_ids:
-            nursery.start_soon(one, node_id)
-    if failures:
-        node_id, reason = next(iter(failures.items()))
-        raise Unanswered(f"{node_id} did not answer {op.name}: {reason}")
-    return {node_id: answers[node_id] for node_id in config.node_ids}
+    answers = await replicas.ask_all(config, op, timeout_s=control_timeout_s)
+    for node_id, answer in answers.items():
+        if answer.body is None:
+            raise Unanswered(f"{node_id} did not answer {op.name}: {answer.error}")
+    return replicas.bodies(answers)
 
 
-async def wait_for_leader(config: Config, check_alive: Any = None) -> str:
+async def wait_for_leader(config: Config, check_alive: Callable[[], None] | None = None) -> str:
     """The leader every replica names (they all answer a ping first)."""
-    last = "no answer yet"
-    with trio.move_on_after(leader_timeout_s):
-        while True:
-            if check_alive is not None:
-                check_alive()
-            try:
-                pings = await ask_all(config, ControlOp.ping)
-                leaders = {body["leader"] for body in pings.values()}
-                if len(leaders) == 1 and None not in leaders:
-                    return str(leaders.pop())
-                last = f"leaders named: {sorted(str(n) for n in leaders)}"
-            except Unanswered as error:
-                last = str(error)
-            await trio.sleep(0.1)
-    raise BenchError(f"no leader within {leader_timeout_s:.0f} s ({last})")
+    try:
+        return await replicas.wait_for_leader(config, timeout_s=leader_timeout_s, check=check_alive)
+    except replicas.NoLeader as error:
+        raise BenchError(str(error)) from None
 
 
 async def settle(config: Config) -> dict[str, dict[str, Any]]:

@@ -21,11 +21,12 @@ from typing import Any
 import attrs
 import trio
 
+from ledgerpaxos import replicas
 from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
-from ledgerpaxos.testsets.driver import ControlRefused, Driver, SetReport, TxnResult
+from ledgerpaxos.testsets.driver import Driver, SetReport, TxnResult
 from ledgerpaxos.testsets.parser import TestSet, TestSetError, load_test_sets
 from tools.cluster.launcher import Launcher, LaunchError, wait_until_answering
 
@@ -175,41 +176,38 @@ class Backend:
     async def ask(self, node_id: str, op: ControlOp, argument: int = 0) -> dict[str, Any]:
         """One control request; ShellError naming the replica if it cannot be reached."""
         self.check_node(node_id)
-        try:
-            with trio.fail_after(self.control_timeout_s + 1):  # a bound whatever the network does
-                return await self.driver.control(node_id, op, argument)
-        except ControlRefused as refused:
-            raise ShellError(str(refused)) from None
-        except (OSError, ClientTimeout, trio.TooSlowError) as error:
-            raise ShellError(
-                f"{node_id} is {self.unreachable(node_id, _timeout(error))}; {self.start_hint(node_id)}"
-            ) from None
+        answer = (await self.ask_all(op, argument, [node_id]))[node_id]
+        if answer.body is not None:
+            return answer.body
+        if answer.hint is None:  # refused: the reason says it all
+            raise ShellError(str(answer.error))
+        raise ShellError(f"{node_id} is {answer.error}; {answer.hint}")
 
     async def ask_all(
         self, op: ControlOp, argument: int = 0, nodes: Iterable[str] | None = None
     ) -> dict[str, NodeAnswer]:
         """The same control request to many replicas at once, each answer or its error."""
-        node_ids = list(nodes) if nodes is not None else list(self.config.node_ids)
-        answers: dict[str, NodeAnswer] = {}
+        answers = await replicas.ask_all(
+            self.config,
+            op,
+            argument,
+            nodes=nodes,
+            network=self.network,
+            timeout_s=self.control_timeout_s,
+        )
+        return {n: self._shell_answer(a) for n, a in answers.items()}
 
-        async def one(node_id: str) -> None:
-            try:
-                with trio.fail_after(self.control_timeout_s + 1):
-                    body = await self.driver.control(node_id, op, argument)
-                answers[node_id] = NodeAnswer(node=node_id, body=body)
-            except ControlRefused as refused:
-                answers[node_id] = NodeAnswer(node=node_id, error=str(refused))
-            except (OSError, ClientTimeout, trio.TooSlowError) as error:
-                answers[node_id] = NodeAnswer(
-                    node=node_id,
-                    error=self.unreachable(node_id, _timeout(error)),
-                    hint=self.start_hint(node_id),
-                )
-
-        async with trio.open_nursery() as nursery:
-            for node_id in node_ids:
-                nursery.start_soon(one, node_id)
-        return {n: answers[n] for n in node_ids}
+    def _shell_answer(self, answer: replicas.Answer) -> NodeAnswer:
+        if answer.body is not None:
+            return NodeAnswer(node=answer.node, body=answer.body)
+        if isinstance(answer.error, replicas.ControlRefused):
+            return NodeAnswer(node=answer.node, error=str(answer.error))
+        assert answer.error is not None
+        return NodeAnswer(
+            node=answer.node,
+            error=self.unreachable(answer.node, answer.error),
+            hint=self.start_hint(answer.node),
+        )
 
     async def ask_all_or_fail(
         self, op: ControlOp, argument: int = 0, nodes: Iterable[str] | None = None
@@ -410,11 +408,13 @@ class Backend:
         return False, executed, target
 
     async def wait_for_leader(self, timeout_s: float) -> str | None:
-        with trio.move_on_after(timeout_s):
-            while (leader := await self.driver.find_leader()) is None:
-                await trio.sleep(catch_up_poll_s)
-            return leader
-        return None
+        """The leader every replica names, None if they do not agree within timeout_s."""
+        try:
+            return await replicas.wait_for_leader(
+                self.config, timeout_s=timeout_s, network=self.network
+            )
+        except replicas.NoLeader:
+            return None
 
     async def aclose(self) -> None:
         await self.driver.aclose()
@@ -430,7 +430,3 @@ def _refused(error: BaseException | None, depth: int = 0) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(_refused(inner, depth + 1) for inner in error.exceptions)
     return _refused(error.__cause__, depth + 1)
-
-
-def _timeout(error: BaseException) -> BaseException:
-    return ClientTimeout("timed out") if isinstance(error, trio.TooSlowError) else error

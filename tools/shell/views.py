@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledgerpaxos.client import TransferReply
+from ledgerpaxos.replicas import ballot_key, highest_leader
 from ledgerpaxos.testsets.driver import TxnResult
 from tools.shell.backend import LoadResult, NextResult, NodeAnswer
 from tools.tables import format_table
@@ -163,12 +164,7 @@ def view_json(answers: Mapping[str, NodeAnswer]) -> dict[str, Any]:
 
 def current_leader(answers: Mapping[str, NodeAnswer]) -> str | None:
     """The alive replica leading with the highest ballot, if any."""
-    leaders = [
-        (_ballot_key(a.body["ballot"]), n)
-        for n, a in answers.items()
-        if a.body is not None and a.body["role"] == "leader" and a.body["alive"]
-    ]
-    return max(leaders)[1] if leaders else None
+    return highest_leader({n: a.body for n, a in answers.items() if a.body is not None})
 
 
 def render_view(answers: Mapping[str, NodeAnswer]) -> str:
@@ -226,7 +222,7 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
     seen: dict[tuple[tuple[int, int], str], list[str]] = {}
     for node, answer in answers.items():
         for view in (answer.body or {}).get("views", []):
-            seen.setdefault((_ballot_key(view["ballot"]), view["leader"]), []).append(node)
+            seen.setdefault((ballot_key(view["ballot"]), view["leader"]), []).append(node)
     view_rows = [
         [f"{key[0]}.{key[1]}", leader_id, " ".join(nodes)]
         for (key, leader_id), nodes in sorted(seen.items())
@@ -339,8 +335,3 @@ def _body_or_error(answer: NodeAnswer, key: str) -> dict[str, Any]:
     if answer.body is None:
         return {"error": answer.error}
     return {key: answer.body[key]}
-
-
-def _ballot_key(ballot: str) -> tuple[int, int]:
-    round_, _, node = ballot.partition(".")
-    return int(round_), int(node)
