@@ -1,0 +1,260 @@
+"""One replica's TCP connections: frames in, routed; frames out, without a task switch.
+
+    Inbound           an accepted connection's incoming side, routed by its first frame
+    Poller            one task reading every accepted TCP connection (epoll)
+    DirectWriter      a frame straight to the socket when nothing is queued before it
+    ClientConnection  a client's or control tool's connection and its bounded replies
+    check_leader_ballot, ProtocolViolation: refusals at the trust boundary
+
+The replica (runtime/replica.py) owns these; they call back into it for what
+a frame means (Replica.receive_from_peer, receive_from_client).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from typing import TYPE_CHECKING
+
+import trio
+
+import wire
+from ledgerpaxos import constants
+from ledgerpaxos.core.messages import Accept, Heartbeat, Message, NewView
+
+if TYPE_CHECKING:
+    from ledgerpaxos.runtime.replica import Replica
+
+
+class ProtocolViolation(Exception):
+    """A well-formed frame that has no business on this connection."""
+
+
+class DirectWriter:
+    """Writes of the core loop to a TCP stream that a task of its own drains.
+
+    A frame goes straight to the socket (one non-blocking write, no task
+    switch) when nothing queued for the stream is still unsent; what the
+    socket does not take, and everything behind it, waits in the queue for
+    the stream's sender task, in order. Streams that are not TCP (the tests'
+    memory network) always queue."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None  # the socket while the sender task owns the stream
+        self.queued = 0  # frames in the queue, not yet taken by the sender task
+        self.sending = False  # the sender task is in the middle of a frame
+
+    def attach(self, stream: trio.abc.Stream) -> None:
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+
+    def detach(self) -> None:
+        self.fd = None
+        self.sending = False
+
+    async def send(self, stream: trio.abc.Stream, frame: bytes) -> None:
+        """The sender task: send one frame it took from the queue."""
+        self.queued -= 1
+        self.sending = True
+        await stream.send_all(frame)
+        self.sending = False
+
+    def write(self, frame: bytes) -> bytes:
+        """Write what the socket takes now; returns the rest, for the queue.
+
+        Only an empty queue is bypassed, so the rest of a partly written
+        frame always fits in it: a frame is never cut short on the wire."""
+        if self.fd is None or self.queued or self.sending:
+            return frame
+        try:
+            written = os.write(self.fd, frame)
+        except BlockingIOError:
+            return frame
+        except OSError:
+            return frame  # the sender task meets the error and ends the stream
+        return frame[written:]
+
+
+class Inbound:
+    """One accepted connection's incoming side: frames in, routed to the core.
+
+    The first frame tells its kind: sender 0 is a client or control tool
+    (its replies go out through a writer task started then), anything else
+    a peer. `handle(data)` takes whatever the socket returned; bytes come
+    from the replica's Poller for TCP connections, and from read_stream()
+    for other streams (the tests' memory network): the same routing either way.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        stream: trio.abc.Stream,
+        remote: str,
+        connection: ClientConnection,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.replica = replica
+        self.stream = stream
+        self.remote = remote
+        self.connection = connection
+        self.nursery = nursery
+        self.decoder = wire.FrameDecoder(cluster_id=replica.config.cluster_id)
+        self.kind: str | None = None  # "peer" or "client", from the first frame
+        self.peer = ""  # the peer's node id, once known
+        self.ended = trio.Event()
+
+    async def handle(self, data: bytes | bytearray) -> None:
+        """Route the frames in `data`; FrameError or ProtocolViolation for garbage.
+
+        Messages the replica stepped here (see Replica.receive_from_peer)
+        have their Ready carried out before this returns."""
+        replica = self.replica
+        stepped = False
+        try:
+            for header, message in self.decoder.feed(data):
+                if self.kind is None:
+                    if header.sender == 0:
+                        self.kind = "client"
+                        self.nursery.start_soon(
+                            self.connection.write_replies, self.stream, self.nursery.cancel_scope
+                        )
+                    else:
+                        self.kind, self.peer = "peer", replica.peer_at(header.sender)
+                        replica.log.debug("peer %s connected from %s", self.peer, self.remote)
+                if self.kind == "peer":
+                    stepped |= await replica.receive_from_peer(self.peer, header, message)
+                else:
+                    stepped |= await replica.receive_from_client(self.connection, header, message)
+        finally:
+            if stepped:
+                replica.carry_out_now(replica.core.take_ready())
+
+    async def read_stream(self) -> None:
+        """Read the stream until it ends (streams the poller does not take)."""
+        try:
+            while data := await self.stream.receive_some(constants.receive_size_max):
+                await self.handle(data)
+        except (wire.FrameError, ProtocolViolation) as error:
+            self.finish(error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self.finish(error)
+        else:
+            self.finish(None)
+
+    def finish(self, why: BaseException | None) -> None:
+        """The connection ends: garbage is logged as a warning, the rest at debug."""
+        if self.ended.is_set():
+            return
+        if isinstance(why, wire.FrameError | ProtocolViolation):
+            who = f"peer {self.peer} at {self.remote}" if self.peer else self.remote
+            self.replica.log.warning("closing the connection from %s: %s", who, why)
+        else:
+            self.replica.log.debug(
+                "connection from %s ended: %s", self.peer or self.remote, why or "closed"
+            )
+        self.ended.set()
+
+
+class Poller:
+    """One task reads every accepted TCP connection (Linux epoll).
+
+    A task per connection costs, per frame, a wake-up through trio's
+    scheduler and two epoll_ctl calls (trio registers a socket for one wait
+    at a time). Here every accepted socket stays registered, level-triggered,
+    in an epoll set of our own; one task waits until that set is readable
+    (trio can wait on an epoll descriptor like on a socket), then reads each
+    ready socket once and hands the bytes to its Inbound. With 64 clients
+    the leader reads the requests of a whole round in one wake-up.
+    A socket that still has data after one read is reported again on the next
+    round, so no connection can starve the others."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.inbound: dict[int, Inbound] = {}
+
+    def add(self, fd: int, inbound: Inbound) -> None:
+        self.inbound[fd] = inbound
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def remove(self, fd: int, inbound: Inbound) -> None:
+        if self.inbound.get(fd) is inbound:
+            del self.inbound[fd]
+            if not self.epoll.closed:  # at shutdown the poller may have closed it first
+                self.epoll.unregister(fd)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.epoll.fileno())
+                for fd, _ in self.epoll.poll(0):
+                    inbound = self.inbound.get(fd)
+                    if inbound is None:
+                        continue  # ended earlier in this round
+                    try:
+                        data = os.read(fd, constants.receive_size_max)
+                    except BlockingIOError:
+                        continue
+                    except OSError as error:
+                        self._end(fd, inbound, error)
+                        continue
+                    if not data:
+                        self._end(fd, inbound, None)
+                        continue
+                    try:
+                        await inbound.handle(data)
+                    except (wire.FrameError, ProtocolViolation) as error:
+                        self._end(fd, inbound, error)
+        finally:
+            self.inbound.clear()
+            self.epoll.close()
+
+    def _end(self, fd: int, inbound: Inbound, why: BaseException | None) -> None:
+        self.remove(fd, inbound)
+        inbound.finish(why)
+
+
+class ClientConnection:
+    """An accepted connection of a client or control tool, and what it waits for."""
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
+            constants.client_replies_queued_max
+        )
+        self.closed = False
+        self.direct = DirectWriter()
+
+    def deliver(self, frame: bytes) -> None:
+        """Send a frame, or queue it for the connection's writer; dropped if
+        the client does not read."""
+        if self.closed:
+            return
+        rest = self.direct.write(frame)
+        if not rest:
+            return
+        try:
+            self.replies_in.send_nowait(rest)
+            self.direct.queued += 1
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client retries; a reply is never needed twice
+
+    async def write_replies(self, stream: trio.abc.Stream, done: trio.CancelScope) -> None:
+        self.direct.attach(stream)
+        try:
+            async for frame in self.replies_out:
+                await self.direct.send(stream, frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.direct.detach()
+        done.cancel()
+
+
+def check_leader_ballot(message: Message, sender: int) -> None:
+    """What the core asserts of a leader's messages, checked at the trust boundary."""
+    if isinstance(message, Accept | NewView | Heartbeat):
+        name = type(message).__name__
+        if message.ballot.node != sender:
+            raise ProtocolViolation(f"{name} for ballot {message.ballot} of another node")
+        entries = message.entries if isinstance(message, NewView) else ()
+        if any(e.ballot != message.ballot for e in entries):
+            raise ProtocolViolation("NewView entries of another ballot")
