@@ -109,10 +109,10 @@ def test_percentiles_are_nearest_rank() -> None:
 
 def test_histogram_counts_every_latency() -> None:
     values = [0.005, 0.2, 0.21, 3.0, 150.0]
-    histogram = bench._histogram(values)
+    histogram = bench.histogram(values)
     assert sum(histogram["counts"]) == len(values)
     assert len(histogram["edges_ms"]) == len(histogram["counts"]) + 1
-    assert bench._histogram([]) == {"edges_ms": [], "counts": []}
+    assert bench.histogram([]) == {"edges_ms": [], "counts": []}
 
 
 def fake_run(**changes: Any) -> dict[str, Any]:

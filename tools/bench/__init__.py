@@ -1,6 +1,8 @@
 """The benchmark (`ledgerpaxos-bench`, `make bench`).
 
-    cli.py               the command line, the matrix, the table, JSON and plot
+    cli.py               the command line and the matrix
+    run.py               one run: a leader, the load processes, sampling, the figures
+    report.py            the table, the PySyncObj comparison, --json and --plot
     cluster.py           LaunchedCluster: fresh replicas in a temporary directory
     load.py              the load processes and their figures
     versus_pysyncobj.py  the same loads on PySyncObj, when it is installed

@@ -1,0 +1,162 @@
+"""The benchmark's output: the table, the comparison with PySyncObj, --json and --plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tools.bench import versus_pysyncobj as bench_pysyncobj
+from tools.bench.run import BenchError, prog
+
+# ---------------------------------------------------------------- output
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def render_table(runs: list[dict[str, Any]]) -> str:
+    first = runs[0]
+    commit = first["commit"][:12] + (
+        " + uncommitted changes" if first["uncommitted_changes"] else ""
+    )
+    load = max(max(run["load_average_before"][0], run["load_average_after"][0]) for run in runs)
+    lines = [
+        f"{prog}: {first['replicas']} replicas on 127.0.0.1, fsync {'on' if first['fsync'] else 'OFF'}, "
+        f"{first['accounts']} accounts, {first['duration_s']:g} s per run, "
+        f"{first['cpu_count']} CPUs shared by replicas and load, load average up to {load:.1f}",
+        f"code: {commit}",
+        "",
+    ]
+    header = (
+        f"{'clients':>7} {'T':>5} {'transfers/s':>12} {'requests/s':>11} "
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'fsyncs/s':>9}  "
+        f"{'CPU s per 1k transfers: leader':>30} {'followers':>9} {'bench':>7}"
+    )
+    lines += [header, "-" * len(header)]
+    for run in runs:
+        cpu = run["cpu_s_per_1k_transfers"]
+        leader_cpu = cpu.get(run["leader"], math.nan)
+        followers = [v for name, v in cpu.items() if name.startswith("n") and name != run["leader"]]
+        follower_cpu = sum(followers) / len(followers) if followers else math.nan
+        bench_cpu = cpu.get("bench (all)", math.nan)
+        lines.append(
+            f"{run['clients']:>7} {run['transfers_per_request']:>5} {run['transfers_per_s']:>12,.0f} "
+            f"{run['requests_per_s']:>11,.0f} {_ms(run['p50_ms']):>7} {_ms(run['p90_ms']):>7} "
+            f"{_ms(run['p99_ms']):>7} {_ms(run['max_ms']):>7} {run['fsyncs_per_s']:>9,.0f}  "
+            f"{leader_cpu:>30.3f} {follower_cpu:>9.3f} {bench_cpu:>7.3f}"
+        )
+    lines.append("")
+    lines.append("CPU seconds per 1,000 transfers, per process (followers: mean above):")
+    for run in runs:
+        cpu = run["cpu_s_per_1k_transfers"]
+        parts = [
+            f"{name}{'*' if name == run['leader'] else ''} {value:.3f}"
+            for name, value in cpu.items()
+            if name != "bench (all)"
+        ]
+        lines.append(
+            f"  {run['clients']}x{run['transfers_per_request']}: "
+            + ", ".join(parts)
+            + "   (* leader)"
+        )
+    lines.append("")
+    for run in runs:
+        ok = run["balances_agree"] and run["sum_unchanged"]
+        totals = set(run["total_after"].values())
+        lines.append(
+            f"check {run['clients']}x{run['transfers_per_request']}: "
+            + (
+                f"all {run['replicas']} replicas hold the same balances; sum {run['total_before']:,} unchanged"
+                if ok
+                else f"FAILED: balances agree={run['balances_agree']}, sums {sorted(totals)} "
+                f"(before {run['total_before']:,})"
+            )
+            + (
+                f"; {run['transfers_refused']:,} transfers refused"
+                if run["transfers_refused"]
+                else ""
+            )
+        )
+        if run["client_errors"]:
+            lines.append(f"  client errors: {'; '.join(run['client_errors'][:3])}")
+    return "\n".join(lines)
+
+
+def render_comparison(runs: list[dict[str, Any]], pysyncobj: dict[str, Any] | None) -> str:
+    """PySyncObj's peak next to ours (the issue's 3x target)."""
+    if pysyncobj is None:
+        return (
+            "PySyncObj comparison skipped: not installed "
+            f"({bench_pysyncobj.install_hint}; an optional comparison)"
+        )
+    ours = max(runs, key=lambda run: run["transfers_per_s"])
+    ratio = (
+        ours["transfers_per_s"] / pysyncobj["transfers_per_s"]
+        if pysyncobj["transfers_per_s"]
+        else math.inf
+    )
+    return "\n".join(
+        [
+            bench_pysyncobj.render(pysyncobj),
+            f"ours at its best ({ours['clients']}x{ours['transfers_per_request']}, fsync on): "
+            f"{ours['transfers_per_s']:,.0f} transfers/s = {ratio:.1f}x PySyncObj's peak "
+            f"(no fsync) in the same run",
+        ]
+    )
+
+
+def write_json(
+    runs: list[dict[str, Any]], path: str, pysyncobj: dict[str, Any] | None = None
+) -> None:
+    public = [{k: v for k, v in run.items() if not k.startswith("_")} for run in runs]
+    document: Any = public[0] if len(public) == 1 else {"runs": public}
+    if pysyncobj is not None:
+        document = {"runs": public, "pysyncobj": pysyncobj}
+    Path(path).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_plot(runs: list[dict[str, Any]], path: str) -> None:
+    """Throughput over time and the latency distribution, one line per run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: pip install -e '.[plot]'") from None
+    figure, (over_time, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        clients = run["clients"]
+        label = f"{clients} client{'s' if clients != 1 else ''} x {run['transfers_per_request']}"
+        bucket = run["timeline_bucket_s"]
+        series = run["timeline_transfers_per_s"]
+        over_time.plot([bucket * (i + 0.5) for i in range(len(series))], series, label=label)
+        values = run["_latencies_ms"]
+        if values:
+            fractions = [(i + 1) / len(values) for i in range(len(values))]
+            latency.plot(values, fractions, label=label)
+    over_time.set_xlabel("seconds into the run")
+    over_time.set_ylabel("transfers/s")
+    over_time.set_title("throughput over time")
+    over_time.set_yscale("log")
+    over_time.grid(True, alpha=0.3)
+    over_time.legend()
+    latency.set_xscale("log")
+    latency.set_xlabel("request latency (ms)")
+    latency.set_ylabel("fraction of requests")
+    latency.set_title("latency distribution (CDF)")
+    latency.grid(True, alpha=0.3)
+    latency.legend()
+    first = runs[0]
+    figure.suptitle(
+        f"ledgerpaxos, {first['replicas']} replicas, fsync on, {first['cpu_count']} CPUs, "
+        f"commit {first['commit'][:12]}{' +changes' if first['uncommitted_changes'] else ''}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
