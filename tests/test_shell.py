@@ -22,8 +22,9 @@ import trio
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import Cluster, open_cluster
-from tools.shell.app import Shell, TrioThread, parse_args, views
+from tools.shell.app import Shell, parse_args, views
 from tools.shell.backend import Backend, NodeAnswer, ShellError
+from tools.shell.trio_thread import TrioThread
 from tools.tables import format_table
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"

@@ -10,7 +10,7 @@ and @script files run in order without a prompt; the first one that fails
 stops the run with exit status 1. With no commands, an interactive prompt.
 
 Threads: cmd2 owns the main thread (prompt-toolkit, Ctrl-C); trio runs in a
-second thread with one nursery that stays open for the life of the shell and
+second thread (trio_thread.py) with one nursery that stays open for the life of the shell and
 holds the Driver, the shell's client and everything still pending. A command
 hands one coroutine to that thread (`trio.from_thread.run`) and waits for its
 result; Ctrl-C cancels just that coroutine. Replica processes are started from
@@ -24,242 +24,27 @@ import atexit
 import json
 import signal
 import sys
-import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import cmd2
-import trio
-from cmd2 import Choices, Cmd2ArgumentParser, CompletionItem, with_argparser
+from cmd2 import with_argparser
 
 from ledgerpaxos.config import ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
 from tools.cluster.launcher import Launcher, LaunchError
-from tools.shell import views
+from tools.shell import parsers, views
 from tools.shell.backend import Backend, ShellError, wait_s_default
+from tools.shell.trio_thread import TrioThread
 
 prog = "ledgerpaxos-shell"
 exit_failed = 1
 exit_usage = 2
-trio_start_timeout_s = 10.0
 launch_leader_wait_s = 5.0
-
-T = TypeVar("T")
-
-
-# ------------------------------------------------------------------ the trio thread
-
-
-class TrioThread:
-    """trio.run in a daemon thread, with a nursery that stays open until stop()."""
-
-    def __init__(self) -> None:
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._nursery: trio.Nursery | None = None
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def start(self, setup: Callable[[trio.Nursery], T]) -> T:
-        """Start the thread; `setup(nursery)` runs in it and its result is returned."""
-        self._thread = threading.Thread(target=self._run, args=(setup,), name="trio", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(trio_start_timeout_s):
-            raise RuntimeError("the trio thread did not start")
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def _run(self, setup: Callable[[trio.Nursery], Any]) -> None:
-        try:
-            trio.run(self._main, setup)
-        except BaseException as error:
-            self._error = self._error or error
-        finally:
-            self._ready.set()
-
-    async def _main(self, setup: Callable[[trio.Nursery], Any]) -> None:
-        async with trio.open_nursery() as nursery:
-            self._token = trio.lowlevel.current_trio_token()
-            self._nursery = nursery
-            try:
-                self._value = setup(nursery)
-            except BaseException as error:
-                self._error = error
-                raise
-            finally:
-                self._ready.set()
-            await trio.sleep_forever()
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        """The nursery that lives as long as the thread (for tasks that must outlive a call)."""
-        assert self._nursery is not None, "start() first"
-        return self._nursery
-
-    def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run `await function(*args)` in the trio thread and return its result.
-        Ctrl-C (KeyboardInterrupt in this thread) cancels it there too."""
-        scope = trio.CancelScope()
-
-        async def guarded() -> T:
-            with scope:
-                return await function(*args)
-            raise ShellError("interrupted")
-
-        try:
-            return trio.from_thread.run(guarded, trio_token=self._token)
-        except KeyboardInterrupt:
-            try:
-                trio.from_thread.run_sync(scope.cancel, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-            raise
-        except trio.RunFinishedError:
-            raise ShellError(
-                f"the shell's trio thread has stopped ({self._error!r}); restart the shell"
-            ) from None
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._nursery is not None and self._thread is not None and self._thread.is_alive():
-            try:
-                trio.from_thread.run_sync(self._nursery.cancel_scope.cancel, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-            self._thread.join(timeout_s)
 
 
 # ------------------------------------------------------------------ the cmd2 app
-
-
-def _node_choices(app: Shell) -> Choices:
-    return Choices(items=[CompletionItem(n) for n in app.backend.config.node_ids])
-
-
-def _account_choices(app: Shell) -> Choices:
-    return Choices(items=[CompletionItem(a) for a in app.backend.config.accounts])
-
-
-def _amount(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"amount {text!r} is not an integer") from None
-
-
-def _slot(text: str) -> int:
-    if text.lower() == "all":
-        return 0
-    try:
-        slot = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"slot {text!r} is neither a number nor `all`") from None
-    if slot < 1:
-        raise argparse.ArgumentTypeError("slots start at 1 (or use `all`)")
-    return slot
-
-
-def _load_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(
-        description="Read a CSV test-set file; `next` then runs its sets one by one."
-    )
-    parser.add_argument(
-        "path",
-        metavar="PATH",
-        help="the CSV file, e.g. testdata/test.csv",
-        completer=cmd2.Cmd.path_complete,
-    )
-    return parser
-
-
-def _next_parser() -> Cmd2ArgumentParser:
-    return Cmd2ArgumentParser(
-        description="Run the next set of the loaded file: make its live nodes alive, finish what earlier "
-        "sets left pending, run its transfers with the LF leader kills. Returns when done, or when "
-        "nothing completed for --wait seconds (no majority): what is pending keeps retrying."
-    )
-
-
-def _print_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="Show the state of every replica.")
-    subparsers = parser.add_subparsers(dest="what", metavar="db|log|status|view", required=True)
-    db = subparsers.add_parser("db", help="balances of every replica side by side")
-    log = subparsers.add_parser("log", help="the log entries of one or every replica")
-    log.add_argument(
-        "node",
-        metavar="NODE",
-        nargs="?",
-        help="one replica (default: all)",
-        choices_provider=_node_choices,
-    )
-    status = subparsers.add_parser("status", help="status letters of a slot, or all slots")
-    status.add_argument("slot", metavar="SLOT|all", type=_slot, help="a slot number, or `all`")
-    view = subparsers.add_parser("view", help="leader, ballot, role per replica and the views seen")
-    for sub in (db, log, status, view):
-        sub.add_argument("--json", action="store_true", help="one JSON document on one line")
-    return parser
-
-
-def _transfer_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(
-        description="Send one transfer to the cluster and wait for its outcome."
-    )
-    parser.add_argument(
-        "sender", metavar="SENDER", choices_provider=_account_choices, help="account to take from"
-    )
-    parser.add_argument(
-        "receiver", metavar="RECEIVER", choices_provider=_account_choices, help="account to give to"
-    )
-    parser.add_argument("amount", metavar="AMOUNT", type=_amount, help="a positive integer")
-    return parser
-
-
-def _balance_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(description="Read balances through the log (linearizable).")
-    parser.add_argument(
-        "account",
-        metavar="ACCOUNT",
-        nargs="?",
-        choices_provider=_account_choices,
-        help="one account (default: all)",
-    )
-    return parser
-
-
-def _kill_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(
-        description="`kill leader`: the current leader stops answering (as LF does)."
-    )
-    parser.add_argument("what", choices=["leader"])
-    return parser
-
-
-def _alive_parser() -> Cmd2ArgumentParser:
-    parser = Cmd2ArgumentParser(
-        description="Simulated failure: a dead replica ignores every message."
-    )
-    parser.add_argument(
-        "node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n3"
-    )
-    parser.add_argument("state", choices=["on", "off"], help="on: alive, off: dead")
-    return parser
-
-
-def _node_parser(description: str) -> Callable[[], Cmd2ArgumentParser]:
-    def build() -> Cmd2ArgumentParser:
-        parser = Cmd2ArgumentParser(description=description)
-        parser.add_argument(
-            "node", metavar="NODE", choices_provider=_node_choices, help="a replica, e.g. n2"
-        )
-        return parser
-
-    return build
-
-
-def _plain_parser(description: str) -> Callable[[], Cmd2ArgumentParser]:
-    return lambda: Cmd2ArgumentParser(description=description)
 
 
 class Shell(cmd2.Cmd):
@@ -362,7 +147,7 @@ class Shell(cmd2.Cmd):
 
     # ------------------------------------------------------------ commands
 
-    @with_argparser(_load_parser)
+    @with_argparser(parsers.load_parser)
     def do_load(self, args: argparse.Namespace) -> None:
         """Read a CSV test-set file."""
         result = self.call(self.backend.load, args.path)
@@ -373,7 +158,7 @@ class Shell(cmd2.Cmd):
             "transfers": result.transfers,
         }
 
-    @with_argparser(_next_parser)
+    @with_argparser(parsers.next_parser)
     def do_next(self, _: argparse.Namespace) -> None:
         """Run the next set of the loaded file."""
         tty = self._stdout_is_tty()
@@ -410,7 +195,7 @@ class Shell(cmd2.Cmd):
         except (AttributeError, ValueError):
             return False
 
-    @with_argparser(_print_parser)
+    @with_argparser(parsers.print_parser)
     def do_print(self, args: argparse.Namespace) -> None:
         """Show every replica's balances, log, slot status or view (each takes --json)."""
         backend = self.backend
@@ -437,14 +222,14 @@ class Shell(cmd2.Cmd):
         self.say(json.dumps(document, separators=(",", ":")) if args.json else text)
         self.last_result = document
 
-    @with_argparser(_transfer_parser)
+    @with_argparser(parsers.transfer_parser)
     def do_transfer(self, args: argparse.Namespace) -> None:
         """Send one transfer: transfer SENDER RECEIVER AMOUNT."""
         reply = self.call(self.backend.transfer, args.sender, args.receiver, args.amount)
         self.say(views.render_transfer(args.sender, args.receiver, args.amount, reply))
         self.last_result = {"ok": reply.ok, "reason": reply.reason, "leader": reply.leader}
 
-    @with_argparser(_balance_parser)
+    @with_argparser(parsers.balance_parser)
     def do_balance(self, args: argparse.Namespace) -> None:
         """Read balances through the log: balance [ACCOUNT]."""
         if args.account is not None:
@@ -453,14 +238,14 @@ class Shell(cmd2.Cmd):
         self.say(views.render_balances(balances, args.account))
         self.last_result = {args.account: balances[args.account]} if args.account else balances
 
-    @with_argparser(_kill_parser)
+    @with_argparser(parsers.kill_parser)
     def do_kill(self, _: argparse.Namespace) -> None:
         """Kill the current leader: kill leader."""
         leader = self.call(self.backend.kill_leader)
         self.say(f"killed the leader {leader}: it is dead now (`alive {leader} on` brings it back)")
         self.last_result = {"killed": leader}
 
-    @with_argparser(_alive_parser)
+    @with_argparser(parsers.alive_parser)
     def do_alive(self, args: argparse.Namespace) -> None:
         """Switch a replica on or off (simulated failure): alive NODE on|off."""
         self.backend.check_node(args.node)
@@ -468,7 +253,7 @@ class Shell(cmd2.Cmd):
         self.say(f"{args.node} is {'alive' if body['alive'] else 'dead'}")
         self.last_result = {"node": args.node, "alive": body["alive"]}
 
-    @with_argparser(_node_parser("SIGKILL the replica's process (only with --launch)."))
+    @with_argparser(parsers.node_parser("SIGKILL the replica's process (only with --launch)."))
     def do_crash(self, args: argparse.Namespace) -> None:
         """SIGKILL a replica this shell launched: crash NODE."""
         pid = self.backend.crash(args.node)  # main thread: this thread started it
@@ -478,7 +263,9 @@ class Shell(cmd2.Cmd):
         self.last_result = {"node": args.node, "pid": pid}
 
     @with_argparser(
-        _node_parser("Start a crashed replica again on its data directory (only with --launch).")
+        parsers.node_parser(
+            "Start a crashed replica again on its data directory (only with --launch)."
+        )
     )
     def do_restart(self, args: argparse.Namespace) -> None:
         """Start a crashed replica again: restart NODE."""
@@ -494,7 +281,7 @@ class Shell(cmd2.Cmd):
         self.last_result = {"node": args.node, "pid": pid, "caught_up": caught_up}
 
     @with_argparser(
-        _plain_parser(
+        parsers.plain_parser(
             "Every replica back to the initial balances; the loaded file back to its first set."
         )
     )
@@ -507,7 +294,7 @@ class Shell(cmd2.Cmd):
         self.say(f"every replica reset to {config.initial_balance} in each account{rewound}")
         self.last_result = {"reset": list(config.node_ids)}
 
-    @with_argparser(_plain_parser("Leave the shell (stopping the replicas it launched)."))
+    @with_argparser(parsers.plain_parser("Leave the shell (stopping the replicas it launched)."))
     def do_exit(self, _: argparse.Namespace) -> bool:
         """Leave the shell (stops the replicas it launched)."""
         self.last_result = True
