@@ -34,11 +34,11 @@ from ledgerpaxos.storage import (
     WriteAheadLog,
     fold_records,
     load_newest_snapshot,
+    wal_format,
     write_snapshot,
 )
-from ledgerpaxos.storage import wal as wal_module
 from ledgerpaxos.storage.snapshot import snapshot_file_name
-from ledgerpaxos.storage.wal import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
+from ledgerpaxos.storage.wal_format import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
 
 FIRST_SEGMENT = segment_file_name(1)
 
@@ -332,7 +332,7 @@ def test_record_that_verifies_but_does_not_decode_is_corruption(tmp_path: Path) 
     segment = tmp_path / FIRST_SEGMENT
     header = segment.read_bytes()
     tip = int.from_bytes(header[24:32], "little")
-    framed, _ = wal_module._encode_chained([b"\xff not a record"], tip)
+    framed, _ = wal_format.encode_chained([b"\xff not a record"], tip)
     segment.write_bytes(header + framed)
     with pytest.raises(StorageCorruption, match="does not decode") as caught:
         recover(tmp_path)

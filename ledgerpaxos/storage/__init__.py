@@ -1,7 +1,8 @@
 """Write-ahead log, snapshots and recovery for one replica (plain synchronous file I/O).
 
     store.py       ReplicaStore: one data directory (lock, WAL, snapshots)
-    wal.py         the hash-chained, checksummed WAL segments
+    wal.py         WriteAheadLog: append, fsync, roll, compact, recover
+    wal_format.py  the bytes of WAL segments and records, the checksum chain
     snapshot.py    snapshot files: temporary file, fsync, rename
     recovered.py   Recovered and WalFold: what the records add up to
     files.py, filesystem.py   the file operations, on the OS or the simulator's disk

@@ -23,7 +23,8 @@ from ledgerpaxos.storage.errors import StorageError
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, DirectoryLock, FileSystem
 from ledgerpaxos.storage.recovered import Recovered, fold_records
 from ledgerpaxos.storage.snapshot import SnapshotCodec
-from ledgerpaxos.storage.wal import RecordCodec, RecoveredLog, WriteAheadLog
+from ledgerpaxos.storage.wal import RecoveredLog, WriteAheadLog
+from ledgerpaxos.storage.wal_format import RecordCodec
 
 lock_file_name = "replica.lock"
 
