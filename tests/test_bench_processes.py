@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.test_bench import JSON_KEYS
 
 pytestmark = pytest.mark.processes
 
@@ -105,16 +106,7 @@ def test_a_launched_run_measures_checks_and_stops_everything(tmp_path: Path) -> 
     assert process.returncode == 0, stderr
     assert "transfers/s" in stdout and "hold the same balances" in stdout
     figures = json.loads(output.read_text())
-    for key in (
-        "transfers_per_s",
-        "requests_per_s",
-        "p50_ms",
-        "p99_ms",
-        "replicas",
-        "clients",
-        "transfers_per_request",
-    ):
-        assert key in figures
+    assert all(key in figures for key in JSON_KEYS), sorted(figures)
     assert (figures["replicas"], figures["clients"], figures["transfers_per_request"]) == (3, 3, 5)
     assert figures["requests"] > 0 and figures["balances_agree"] and figures["sum_unchanged"]
     assert set(figures["cpu_s_per_1k_transfers"]) >= {"n1", "n2", "n3", "bench"}

@@ -54,8 +54,10 @@ def shell_env() -> dict[str, str]:
     }
 
 
-def run_shell(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = write_cluster_config(tmp_path)
+def run_shell(
+    tmp_path: Path, *args: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    config = config if config is not None else write_cluster_config(tmp_path)
     return subprocess.run(
         shell_command(config, *args),
         cwd=tmp_path,
@@ -213,14 +215,6 @@ def test_launch_says_which_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        result = subprocess.run(
-            shell_command(config, "--launch", "print db"),
-            cwd=tmp_path,
-            env=shell_env(),
-            capture_output=True,
-            text=True,
-            timeout=SHELL_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
+        result = run_shell(tmp_path, "--launch", "print db", config=config)
     assert result.returncode == 1
     assert f"n1 cannot start: 127.0.0.1:{port} is already in use" in result.stderr
