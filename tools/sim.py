@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.list_planted:
         for name, bug in sorted(PLANTED.items()):
-            print(f"{name:24} {bug.description}")
+            print(f"{name:28} {bug.description} (caught by {bug.caught_by})")
         return 0
     if args.seed is not None:
         return _run_one(args.seed, args.replicas, planted=args.planted, trace=args.trace)

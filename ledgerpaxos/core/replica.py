@@ -121,6 +121,10 @@ _KNOWN_MESSAGES = frozenset(t for steps in _STEPS.values() for t in steps)
 
 
 class Core:
+    # The state machine's class: an extension point like those below (a
+    # planted bug may be a ledger that gets one rule wrong).
+    ledger_class: type[Ledger] = Ledger
+
     def __init__(
         self,
         settings: CoreSettings,
@@ -150,7 +154,7 @@ class Core:
         self.promised = promised if promised is not None else Ballot.zero()
         self.log: dict[int, LogEntry] = {}
         # Learner / state machine.
-        self.ledger = Ledger(settings.accounts, settings.initial_balance)
+        self.ledger = self.ledger_class(settings.accounts, settings.initial_balance)
         # Requests this replica's own clients wait on (clients.admit).
         self.asked_here: OrderedDict[CommandKey, None] = OrderedDict()
         self.commit_slot = 0

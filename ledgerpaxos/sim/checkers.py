@@ -6,12 +6,15 @@ slot, anywhere, must be the same batch with the same outcomes, every replica's
 state must equal the replay's after the slots it executed, and every reply a
 client receives must be the replay's outcome for that request.
 
-A failed check raises `Violation` naming the property (a key of PROPERTIES).
+A failed check raises `Violation` naming the property (a key of PROPERTIES),
+through `Checks.fail`: a test may disable one property's check, to show that
+the planted bug it exists for then goes uncaught (tests/test_sim_planted.py);
+every check keeps the run going sensibly when it is disabled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ledgerpaxos.core import Core, Executed, Ledger
 from ledgerpaxos.core.messages import (
@@ -51,13 +54,35 @@ class Violation(Exception):
         super().__init__(f"{prop}: {detail}")
 
 
+class Checks:
+    """Where every check of the simulator fails: a Violation, unless disabled."""
+
+    def __init__(self, disabled: Collection[str] = ()) -> None:
+        unknown = sorted(set(disabled) - set(PROPERTIES))
+        if unknown:
+            raise ValueError(f"unknown properties {unknown}; known: {sorted(PROPERTIES)}")
+        self.disabled = frozenset(disabled)
+
+    def enabled(self, prop: str) -> bool:
+        return prop not in self.disabled
+
+    def fail(self, prop: str, detail: str) -> None:
+        """Raise Violation(prop, detail), or return if that check is disabled."""
+        assert prop in PROPERTIES, prop
+        if prop not in self.disabled:
+            raise Violation(prop, detail)
+
+
 # ---------------------------------------------------------------- the reference
 
 
 class ReferenceLedger:
     """The canonical log and its sequential replay."""
 
-    def __init__(self, accounts: Sequence[str], initial_balance: int) -> None:
+    def __init__(
+        self, accounts: Sequence[str], initial_balance: int, checks: Checks | None = None
+    ) -> None:
+        self.checks = checks if checks is not None else Checks()
         self.ledger = Ledger(accounts, initial_balance)
         self.total = self.ledger.total
         self.canonical: dict[int, Batch] = {}
@@ -74,7 +99,7 @@ class ReferenceLedger:
         known = self.canonical.get(slot)
         if known is not None:
             if known != batch:
-                raise Violation(
+                self.checks.fail(
                     "agreement",
                     f"slot {slot}: {node} executed {_keys(batch)}, "
                     f"{self.first_executor[slot]} executed {_keys(known)}",
@@ -110,11 +135,17 @@ def _keys(batch: Batch) -> str:
 
 
 class SafetyChecker:
-    def __init__(self, accounts: Sequence[str], initial_balance: int) -> None:
-        self.reference = ReferenceLedger(accounts, initial_balance)
+    """Every replica's executions, states, checkpoints and replies against the reference."""
+
+    def __init__(
+        self, accounts: Sequence[str], initial_balance: int, checks: Checks | None = None
+    ) -> None:
+        self.checks = checks if checks is not None else Checks()
+        self.reference = ReferenceLedger(accounts, initial_balance, self.checks)
         self.last_executed: dict[str, int] = {}  # per replica process (incarnation)
         self.checked_state_at: dict[str, int] = {}
-        self._pending: dict[int, list[tuple[str, tuple[Outcome | None, ...]]]] = {}
+        # Executions of slots the replay has not reached yet, compared once it has.
+        self._pending: dict[int, list[tuple[str, Executed]]] = {}
         self.max_executed = 0
         self.duplicates_skipped = 0  # commands executed as duplicates (applied once)
 
@@ -129,39 +160,44 @@ class SafetyChecker:
     def executed(self, node: str, executed: Executed) -> None:
         slot = executed.slot
         if slot <= self.last_executed[node]:
-            raise Violation(
+            self.checks.fail(
                 "executed-once",
                 f"{node} executed slot {slot} after slot {self.last_executed[node]}",
             )
-        self.last_executed[node] = slot
+        self.last_executed[node] = max(self.last_executed[node], slot)
         self.max_executed = max(self.max_executed, slot)
         self.duplicates_skipped += sum(1 for o in executed.outcomes if o is None)
         for applied in self.reference.learn(slot, executed.batch, node):
-            for other, outcomes in self._pending.pop(applied, ()):
-                self._compare_outcomes(other, applied, outcomes)
+            for other, earlier in self._pending.pop(applied, ()):
+                self._compare_outcomes(other, earlier)
         if slot <= self.reference.applied:
-            self._compare_outcomes(node, slot, executed.outcomes)
+            self._compare_outcomes(node, executed)
         else:
-            self._pending.setdefault(slot, []).append((node, executed.outcomes))
+            self._pending.setdefault(slot, []).append((node, executed))
 
-    def _compare_outcomes(self, node: str, slot: int, outcomes: tuple[Outcome | None, ...]) -> None:
+    def _compare_outcomes(self, node: str, executed: Executed) -> None:
+        slot, outcomes = executed.slot, executed.outcomes
         expected = self.reference.outcomes[slot]
         if outcomes == expected:
             return
-        batch = self.reference.canonical[slot]
-        for command, got, want in zip(batch, outcomes, expected, strict=True):
+        if executed.batch != self.reference.canonical[slot]:
+            # Only when the agreement check is off: another batch, other outcomes.
+            self.checks.fail(
+                "replay", f"{node} slot {slot}: executed {_keys(executed.batch)}, not the replay's"
+            )
+            return
+        for command, got, want in zip(executed.batch, outcomes, expected, strict=True):
             key = f"{command.client_id}#{command.request_no}"
             if want is None and got is not None:
-                raise Violation(
+                self.checks.fail(
                     "exactly-once",
                     f"{node} applied {key} again at slot {slot} "
-                    f"(first applied at slot {self.reference.slot_of.get((command.client_id, command.request_no))})",
+                    f"(first applied at slot {self.reference.slot_of.get(command.key)})",
                 )
-            if got != want:
-                raise Violation(
+            elif got != want:
+                self.checks.fail(
                     "replay", f"{node} slot {slot} {key}: got {got}, replay gives {want}"
                 )
-        raise AssertionError("outcomes differ but no command does")
 
     def state(self, node: str, core: Core, slot: int) -> None:
         """The replica's whole state against the replay after the slots it
@@ -172,22 +208,22 @@ class SafetyChecker:
         balances = core.balances()
         total = sum(balances.values())
         if total != self.reference.total:
-            raise Violation(
+            self.checks.fail(
                 "conservation", f"{node} balances sum to {total}, not {self.reference.total}"
             )
         negative = sorted(a for a, b in balances.items() if b < 0)
         if negative:
-            raise Violation(
+            self.checks.fail(
                 "no-overdraft", f"{node}: accounts {negative} below zero at slot {slot}"
             )
         expected = self.reference.digests.get(slot)
         if expected is None:
-            raise Violation(
+            self.checks.fail(
                 "replay",
                 f"{node} executed up to slot {slot}, the replay only to {self.reference.applied}",
             )
-        if core.state_digest() != expected:
-            raise Violation(
+        elif core.state_digest() != expected:
+            self.checks.fail(
                 "replay",
                 f"{node} state after slot {slot} differs from the replay: {_state_difference(core, self.reference, slot)}",
             )
@@ -195,7 +231,7 @@ class SafetyChecker:
     def snapshot(self, node: str, snapshot: Snapshot) -> None:
         expected = self.reference.digests.get(snapshot.slot)
         if expected != snapshot.digest:
-            raise Violation(
+            self.checks.fail(
                 "checkpoint",
                 f"{node} checkpoint at slot {snapshot.slot} has digest {snapshot.digest.hex()[:16]}, "
                 f"the replay {expected.hex()[:16] if expected else 'nothing'}",
@@ -205,15 +241,53 @@ class SafetyChecker:
         key = (reply.client_id, reply.request_no)
         expected = self.reference.results.get(key)
         if expected is None:
-            raise Violation(
+            self.checks.fail(
                 "reply",
                 f"{client} got a reply for {key[0]}#{key[1]}, which the replay never applied",
             )
-        if reply.outcome != expected:
-            raise Violation(
+        elif reply.outcome != expected:
+            self.checks.fail(
                 "reply",
                 f"{client} got {reply.outcome} for {key[0]}#{key[1]}, the replay gives {expected}",
             )
+
+
+def check_committed_kept(
+    checks: Checks,
+    replicas: Mapping[str, tuple[int, Mapping[str, int]]],
+    answered: Mapping[str, int],
+    max_executed: int,
+    *,
+    converged: bool,
+) -> None:
+    """At the end of a run: nothing once executed or acknowledged is lost.
+
+    `replicas`: each running replica's executed slot and client table (each
+    client's last executed request number); `answered`: each client's highest
+    answered request number. Converged, every replica must hold all of it;
+    otherwise (liveness reports what is missing) at least one must, or it is
+    lost from the whole cluster."""
+    if not replicas:
+        return
+    highest = max(executed for executed, _ in replicas.values())
+    if highest < max_executed:
+        checks.fail(
+            "committed-kept",
+            f"slot {max_executed} was executed once, but no replica gets past {highest}",
+        )
+        return
+    for client, request_no in sorted(answered.items()):
+        if request_no == 0:
+            continue
+        held = [n for n, (_, table) in replicas.items() if table.get(client, 0) >= request_no]
+        missing = sorted(set(replicas) - set(held))
+        if not held or (converged and missing):
+            where = ", ".join(f"{n} has {replicas[n][1].get(client, 'nothing')}" for n in missing)
+            checks.fail(
+                "committed-kept",
+                f"{client}#{request_no} was answered, but {where} in its client table",
+            )
+            return
 
 
 def _state_difference(core: Core, reference: ReferenceLedger, slot: int) -> str:

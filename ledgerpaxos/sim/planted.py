@@ -1,12 +1,12 @@
-"""Known protocol bugs, planted through the harness to prove the checkers bite.
+"""Known bugs, planted through the harness to prove each check of the simulator bites.
 
-None of this is in a shipped code path: each bug is a subclass of the real
+None of this is in a shipped code path. Each bug is a subclass of the real
 Core that overrides one of its extension points (`is_chosen`,
-`values_to_adopt`, `adopt_snapshot`), or of the Ready executor (`begin`). The
-tests in tests/test_sim_planted.py run seeds with each one until a checker
-catches it, and fail if none does within a bounded number of seeds (a few
-hundred for lowest-ballot-wins, which needs two ballots' values in one open slot);
-`ledgerpaxos-sim --planted NAME --seeds N` does the same from the console.
+`values_to_adopt`, `adopt_snapshot`, `ledger_class`), or of the Ready
+executor (`begin`, `send`, `finish`), and names the one property whose check
+must catch it (`caught_by`). tests/test_sim_planted.py pins a seed for each
+where that check catches it, and shows that with the check disabled it does
+not; `ledgerpaxos-sim --planted NAME --seeds N` runs one from the console.
 """
 
 from __future__ import annotations
@@ -15,9 +15,22 @@ from collections.abc import Mapping
 
 import attrs
 
-from ledgerpaxos.core import Core, Ready
-from ledgerpaxos.core.messages import NOOP, Ballot, LogEntry, Promise, Snapshot
+from ledgerpaxos.core import Core, Ledger, Ready
+from ledgerpaxos.core.ledger import REASON_INSUFFICIENT, state_digest
+from ledgerpaxos.core.messages import (
+    NOOP,
+    Ballot,
+    CatchupRequest,
+    Command,
+    HeartbeatAck,
+    LogEntry,
+    Promise,
+    Snapshot,
+    Transfer,
+    TransferResult,
+)
 from ledgerpaxos.host import ReadyExecutor
+from ledgerpaxos.host.executor import Outgoing
 
 
 class QuorumOneShortCore(Core):
@@ -61,10 +74,10 @@ class LowestBallotWinsCore(Core):
     It matters only when two ballots left different values in one slot that is
     still open at an election and the higher one was chosen. This core's
     pre-vote, its "own decided values win" rule and prompt catch-up make that
-    rare; it is caught mostly by a follower that had already decided the slot
-    (the core asserts a decided value never changes: `core-invariant`), within
-    the bound in tests/test_sim_planted.py. A fault schedule aimed at dueling
-    leaders would catch it sooner."""
+    rare; most seeds that reach it trip the core's own assertion that a
+    decided value never changes (`core-invariant`) before a replica executes
+    the other value; seed 771 (5 replicas) is the first the agreement check
+    catches. A fault schedule aimed at dueling leaders would reach it sooner."""
 
     def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
         lowest: dict[int, LogEntry] = {}
@@ -87,9 +100,107 @@ class StaleClientTableCore(Core):
             self.ledger.clients = stale
 
 
+# ---------------------------------------------------------------- the ledger
+
+
+class ExecutesDuplicatesLedger(Ledger):
+    """Forgets that a request was executed: a retry is applied again."""
+
+    def is_duplicate(self, command: Command) -> bool:
+        return False
+
+
+class ExecutesDuplicatesCore(Core):
+    ledger_class = ExecutesDuplicatesLedger
+
+
+class RejectedStillAppliedLedger(Ledger):
+    """Answers "insufficient funds" and moves the money anyway."""
+
+    def _transfer(self, transfer: Transfer) -> TransferResult:
+        result = super()._transfer(transfer)
+        if result.reason == REASON_INSUFFICIENT:
+            self.balances[transfer.sender] -= transfer.amount
+            self.balances[transfer.receiver] += transfer.amount
+            self._digest_rows.changed.update((transfer.sender, transfer.receiver))
+        return result
+
+
+class RejectedStillAppliedCore(Core):
+    ledger_class = RejectedStillAppliedLedger
+
+
+class DebitsShortLedger(Ledger):
+    """Debits one less than it credits (an off-by-one in the amount)."""
+
+    def _transfer(self, transfer: Transfer) -> TransferResult:
+        result = super()._transfer(transfer)
+        if result.ok and transfer.amount > 1:
+            self.balances[transfer.sender] += 1
+        return result
+
+
+class DebitsShortCore(Core):
+    ledger_class = DebitsShortLedger
+
+
+class CheckpointWithoutClientsLedger(Ledger):
+    """Takes checkpoints of the balances only: the client table is left out
+    (with a digest to match, so an install verifies)."""
+
+    def snapshot(self, slot: int) -> Snapshot:
+        balances = tuple(self.balances.items())
+        return Snapshot(slot=slot, balances=balances, clients=(), digest=state_digest(balances, ()))
+
+
+class CheckpointWithoutClientsCore(Core):
+    ledger_class = CheckpointWithoutClientsLedger
+
+
+# ---------------------------------------------------------------- the host
+
+
+class WrongDigestReportedExecutor(ReadyExecutor[str]):
+    """Reports a checkpoint digest that is not the replica's in HeartbeatAcks
+    (a host that garbles one field of a message on its way out)."""
+
+    def send(self, messages: Outgoing) -> None:
+        super().send(
+            [
+                (to, attrs.evolve(m, checkpoint_digest=bytes(32)))
+                if isinstance(m, HeartbeatAck) and m.checkpoint_slot > 0
+                else (to, m)
+                for to, m in messages
+            ]
+        )
+
+
+class NoCatchupExecutor(ReadyExecutor[str]):
+    """Never sends a catch-up request: a replica that fell behind stays behind."""
+
+    def send(self, messages: Outgoing) -> None:
+        super().send([(to, m) for to, m in messages if not isinstance(m, CatchupRequest)])
+
+
+class SwappedRepliesExecutor(ReadyExecutor[str]):
+    """Hands each client the outcome meant for the next reply of the same
+    Ready (a host that zips replies with the wrong list)."""
+
+    def finish(self, ready: Ready) -> None:
+        replies = ready.replies
+        if len(replies) > 1:
+            outcomes = [r.outcome for r in replies]
+            ready.replies = [
+                attrs.evolve(r, outcome=o)
+                for r, o in zip(replies, outcomes[1:] + outcomes[:1], strict=True)
+            ]
+        super().finish(ready)
+
+
 @attrs.frozen
 class PlantedBug:
     description: str
+    caught_by: str  # the property (checkers.PROPERTIES) whose check must catch it
     core_class: type[Core] = Core
     executor_class: type[ReadyExecutor[str]] = ReadyExecutor
 
@@ -97,22 +208,62 @@ class PlantedBug:
 PLANTED: dict[str, PlantedBug] = {
     "quorum-one-short": PlantedBug(
         "a slot is decided with one Accepted fewer than a majority",
+        "agreement",
         core_class=QuorumOneShortCore,
     ),
     "promise-before-fsync": PlantedBug(
         "a Promise is sent before its PromiseRecord is fsynced",
+        "persist-before-speak",
         executor_class=PromiseBeforeFsyncExecutor,
     ),
     "ignores-highest-ballot": PlantedBug(
         "a new leader re-proposes its own log and does not adopt the highest-ballot values",
+        "agreement",
         core_class=IgnoresHighestBallotCore,
     ),
     "lowest-ballot-wins": PlantedBug(
         "a new leader adopts the lowest-ballot value of a slot, not the highest",
+        "agreement",
         core_class=LowestBallotWinsCore,
     ),
     "stale-client-table": PlantedBug(
         "installing a checkpoint does not restore the client table",
+        "replay",
         core_class=StaleClientTableCore,
+    ),
+    "executes-duplicates": PlantedBug(
+        "the ledger forgets executed requests: a retry is applied again",
+        "exactly-once",
+        core_class=ExecutesDuplicatesCore,
+    ),
+    "rejected-still-applied": PlantedBug(
+        "a transfer refused for insufficient funds moves the money anyway",
+        "no-overdraft",
+        core_class=RejectedStillAppliedCore,
+    ),
+    "debits-short": PlantedBug(
+        "a transfer debits one less than it credits",
+        "conservation",
+        core_class=DebitsShortCore,
+    ),
+    "checkpoint-without-clients": PlantedBug(
+        "checkpoints leave out the client table",
+        "checkpoint",
+        core_class=CheckpointWithoutClientsCore,
+    ),
+    "wrong-digest-reported": PlantedBug(
+        "a follower reports a checkpoint digest that is not its own",
+        "core-alarm",
+        executor_class=WrongDigestReportedExecutor,
+    ),
+    "no-catch-up": PlantedBug(
+        "catch-up requests are never sent",
+        "liveness",
+        executor_class=NoCatchupExecutor,
+    ),
+    "swapped-replies": PlantedBug(
+        "replies of one Ready carry each other's outcomes",
+        "reply",
+        executor_class=SwappedRepliesExecutor,
     ),
 }

@@ -31,6 +31,7 @@ from ledgerpaxos.core.messages import (
     PeerMessage,
 )
 from ledgerpaxos.host import ReadyExecutor, UnpersistedSend, Waiters
+from ledgerpaxos.host.executor import DurableAudit
 from ledgerpaxos.sim import coverage
 from ledgerpaxos.sim.checkers import Violation
 from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
@@ -61,6 +62,13 @@ def _where(error: BaseException) -> str:
     frame = frames[-1]
     path = frame.filename.split("ledgerpaxos/")[-1]
     return f"{error!r} in {frame.name} ({path}:{frame.lineno})"
+
+
+class _Unaudited(DurableAudit):
+    """Lets every message out: the persist-before-speak check is disabled."""
+
+    def check_send(self, to: str, message: object) -> None:
+        pass
 
 
 class ReplicaHost:
@@ -106,7 +114,8 @@ class ReplicaHost:
                 compact_size_min=sim_wal_compact_size_min,
             )
         except StorageCorruption as error:
-            raise Violation("recovery", f"{self.node} refused to start: {error}") from error
+            sim.checks.fail("recovery", f"{self.node} refused to start: {error}")
+            return  # the check is off: it stays down, and liveness notices
         rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/core/{self.node}/{self.incarnation}")
         try:
             core = self.core_class(
@@ -130,6 +139,8 @@ class ReplicaHost:
             recovered=recovered,
             observe=self._observe,
         )
+        if not sim.checks.enabled("persist-before-speak"):
+            self.executor.audit = _Unaudited(recovered)
         self.status = UP
         self.led_ballot = None
         executed_from = recovered.snapshot.slot if recovered.snapshot is not None else 0
@@ -320,6 +331,7 @@ class ReplicaHost:
         or spoke before it persisted."""
         if isinstance(error, UnpersistedSend):
             raise Violation("persist-before-speak", f"{self.node} sent {error}") from error
+        # (with that check off the executor has no audit: see start())
         if isinstance(error, SimulatedCrash):
             self.crash("crash inside I/O")
             return
