@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from ledgerpaxos.core.messages import (
     Accept,
     AcceptRecord,
     Ballot,
+    ClientRequest,
     Command,
     CommandKind,
     Heartbeat,
@@ -26,7 +28,7 @@ from ledgerpaxos.core.messages import (
     PromiseRecord,
     Transfer,
 )
-from tests.corenet import CoreNet, settings
+from tests.corenet import CLIENT, CoreNet, settings
 
 ELECTION_TICKS_MAX = 80
 
@@ -527,3 +529,41 @@ def test_a_restart_from_an_uncompacted_wal_skips_what_the_snapshot_covers() -> N
     assert core.balances() == before
     net.run(20)
     net.check_agreement()
+
+
+def test_a_retry_meeting_its_first_copy_in_a_recovered_slot_applies_once() -> None:
+    """The first copy is accepted by followers but not committed when the
+    leader dies; the client's retry reaches the new leader the moment it is
+    elected, while the slot it recovered from the promises is still open:
+    one slot holds the command, it applies once, and the retry is answered."""
+    net = CoreNet()
+    leader = elected(net)
+    command = net.submit(leader, "A", [("A", "B", 3)])
+    sends, net.queue = list(net.queue), []
+    for to, sender, message in sends:
+        if isinstance(message, Accept):
+            net.cores[to].step(message, sender)
+            net.cores[to].take_ready()  # accepted, but its Accepted is lost
+    net.crash(leader)
+    retried_at: list[str] = []
+
+    def retry_when_elected(node: str) -> Callable[[Ready], None]:
+        def watch(ready: Ready) -> None:
+            if not retried_at and any(e.startswith("leader for ballot") for e in ready.events):
+                retried_at.append(node)
+                net.executors[node].waiters.wait(command.key, CLIENT)
+                net.cores[node].step(ClientRequest(command=command), None)
+
+        return watch
+
+    for node in net.alive:
+        net.watchers[node].append(retry_when_elected(node))
+    new = elected(net)
+    net.run(30)
+    assert retried_at == [new]
+    slots = {slot for node in net.alive for slot, batch in net.executed[node] if command in batch}
+    assert len(slots) == 1, f"{command.key} in slots {sorted(slots)}"
+    for node in net.alive:
+        assert net.cores[node].balances()["A"] == 7
+    reply = net.reply_for(new, command)
+    assert reply is not None and reply.outcome.ok
