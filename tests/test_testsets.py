@@ -60,6 +60,13 @@ def test_amounts_the_ledger_rejects_still_parse() -> None:
         ('1,"A, B, 1","[n1]"\n', 2, "not of the form"),
         ('x,"(A, B, 1)","[n1]"\n', 2, "set number 'x'"),
         ('2,"(A, B, 1)","[n1]"\n1,"(A, B, 1)","[n1]"\n', 3, "must increase"),
+        ('1,"(A, B, 1)","[n1]",extra\n', 2, "expected 3 columns"),
+        ('1,"(A, B, 1)","[n1]"\n,"(A, B, 1)","[n2]"\n', 3, "only be given on the row that starts"),
+        ('1,"(A, B, 1)","n1, n2"\n', 2, "are not of the form [n1, n2, ...]"),
+        ('1,"(A, B, 1)","[n1, n2, n1]"\n', 2, "a node is listed twice"),
+        # A quoted cell may hold a line break: lines are counted in the file, not in rows.
+        ('1,"(A,\nB, 1)","[n1]"\n,"(A, Z, 1)",\n', 4, "unknown receiver account 'Z'"),
+        ('1,"(A, B, 1)","[n1,\nn2]"\n\n,"(A, B, x)",\n', 5, "not an integer"),
     ],
 )
 def test_malformed_rows_are_rejected_with_their_line(body: str, line: int, words: str) -> None:
@@ -67,6 +74,17 @@ def test_malformed_rows_are_rejected_with_their_line(body: str, line: int, words
         parse("Set Number,Transactions,Live Nodes\n" + body)
     assert e.value.line == line and words in str(e.value)
     assert str(e.value).startswith(f"t.csv: line {line}: ")
+
+
+def test_a_file_with_only_its_header_holds_no_set() -> None:
+    with pytest.raises(TestSetError, match=r"^t\.csv: the file holds no test set, only its header$"):
+        parse("Set Number,Transactions,Live Nodes\n\n")
+
+
+def test_a_cell_too_long_for_the_csv_reader_is_rejected_with_its_line() -> None:
+    huge = "x" * 200_000  # over csv.field_size_limit(), 131,072 by default
+    with pytest.raises(TestSetError, match=r"^t\.csv: line 3: not valid CSV: field larger"):
+        parse(f'Set Number,Transactions,Live Nodes\n1,"(A, B, 1)","[n1]"\n,"{huge}",\n')
 
 
 def test_wrong_header_is_rejected() -> None:

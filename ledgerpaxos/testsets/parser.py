@@ -81,8 +81,8 @@ def parse_test_sets(
     node_ids = list(node_ids)
     if text.startswith("\ufeff"):
         text = text[1:]
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
+    rows = _rows_with_lines(text, path)
+    if not rows or tuple(c.strip() for c in rows[0][1]) != HEADER:
         raise TestSetError(path, 1, f"the first line must be the header {','.join(HEADER)}")
 
     sets: list[TestSet] = []
@@ -100,7 +100,7 @@ def parse_test_sets(
                 )
             )
 
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in rows[1:]:
         cells = [c.strip() for c in row]
         if not any(cells):
             continue  # a blank line
@@ -156,8 +156,23 @@ def parse_test_sets(
         current["legs"][-1].append(_parse_txn(txn_cell, path, line, accounts))
     finish()
     if not sets:
-        raise TestSetError(path, len(rows) + 1, "the file holds no test set")
+        raise TestSetError(path, 0, "the file holds no test set, only its header")
     return sets
+
+
+def _rows_with_lines(text: str, path: str) -> list[tuple[int, list[str]]]:
+    """Every CSV row with the physical line it starts on (a quoted cell may
+    hold a line break, so rows and lines are not the same count)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise TestSetError(path, start, f"not valid CSV: {error}") from None
+    return rows
 
 
 def load_test_sets(
