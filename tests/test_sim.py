@@ -148,9 +148,18 @@ def test_a_batch_prints_a_summary_and_fails_on_a_failing_seed(
     assert "result: FAIL (failing seeds)" in capsys.readouterr().out
 
 
-def test_a_1000_seed_batch_requires_coverage_by_default() -> None:
-    args = sim_cli._parser().parse_args(["--seeds", "1000"])
-    assert args.require_coverage is None  # main() turns it on for 1000 seeds and more
+def test_a_batch_of_coverage_size_fails_on_a_missed_mark_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Seed 2 alone stands in for 1000 seeds: it misses required marks.
+    monkeypatch.setattr(sim_cli, "COVERAGE_REQUIRED_FROM_SEEDS", 1)
+    one = ["--seeds", "1", "--start", "2", "--jobs", "1"]
+    assert sim_cli.main(one) == 1
+    out = capsys.readouterr().out
+    assert "COVERAGE: no run hit checkpoint install" in out and "missed coverage marks" in out
+    assert sim_cli.main([*one, "--no-require-coverage"]) == 0
+    monkeypatch.setattr(sim_cli, "COVERAGE_REQUIRED_FROM_SEEDS", 2)
+    assert sim_cli.main(one) == 0  # below the batch size that requires coverage
 
 
 # ---------------------------------------------------------------- the CI batch
