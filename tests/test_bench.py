@@ -18,12 +18,13 @@ import trio
 
 from ledgerpaxos.client import open_client
 from ledgerpaxos.config import make_local_config
+from ledgerpaxos.core.messages import Transfer
 from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
 from tools.bench import profile as bench_profile
 from tools.bench.cluster import account_names, initial_balance_for
-from tools.bench.load import transfer_pool
+from tools.bench.load import acknowledged_mismatches, transfer_pool
 from tools.bench.stats import percentile
 from tools.cluster.processes import cpu_seconds
 
@@ -157,6 +158,9 @@ def fake_run(**changes: Any) -> dict[str, Any]:
         },
         "balances_agree": True,
         "sum_unchanged": True,
+        "acknowledged_match": True,
+        "acknowledged_mismatches": [],
+        "unanswered_transfers": 0,
         "total_before": 10**12,
         "total_after": {"n1": 10**12},
         "transfers_refused": 0,
@@ -176,6 +180,37 @@ def test_table_has_one_row_per_run_and_the_check() -> None:
     assert text.count("check ") == 2 and "FAILED" not in text
     failed = bench.render_table([fake_run(balances_agree=False)])
     assert "FAILED" in failed
+    lost = fake_run(acknowledged_match=False, acknowledged_mismatches=["A: 10, the ... give 7"])
+    text = bench.render_table([lost])
+    assert "FAILED" in text and "  A: 10, the ... give 7" in text
+    assert not bench.run_ok(lost)
+
+
+def _t(sender: str, receiver: str, amount: int) -> Transfer:
+    return Transfer(sender=sender, receiver=receiver, amount=amount)
+
+
+def test_the_end_check_finds_an_acknowledged_transfer_lost_or_applied_twice() -> None:
+    before = {"A": 10, "B": 10, "C": 10}
+    # Acknowledged: A->B 3 and B->C 1 accepted.
+    flow = {"A": -3, "B": 2, "C": 1}
+    assert acknowledged_mismatches(before, {"A": 7, "B": 12, "C": 11}, flow, []) == []
+    lost = acknowledged_mismatches(before, {"A": 10, "B": 9, "C": 11}, flow, [])
+    assert lost == [
+        "A: 10, the acknowledged transfers give 7",
+        "B: 9, the acknowledged transfers give 12",
+    ]
+    twice = acknowledged_mismatches(before, {"A": 4, "B": 15, "C": 11}, flow, [])
+    assert [line.split(":")[0] for line in twice] == ["A", "B"]
+    # A request never answered may have moved its money or not, nothing else.
+    unknown = [_t("C", "A", 5)]
+    assert acknowledged_mismatches(before, {"A": 12, "B": 12, "C": 6}, flow, unknown) == []
+    assert acknowledged_mismatches(before, {"A": 7, "B": 12, "C": 11}, flow, unknown) == []
+    off = acknowledged_mismatches(before, {"A": 13, "B": 12, "C": 5}, flow, unknown)
+    assert off == [
+        "A: 13, the acknowledged transfers give 7..12 (unanswered requests)",
+        "C: 5, the acknowledged transfers give 6..11 (unanswered requests)",
+    ]
 
 
 def test_json_has_the_required_keys_and_no_private_ones(tmp_path: Path) -> None:

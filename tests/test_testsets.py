@@ -77,7 +77,9 @@ def test_malformed_rows_are_rejected_with_their_line(body: str, line: int, words
 
 
 def test_a_file_with_only_its_header_holds_no_set() -> None:
-    with pytest.raises(TestSetError, match=r"^t\.csv: the file holds no test set, only its header$"):
+    with pytest.raises(
+        TestSetError, match=r"^t\.csv: the file holds no test set, only its header$"
+    ):
         parse("Set Number,Transactions,Live Nodes\n\n")
 
 

@@ -20,6 +20,10 @@ completes by the end of the window. A request without a reply after the
 cluster's client timeout is sent again on the same connection (the ledger
 answers a duplicate from its client table); a connection that breaks or
 carries garbage ends its client with an error in the result.
+
+Every acknowledged request is also remembered for the end check: the money
+its accepted transfers moved (`LoadResult.net_flow`), and the transfers of
+requests whose outcome never came (`unknown`: applied or not, nobody knows).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import signal
 import socket
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -62,6 +66,10 @@ class LoadResult:
     latency_s: bytes  # array("d"): its latency, same order
     transfers_refused: int  # transfers the ledger refused (insufficient funds)
     errors: tuple[str, ...]  # clients that failed, and why
+    # What the acknowledged transfers moved, per account (credits minus debits).
+    net_flow: tuple[tuple[str, int], ...] = ()
+    # Transfers of requests sent and never answered: they may or may not have applied.
+    unknown: tuple[Transfer, ...] = ()
 
 
 def transfer_pool(accounts: tuple[str, ...], size: int, rng: random.Random) -> tuple[Transfer, ...]:
@@ -89,12 +97,18 @@ class _LoadClient:
         # (as the client library does) keeps them fresh across runs on one cluster.
         self.request_no = time.time_ns() // 1000
         self.frame = b""  # the request in flight
+        self.start = 0  # its transfers: the pool from this index
+        self.answered = True  # no request in flight yet
         self.sent_at = 0.0  # when it was first sent
         self.resend_at = 0.0
         self.unsent = b""  # bytes of frames the socket did not take yet
         self.wants_write = False
 
-    def new_request(self, transfers: tuple[Transfer, ...], now: float, retry_s: float) -> None:
+    def new_request(
+        self, start: int, transfers: tuple[Transfer, ...], now: float, retry_s: float
+    ) -> None:
+        self.start = start
+        self.answered = False
         self.request_no += 1
         command = Command(
             client_id=self.client_id,
@@ -147,6 +161,11 @@ def run_load(
     done_at = array("d")
     latency = array("d")
     refused = 0
+    # Requests answered with every transfer accepted, by the pool index they
+    # start at (one increment per reply on the hot path; the money they moved
+    # is added up once at the end), and the flow of partly refused ones.
+    accepted_at = array("q", bytes(8 * size))
+    partial_flow: dict[str, int] = {}
     errors: list[str] = []
     selector = selectors.DefaultSelector()
     clients: list[_LoadClient] = []
@@ -164,7 +183,7 @@ def run_load(
         def next_request(client: _LoadClient, now: float) -> None:
             start = client.pick(size)
             try:
-                client.new_request(pool[start : start + per_request], now, retry_s)
+                client.new_request(start, pool[start : start + per_request], now, retry_s)
             except OSError as error:
                 end(client, f"{type(error).__name__}: {error}")
 
@@ -208,8 +227,13 @@ def run_load(
                         continue  # an answer to a re-sent request, already counted
                     done_at.append(received_at)
                     latency.append(received_at - client.sent_at)
-                    if not reply.outcome.ok:
+                    client.answered = True
+                    if reply.outcome.ok:
+                        accepted_at[client.start] += 1
+                    else:
                         refused += sum(1 for r in reply.outcome.results if not r.ok)
+                        sent = pool[client.start : client.start + per_request]
+                        _add_flow(partial_flow, sent, reply.outcome.results)
                     if progress is not None:
                         progress[slot] += per_request
                     if now < end_at:
@@ -238,12 +262,65 @@ def run_load(
         for client in clients:
             client.sock.close()
         selector.close()
+    flow = partial_flow
+    for start, count in enumerate(accepted_at):
+        if count:
+            for transfer in pool[start : start + per_request]:
+                flow[transfer.sender] = flow.get(transfer.sender, 0) - count * transfer.amount
+                flow[transfer.receiver] = flow.get(transfer.receiver, 0) + count * transfer.amount
+    unknown = [
+        t
+        for client in clients
+        if not client.answered
+        for t in pool[client.start : client.start + per_request]
+    ]
     return LoadResult(
         done_at=done_at.tobytes(),
         latency_s=latency.tobytes(),
         transfers_refused=refused,
         errors=tuple(errors),
+        net_flow=tuple(sorted(flow.items())),
+        unknown=tuple(unknown),
     )
+
+
+def _add_flow(flow: dict[str, int], transfers: Sequence[Transfer], results: Sequence[Any]) -> None:
+    for transfer, result in zip(transfers, results, strict=True):
+        if result.ok:
+            flow[transfer.sender] = flow.get(transfer.sender, 0) - transfer.amount
+            flow[transfer.receiver] = flow.get(transfer.receiver, 0) + transfer.amount
+
+
+def acknowledged_mismatches(
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    net_flow: Mapping[str, int],
+    unknown: Sequence[Transfer],
+) -> list[str]:
+    """Where the replicas' balances differ from what the acknowledged transfers give.
+
+    Each account must hold its balance before the load plus what the
+    acknowledged transfers moved; a transfer whose outcome never came may
+    have moved its amount or not, so it widens its two accounts' bounds.
+    Returns one line per account that is off (empty: everything adds up):
+    a lost acknowledged transfer, one applied twice, money made or lost."""
+    low: dict[str, int] = {}
+    high: dict[str, int] = {}
+    for t in unknown:
+        low[t.sender] = low.get(t.sender, 0) - t.amount
+        high[t.receiver] = high.get(t.receiver, 0) + t.amount
+    off = []
+    for account in sorted(set(before) | set(after) | set(net_flow)):
+        expected = before.get(account, 0) + net_flow.get(account, 0)
+        got = after.get(account)
+        if got is None:
+            off.append(f"{account}: missing, the acknowledged transfers give {expected}")
+            continue
+        lo, hi = expected + low.get(account, 0), expected + high.get(account, 0)
+        if not lo <= got <= hi:
+            span = f"{expected}" if lo == hi else f"{lo}..{hi} (unanswered requests)"
+            off.append(f"{account}: {got}, the acknowledged transfers give {span}")
+    return off
 
 
 def run_load_process(

@@ -66,22 +66,7 @@ def render_table(runs: list[dict[str, Any]]) -> str:
         )
     lines.append("")
     for run in runs:
-        ok = run["balances_agree"] and run["sum_unchanged"]
-        totals = set(run["total_after"].values())
-        lines.append(
-            f"check {run['clients']}x{run['transfers_per_request']}: "
-            + (
-                f"all {run['replicas']} replicas hold the same balances; sum {run['total_before']:,} unchanged"
-                if ok
-                else f"FAILED: balances agree={run['balances_agree']}, sums {sorted(totals)} "
-                f"(before {run['total_before']:,})"
-            )
-            + (
-                f"; {run['transfers_refused']:,} transfers refused"
-                if run["transfers_refused"]
-                else ""
-            )
-        )
+        lines.extend(_check_lines(run))
         if run["client_errors"]:
             lines.append(f"  client errors: {'; '.join(run['client_errors'][:3])}")
     return "\n".join(lines)
@@ -160,3 +145,32 @@ def write_plot(runs: list[dict[str, Any]], path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def run_ok(run: dict[str, Any]) -> bool:
+    """The end check of one run: replicas agree, the sum holds, and every
+    balance is what the acknowledged transfers give."""
+    return bool(
+        run["balances_agree"] and run["sum_unchanged"] and run.get("acknowledged_match", True)
+    )
+
+
+def _check_lines(run: dict[str, Any]) -> list[str]:
+    name = f"check {run['clients']}x{run['transfers_per_request']}: "
+    refused = (
+        f"; {run['transfers_refused']:,} transfers refused" if run["transfers_refused"] else ""
+    )
+    unanswered = run.get("unanswered_transfers", 0)
+    if run_ok(run):
+        return [
+            name + f"all {run['replicas']} replicas hold the same balances, the sum "
+            f"{run['total_before']:,} unchanged, each balance what the acknowledged transfers "
+            "give" + (f" (within {unanswered:,} unanswered)" if unanswered else "") + refused
+        ]
+    totals = sorted(set(run["total_after"].values()))
+    lines = [
+        name + f"FAILED: balances agree={run['balances_agree']}, sums {totals} "
+        f"(before {run['total_before']:,})" + refused
+    ]
+    lines.extend(f"  {line}" for line in run.get("acknowledged_mismatches", []))
+    return lines

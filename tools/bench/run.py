@@ -24,7 +24,13 @@ from ledgerpaxos import replicas
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from tools.bench.cluster import REPO
-from tools.bench.load import LoadResult, LoadSpec, drain_s, run_load_process
+from tools.bench.load import (
+    LoadResult,
+    LoadSpec,
+    acknowledged_mismatches,
+    drain_s,
+    run_load_process,
+)
 from tools.bench.stats import percentile
 from tools.cluster.processes import cpu_seconds, stop_process
 
@@ -225,7 +231,6 @@ def run_once(
     """Load the running cluster of `config` and measure; returns the figures."""
     leader = trio.run(wait_for_leader, config, check_alive)
     before = trio.run(ask_all, config, ControlOp.print_db)
-    total_before = sum(before[leader]["balances"].values())
     processes = load_processes_for(clients, transfers_per_request)
     # Client ids are unique per run: request numbers start from the clock anyway.
     run_tag = f"{os.getpid()}-{int(time.time())}"
@@ -275,7 +280,7 @@ def run_once(
         results=results,
         samples=samples,
         dbs=dbs,
-        total_before=total_before,
+        balances_before=before[leader]["balances"],
         load=(load_before, load_after),
     )
 
@@ -377,7 +382,7 @@ def _figures(
     results: list[LoadResult],
     samples: dict[str, Any],
     dbs: dict[str, dict[str, Any]],
-    total_before: int,
+    balances_before: dict[str, int],
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> dict[str, Any]:
     done_at = array("d")
@@ -425,8 +430,15 @@ def _figures(
     balances = {node: db["balances"] for node, db in dbs.items()}
     reference = balances[leader]
     agree = all(b == reference for b in balances.values())
+    total_before = sum(balances_before.values())
     total_after = {node: sum(b.values()) for node, b in balances.items()}
     sum_unchanged = all(total == total_before for total in total_after.values())
+    net_flow: dict[str, int] = {}
+    for result in results:
+        for account, amount in result.net_flow:
+            net_flow[account] = net_flow.get(account, 0) + amount
+    unknown = [t for result in results for t in result.unknown]
+    mismatches = acknowledged_mismatches(balances_before, reference, net_flow, unknown)
     errors = [error for result in results for error in result.errors]
     commit, dirty = _git_commit()
     return {
@@ -465,6 +477,9 @@ def _figures(
         "load_average_after": list(load[1]),
         "balances_agree": agree,
         "sum_unchanged": sum_unchanged,
+        "acknowledged_match": not mismatches,
+        "acknowledged_mismatches": mismatches[:20],
+        "unanswered_transfers": len(unknown),
         "total_before": total_before,
         "total_after": total_after,
         "client_errors": errors[:20],
