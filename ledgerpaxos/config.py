@@ -18,7 +18,7 @@ import os
 import pathlib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -481,21 +481,25 @@ def write_config(config: Config, path: str | os.PathLike[str]) -> None:
 
 
 def make_local_config(
-    n: int, base_port: int, data_dir: str | os.PathLike[str], **overrides: Any
+    n: int, base_port: int | Sequence[int], data_dir: str | os.PathLike[str], **overrides: Any
 ) -> Config:
-    """n nodes n1..n<n> on 127.0.0.1, ports base_port, base_port+1, ... (for tests).
+    """n nodes n1..n<n> on 127.0.0.1, ports base_port, base_port+1, ... or the
+    n ports given (for tests; tools/cluster/ports.py reserves them).
 
     `overrides` are config keys that replace the defaults (accounts A-J,
     initial balance 10, cluster id 1); `timers` may be a dict of some timer
     keys or a Timers. Invalid values raise ConfigError like a bad file would.
     """
+    ports = [base_port + i for i in range(n)] if isinstance(base_port, int) else list(base_port)
+    if len(ports) != n:
+        raise ValueError(f"{n} nodes need {n} ports, got {len(ports)}")
     data: dict[str, Any] = {
         "cluster_id": 1,
         "accounts": list(default_accounts),
         "initial_balance": default_initial_balance,
         "data_dir": os.fspath(data_dir),
         "nodes": {
-            f"n{i}": {"host": "127.0.0.1", "port": base_port + i - 1} for i in range(1, n + 1)
+            f"n{i}": {"host": "127.0.0.1", "port": port} for i, port in enumerate(ports, start=1)
         },
     }
     for key, value in overrides.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ledgerpaxos.config import Config, make_local_config
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, ControlOp
 from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.testing.network import MemoryNetwork
+from tools.cluster.ports import PortReservation
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,3 +206,23 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """Five started replicas (request `autojump_clock` in the test too)."""
     async with open_cluster(tmp_path) as started:
         yield started
+
+
+ReservePorts = Callable[[int], tuple[int, ...]]
+
+
+@pytest.fixture
+def reserve_ports() -> Iterator[ReservePorts]:
+    """`reserve_ports(n)`: n loopback ports held for this test's replicas until
+    it ends (tools/cluster/ports.py). A replica listens on one with
+    `TcpNetwork(config, reuse_port=True)`, a replica process with
+    LEDGERPAXOS_REUSE_PORT=1 in its environment."""
+    held: list[PortReservation] = []
+
+    def reserve(count: int) -> tuple[int, ...]:
+        held.append(PortReservation(count))
+        return held[-1].ports
+
+    yield reserve
+    for reservation in held:
+        reservation.close()

@@ -22,12 +22,11 @@ from ledgerpaxos.core.messages import (
     Heartbeat,
     Transfer,
 )
-from ledgerpaxos.runtime import Replica
+from ledgerpaxos.runtime import Replica, TcpNetwork
 from ledgerpaxos.runtime import replica as replica_module
 from ledgerpaxos.storage import StorageError
 from ledgerpaxos.testing.network import MemoryNetwork
-from tests.conftest import Cluster, open_cluster
-from tools.cluster.ports import free_base_port
+from tests.conftest import Cluster, ReservePorts, open_cluster
 
 INITIAL = dict.fromkeys("ABCDEFGHIJ", 10)
 
@@ -369,12 +368,13 @@ async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
 
 
 async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_one(
-    tmp_path: Path,
+    tmp_path: Path, reserve_ports: ReservePorts
 ) -> None:
     """Real sockets go to the replica's poller: many clients are served, a
     connection that sends garbage is closed and forgotten, the rest go on."""
-    config = make_local_config(1, free_base_port(1), tmp_path / "data", fsync=False)
-    replica = Replica(config, "n1", rng=random.Random(1))
+    config = make_local_config(1, reserve_ports(1), tmp_path / "data", fsync=False)
+    network = TcpNetwork(config, reuse_port=True)
+    replica = Replica(config, "n1", network=network, rng=random.Random(1))
     async with trio.open_nursery() as nursery:
         await nursery.start(replica.run)
         poller = replica._poller
@@ -457,7 +457,7 @@ async def test_requests_arriving_together_share_one_fsync(
 async def test_a_cancelled_wait_for_inbox_room_lets_tasks_step_again(tmp_path: Path) -> None:
     """A reader that waits for room in a full inbox and is cancelled sent
     nothing; afterwards, with the inbox drained, readers may step again."""
-    config = make_local_config(3, free_base_port(3), tmp_path)
+    config = make_local_config(3, 7001, tmp_path)  # never listens: no port needed
     replica = Replica(config, "n1", rng=random.Random(1))
     tick = replica_module._TICK
     for _ in range(constants.inbox_messages_max):

@@ -14,15 +14,16 @@ import pytest
 
 from ledgerpaxos.config import make_local_config, write_config
 from ledgerpaxos.core.messages import Ballot, PromiseRecord
+from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE
 from ledgerpaxos.storage import ReplicaStore
-from tests.conftest import REPO
-from tools.cluster.ports import free_base_port
+from tests.conftest import REPO, ReservePorts
 
 pytestmark = pytest.mark.processes
 
 
 def replica(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # The ports are reserved for it by the test (tools/cluster/ports.py).
+    env = {**os.environ, "PYTHONPATH": str(REPO), REUSE_PORT_VARIABLE: "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "ledgerpaxos.runtime.main", *args],
         stderr=subprocess.PIPE,
@@ -40,15 +41,14 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def write_local_config(tmp_path: Path) -> tuple[Path, int]:
-    base = free_base_port(3)
+def write_local_config(tmp_path: Path, ports: tuple[int, ...]) -> Path:
     path = tmp_path / "cluster.toml"
-    write_config(make_local_config(3, base, tmp_path / "data"), path)
-    return path, base
+    write_config(make_local_config(3, ports, tmp_path / "data"), path)
+    return path
 
 
-def test_an_unknown_node_id_is_a_user_error(tmp_path: Path) -> None:
-    path, _ = write_local_config(tmp_path)
+def test_an_unknown_node_id_is_a_user_error(tmp_path: Path, reserve_ports: ReservePorts) -> None:
+    path = write_local_config(tmp_path, reserve_ports(3))
     status, stderr = finish(replica("--id", "n9", "--config", str(path)))
     assert status == 2
     assert stderr.count("\n") == 1 and "no node 'n9'" in stderr
@@ -62,19 +62,20 @@ def test_a_broken_config_is_a_user_error(tmp_path: Path) -> None:
     assert stderr.count("\n") == 1 and "TOML syntax error" in stderr
 
 
-def test_an_address_in_use_is_a_user_error(tmp_path: Path) -> None:
-    path, base = write_local_config(tmp_path)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", base))
+def test_an_address_in_use_is_a_user_error(tmp_path: Path, reserve_ports: ReservePorts) -> None:
+    with socket.socket() as taken:  # someone else's: no SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
+        base = taken.getsockname()[1]
+        path = write_local_config(tmp_path, (base, *reserve_ports(2)))
         status, stderr = finish(replica("--id", "n1", "--config", str(path)))
     assert status == 2
     last = stderr.strip().splitlines()[-1]
     assert f"n1 cannot listen on 127.0.0.1:{base}" in last and "Traceback" not in stderr
 
 
-def test_corrupt_storage_is_fatal(tmp_path: Path) -> None:
-    path, _ = write_local_config(tmp_path)
+def test_corrupt_storage_is_fatal(tmp_path: Path, reserve_ports: ReservePorts) -> None:
+    path = write_local_config(tmp_path, reserve_ports(3))
     data = tmp_path / "data" / "n1"
     store, _ = ReplicaStore.open(data, fsync=False)
     store.append([PromiseRecord(ballot=Ballot(round, 1)) for round in range(1, 6)])
@@ -91,14 +92,17 @@ def test_corrupt_storage_is_fatal(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_replica_cleanly(tmp_path: Path, signum: int) -> None:
-    path, base = write_local_config(tmp_path)
+def test_a_signal_stops_the_replica_cleanly(
+    tmp_path: Path, signum: int, reserve_ports: ReservePorts
+) -> None:
+    ports = reserve_ports(3)
+    path = write_local_config(tmp_path, ports)
     process = replica("--id", "n2", "--config", str(path))
     try:
         deadline = time.monotonic() + 20
         while True:  # until it listens
             try:
-                socket.create_connection(("127.0.0.1", base + 1), timeout=1).close()
+                socket.create_connection(("127.0.0.1", ports[1]), timeout=1).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline and process.poll() is None

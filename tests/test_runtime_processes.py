@@ -19,7 +19,7 @@ from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import REPO
 from tools.cluster.launcher import Launcher
-from tools.cluster.ports import free_base_port
+from tools.cluster.ports import PortReservation
 
 pytestmark = pytest.mark.processes
 
@@ -42,16 +42,19 @@ class Processes(Launcher):
 
 @contextmanager
 def replica_processes(tmp_path: Path) -> Iterator[Processes]:
-    config = make_local_config(5, free_base_port(5), tmp_path / "data", fsync=True)
-    config_path = tmp_path / "cluster.toml"
-    write_config(config, config_path)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    processes = Processes(config, config_path, logs_dir=logs, cwd=REPO, started_by="test")
-    try:
-        yield processes
-    finally:
-        processes.kill_all()  # every process we started, also when the test failed
+    with PortReservation(5) as ports:
+        config = make_local_config(5, ports.ports, tmp_path / "data", fsync=True)
+        config_path = tmp_path / "cluster.toml"
+        write_config(config, config_path)
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        processes = Processes(
+            config, config_path, logs_dir=logs, cwd=REPO, started_by="test", reserved=ports
+        )
+        try:
+            yield processes
+        finally:
+            processes.kill_all()  # every process we started, also when the test failed
 
 
 async def ask(config: Config, node_id: str, op: ControlOp) -> dict[str, Any]:

@@ -15,14 +15,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledgerpaxos.config import make_local_config, write_config
+from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE
 from tests.conftest import REPO
-from tools.cluster.ports import free_base_port
+from tools.cluster.ports import PortReservation
 
 pytestmark = pytest.mark.processes
 
@@ -35,9 +37,25 @@ def row(text: str) -> dict[str, int]:
     return dict(zip(ACCOUNTS, (int(x) for x in text.split()), strict=True))
 
 
-def write_cluster_config(tmp_path: Path) -> Path:
+# Ports reserved by write_cluster_config, held until the test ends (the shell's
+# replicas listen on them: LEDGERPAXOS_REUSE_PORT=1 in shell_env()).
+_reserved: list[PortReservation] = []
+
+
+@pytest.fixture(autouse=True)
+def _release_reserved_ports() -> Iterator[None]:
+    yield
+    while _reserved:
+        _reserved.pop().close()
+
+
+def write_cluster_config(tmp_path: Path, *, n1_port: int | None = None) -> Path:
+    _reserved.append(PortReservation(5))
+    ports = _reserved[-1].ports
+    if n1_port is not None:
+        ports = (n1_port, *ports[1:])
     path = tmp_path / "cluster.toml"
-    write_config(make_local_config(5, free_base_port(5), tmp_path / "data"), path)
+    write_config(make_local_config(5, ports, tmp_path / "data"), path)
     return path
 
 
@@ -48,6 +66,7 @@ def shell_command(config: Path, *args: str) -> list[str]:
 def shell_env() -> dict[str, str]:
     return {
         **os.environ,
+        REUSE_PORT_VARIABLE: "1",
         "PYTHONPATH": os.pathsep.join(
             p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p
         ),
@@ -209,12 +228,11 @@ def test_replicas_do_not_outlive_a_killed_shell(tmp_path: Path) -> None:
 
 
 def test_launch_says_which_port_is_taken(tmp_path: Path) -> None:
-    config = write_cluster_config(tmp_path)
-    text = config.read_text()
-    port = int(re.search(r"port = (\d+)", text).group(1))  # type: ignore[union-attr]
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
+    with socket.socket() as taken:  # someone else's: no SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
+        config = write_cluster_config(tmp_path, n1_port=port)
         result = run_shell(tmp_path, "--launch", "print db", config=config)
     assert result.returncode == 1
     assert f"n1 cannot start: 127.0.0.1:{port} is already in use" in result.stderr

@@ -27,7 +27,7 @@ import trio
 
 from ledgerpaxos import constants
 from ledgerpaxos.config import Config, ConfigError, load_config
-from ledgerpaxos.runtime.network import ListenError
+from ledgerpaxos.runtime.network import ListenError, TcpNetwork, reuse_port_wanted
 from ledgerpaxos.runtime.replica import RuntimeOptions, serve_replica
 from ledgerpaxos.storage import StorageCorruption, StorageError
 
@@ -65,11 +65,20 @@ def setup_logging(node_id: str, level: str) -> None:
     root.setLevel(level)
 
 
-async def run(config: Config, node_id: str, options: RuntimeOptions | None = None) -> None:
+async def run(
+    config: Config,
+    node_id: str,
+    options: RuntimeOptions | None = None,
+    *,
+    reuse_port: bool = False,
+) -> None:
     """The replica, until a signal cancels it."""
+    network = TcpNetwork(config, reuse_port=reuse_port)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        nursery.start_soon(functools.partial(serve_replica, config, node_id, options=options))
+        nursery.start_soon(
+            functools.partial(serve_replica, config, node_id, network=network, options=options)
+        )
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
@@ -122,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("ledgerpaxos.runtime").warning("runtime options: %s", options)
     tune_garbage_collector()
     try:
-        trio.run(run, config, args.id, options)
+        trio.run(functools.partial(run, config, args.id, options, reuse_port=reuse_port_wanted()))
     except BaseException as error:
         for leaf in _leaves(error):
             if isinstance(leaf, ListenError):

@@ -14,6 +14,7 @@ The tests' double, MemoryNetwork, is in ledgerpaxos/testing/network.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -54,11 +55,25 @@ def describe_remote(stream: trio.abc.Stream) -> str:
 # ---------------------------------------------------------------- TCP
 
 
-class TcpNetwork:
-    """Each node listens on the host and port of its config entry."""
+REUSE_PORT_VARIABLE = "LEDGERPAXOS_REUSE_PORT"
 
-    def __init__(self, config: Config) -> None:
+
+def reuse_port_wanted() -> bool:
+    """LEDGERPAXOS_REUSE_PORT=1: the program that starts this replica holds its
+    port reserved for it (tests and the benchmark: tools/cluster/ports.py)."""
+    return os.environ.get(REUSE_PORT_VARIABLE) == "1"
+
+
+class TcpNetwork:
+    """Each node listens on the host and port of its config entry.
+
+    `reuse_port`: bind with SO_REUSEPORT, to listen on a port that a launcher
+    holds reserved for this replica (tools/cluster/ports.py). Off by default:
+    then a port in use is an error, never shared with another program."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port
 
     async def serve(
         self,
@@ -69,7 +84,10 @@ class TcpNetwork:
     ) -> None:
         node = self.config.node(node_id)
         try:
-            listeners = await trio.open_tcp_listeners(node.port, host=node.host)
+            if self.reuse_port:
+                listeners = [await _listen_reusing_port(node.host, node.port)]
+            else:
+                listeners = await trio.open_tcp_listeners(node.port, host=node.host)
         except OSError as error:
             raise ListenError(
                 f"{node_id} cannot listen on {node.host}:{node.port}: {error.strerror or error}"
@@ -86,6 +104,19 @@ class TcpNetwork:
     async def connect(self, node_id: str, *, source: str | None = None) -> trio.abc.Stream:
         node = self.config.node(node_id)
         return await trio.open_tcp_stream(node.host, node.port)
+
+
+async def _listen_reusing_port(host: str, port: int) -> trio.SocketListener:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind((host, port))
+        sock.listen(trio.socket.SOMAXCONN)  # as trio.open_tcp_listeners does
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 async def _serve_listeners(

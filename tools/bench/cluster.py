@@ -21,7 +21,7 @@ from typing import Any
 
 from ledgerpaxos.config import Config, make_local_config, write_config
 from tools.cluster.launcher import Launcher
-from tools.cluster.ports import free_base_port
+from tools.cluster.ports import PortReservation
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -52,10 +52,11 @@ class LaunchedCluster:
     ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="ledgerpaxos-bench-"))
         self.keep_dir = keep_dir
+        self.ports = PortReservation(replicas)
         try:
             self.config: Config = make_local_config(
                 replicas,
-                free_base_port(replicas),
+                self.ports.ports,
                 self.directory / "data",
                 **{
                     "accounts": account_names(accounts),
@@ -65,6 +66,7 @@ class LaunchedCluster:
                 },
             )
         except BaseException:
+            self.ports.close()
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
         self.config_path = self.directory / "cluster.toml"
@@ -78,6 +80,7 @@ class LaunchedCluster:
             cwd=self.directory,
             log_level="WARNING",
             started_by="ledgerpaxos-bench",
+            reserved=self.ports,
         )
 
     def __enter__(self) -> LaunchedCluster:
@@ -90,6 +93,7 @@ class LaunchedCluster:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+        self.ports.close()
         if not self.keep_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 

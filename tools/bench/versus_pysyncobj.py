@@ -35,7 +35,7 @@ from typing import Any
 
 from tools.bench.cluster import account_names, initial_balance_for
 from tools.bench.stats import percentile
-from tools.cluster.ports import free_base_port
+from tools.cluster.ports import unreserved_ports
 from tools.cluster.processes import cpu_seconds, stop_process
 
 prog = "bench_pysyncobj"
@@ -165,7 +165,7 @@ def measure(
         raise RuntimeError(f"pysyncobj is not installed: {install_hint}")
     names = account_names(accounts)
     balance = initial_balance_for(accounts)
-    base = free_base_port(replicas)
+    base = unreserved_ports(replicas)  # PySyncObj binds by itself: picked and freed
     addresses = [f"127.0.0.1:{base + i}" for i in range(replicas)]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

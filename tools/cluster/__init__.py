@@ -4,7 +4,7 @@
                   processes (the shell's --launch, the benchmark, the tests);
                   wait_until_answering()
     processes.py  cpu_seconds(), stop_process(): figures of and for children
-    ports.py      free_base_port(): a run of free loopback ports for a test cluster
+    ports.py      PortReservation: loopback ports held for a cluster's replicas, race-free
 
 May import: ledgerpaxos (client, config, runtime.network), trio, the standard library.
 """

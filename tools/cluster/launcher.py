@@ -46,7 +46,8 @@ import ledgerpaxos
 from ledgerpaxos.client import ClientTimeout, control
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
-from ledgerpaxos.runtime.network import Network
+from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE, Network, reuse_port_wanted
+from tools.cluster.ports import PortReservation
 
 log = logging.getLogger("ledgerpaxos.launcher")
 
@@ -73,16 +74,22 @@ class Launcher:
         cwd: str | os.PathLike[str] | None = None,
         log_level: str | None = None,
         started_by: str = "ledgerpaxos-shell",
+        reserved: PortReservation | None = None,
     ) -> None:
         """`cwd`: the replicas' working directory (default: ours); `log_level`:
         their --log-level (default: theirs); `started_by` heads each log line
-        that marks a start."""
+        that marks a start; `reserved`: the ports of the config, held for the
+        replicas (they listen with --reuse-port)."""
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.logs_dir = Path(logs_dir)
         self.cwd = cwd
         self.log_level = log_level
         self.started_by = started_by
+        self.reserved = reserved
+        if reserved is not None:
+            ports = tuple(config.node(n).port for n in config.node_ids)
+            assert set(ports) <= set(reserved.ports), "the config's ports are not the reserved ones"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._preexec = _parent_death_signal()
 
@@ -99,11 +106,18 @@ class Launcher:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
 
     def check_ports_free(self, node_ids: Iterable[str] | None = None) -> None:
-        """LaunchError if a replica's address is taken (another cluster still running?)."""
+        """LaunchError if a replica's address is taken (another cluster still running?).
+
+        With the ports reserved for our replicas (by us or by whoever started
+        us: LEDGERPAXOS_REUSE_PORT=1) the probe binds as the replica will, with
+        SO_REUSEPORT: it shares a reservation and fails on anyone else's socket."""
+        reuse = self._reuse_port
         for node_id in node_ids if node_ids is not None else self.config.node_ids:
             node = self.config.node(node_id)
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the replica does
+                if reuse:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 try:
                     probe.bind((node.host, node.port))
                 except OSError as error:
@@ -153,7 +167,11 @@ class Launcher:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": python_path},
+                env={
+                    **os.environ,
+                    "PYTHONPATH": python_path,
+                    **({REUSE_PORT_VARIABLE: "1"} if self._reuse_port else {}),
+                },
                 cwd=self.cwd,
                 start_new_session=True,
                 preexec_fn=self._preexec,
@@ -161,6 +179,10 @@ class Launcher:
         self.processes[node_id] = process
         log.info("started %s (pid %d)", node_id, process.pid)
         return process
+
+    @property
+    def _reuse_port(self) -> bool:
+        return self.reserved is not None or reuse_port_wanted()
 
     @property
     def pids(self) -> dict[str, int]:
