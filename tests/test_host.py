@@ -14,7 +14,9 @@ from ledgerpaxos.core.messages import (
     Ballot,
     ClientReply,
     ClientRequest,
+    CommitRecord,
     LogEntry,
+    NewView,
     Outcome,
     PeerMessage,
     Promise,
@@ -23,6 +25,7 @@ from ledgerpaxos.core.messages import (
     WalRecord,
 )
 from ledgerpaxos.host import ReadyExecutor, UnpersistedSend, Waiters
+from ledgerpaxos.host.executor import DurableAudit
 from ledgerpaxos.storage import Recovered
 
 B = Ballot(2, 1)
@@ -157,3 +160,51 @@ def test_waiters_are_bounded_per_waiter_and_in_all() -> None:
     assert waiters.take(("c", 1)) == set()
     assert waiters.take(("d", 1)) == {"w"}
     assert len(waiters) == 0
+
+
+# ---------------------------------------------------------------- the audit on small histories
+
+
+def test_the_audit_knows_what_each_fsync_made_durable() -> None:
+    audit = DurableAudit(Recovered.empty())
+    b2 = Ballot(3, 1)
+    with pytest.raises(UnpersistedSend, match="Accept "):
+        audit.check_send("n2", Accept(ballot=B, slot=1, batch=(), commit_slot=0, purge_slot=0))
+    audit.synced([PromiseRecord(ballot=B)])
+    audit.check_send("n2", Accept(ballot=B, slot=1, batch=(), commit_slot=0, purge_slot=0))
+    with pytest.raises(UnpersistedSend, match="Promise"):
+        audit.check_send("n2", Promise(ballot=b2, checkpoint_slot=0, commit_slot=0, entries=()))
+    with pytest.raises(UnpersistedSend, match="NewView"):
+        audit.check_send(
+            "n2", NewView(ballot=B, entries=(entry(1), entry(2)), commit_slot=0, purge_slot=0)
+        )
+    audit.synced([AcceptRecord(entry=entry(1)), AcceptRecord(entry=entry(2))])
+    audit.check_send(
+        "n2", NewView(ballot=B, entries=(entry(1), entry(2)), commit_slot=0, purge_slot=0)
+    )
+    # An acceptance at another ballot is another promise kept: not covered.
+    with pytest.raises(UnpersistedSend, match="Accepted"):
+        audit.check_send("n2", Accepted(ballot=b2, slot=1))
+    # Decided on disk (a CommitRecord, or a snapshot): any Accepted for it is true.
+    audit.synced([CommitRecord(commit_slot=5)])
+    audit.check_send("n2", Accepted(ballot=b2, slot=5))
+    audit.snapshot_written(snapshot(9))
+    audit.check_send("n2", Accepted(ballot=b2, slot=9))
+    with pytest.raises(UnpersistedSend):
+        audit.check_send("n2", Accepted(ballot=b2, slot=10))
+
+
+def test_the_audit_starts_from_what_recovery_found_and_stays_bounded() -> None:
+    recovered = Recovered(
+        snapshot=None,
+        promised=B,
+        entries={3: entry(3)},
+        commit_slot=0,
+        torn_tail_cut=False,
+    )
+    audit = DurableAudit(recovered)
+    audit.check_send("n2", Accepted(ballot=B, slot=3))
+    for slot in range(4, 5000):
+        audit.synced([AcceptRecord(entry=entry(slot)), CommitRecord(commit_slot=slot - 1)])
+    assert len(audit.accepted) < 3000  # decided slots are pruned as it goes
+    audit.check_send("n2", Accepted(ballot=B, slot=4999))  # the undecided one is kept
