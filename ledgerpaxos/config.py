@@ -50,6 +50,7 @@ default_initial_balance = 10
 default_checkpoint_interval = 10
 default_data_dir = "data"
 default_fsync = True
+default_tls_dir = "tls"
 
 _NODE_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -66,7 +67,9 @@ _TOP_OPTIONAL = (
     "batch_commands_max",
     "pipeline_slots_max",
     "timers",
+    "tls",
 )
+_TLS_KEYS = ("dir",)
 _TIMER_KEYS = (
     "heartbeat_ms",
     "election_timeout_ms_min",
@@ -126,10 +129,16 @@ class Config:
     batch_commands_max: int
     pipeline_slots_max: int
     snapshot_interval: int = constants.snapshot_interval_default
+    tls_dir: pathlib.Path  # absolute: the certificates (ledgerpaxos/tls.py)
 
     @property
     def node_ids(self) -> tuple[str, ...]:
         return tuple(node.node_id for node in self.nodes)
+
+    @property
+    def client_ids(self) -> tuple[str, ...]:
+        """The clients the config names: one per account, named like it (the seed's sets)."""
+        return self.accounts
 
     @property
     def majority(self) -> int:
@@ -212,6 +221,7 @@ def config_from_dict(
     )
     timers = check.timers(data)
     nodes = check.nodes(data)
+    tls_dir = check.tls_dir(data, path)
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -227,6 +237,7 @@ def config_from_dict(
         batch_commands_max=batch_commands_max,
         pipeline_slots_max=pipeline_slots_max,
         snapshot_interval=snapshot_interval,
+        tls_dir=tls_dir,
     )
 
 
@@ -383,6 +394,19 @@ class _Checker:
             )
         return timers
 
+    def tls_dir(
+        self, data: Mapping[str, Any], path: str | os.PathLike[str] | None
+    ) -> pathlib.Path:
+        """tls.dir, relative to the config file's directory (to the working
+        directory for a config that is not a file)."""
+        table: Mapping[str, Any] = {}
+        if "tls" in data:
+            table = self.table(data, "tls", "tls")
+            self.keys(table, "tls", required=(), optional=_TLS_KEYS)
+        text = self.string(table, "dir", default_tls_dir, dotted="tls.dir")
+        base = pathlib.Path(path).absolute().parent if path is not None else pathlib.Path.cwd()
+        return (base / text).absolute()
+
     def nodes(self, data: Mapping[str, Any]) -> tuple[NodeConfig, ...]:
         table = self.table(data, "nodes", "nodes")
         if not table:
@@ -465,6 +489,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "batch_commands_max": config.batch_commands_max,
         "pipeline_slots_max": config.pipeline_slots_max,
         "timers": attrs.asdict(config.timers),
+        "tls": {"dir": str(config.tls_dir)},
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
 
