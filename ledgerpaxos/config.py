@@ -394,9 +394,7 @@ class _Checker:
             )
         return timers
 
-    def tls_dir(
-        self, data: Mapping[str, Any], path: str | os.PathLike[str] | None
-    ) -> pathlib.Path:
+    def tls_dir(self, data: Mapping[str, Any], path: str | os.PathLike[str] | None) -> pathlib.Path:
         """tls.dir, relative to the config file's directory (to the working
         directory for a config that is not a file)."""
         table: Mapping[str, Any] = {}

@@ -117,7 +117,9 @@ def test_an_identity_comes_only_from_one_uri_of_ours() -> None:
 
 def test_missing_files_are_named_with_what_to_do(tmp_path: Path) -> None:
     files = tls.Files(tmp_path / "nowhere")
-    with pytest.raises(tls.TlsError, match=r"ca\.pem is missing: create .* `ledgerpaxos-certs --config"):
+    with pytest.raises(
+        tls.TlsError, match=r"ca\.pem is missing: create .* `ledgerpaxos-certs --config"
+    ):
         tls.server_context(files, tls.node("n1"))
     made = make_certificates(tmp_path / "made")
     made.ca_key.unlink()
