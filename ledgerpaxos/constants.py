@@ -37,6 +37,9 @@ catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
+# A peer's ballot may not name a round above this (core/validation.py): rounds
+# grow by one per election, and one this high would leave no room below 2**64.
+ballot_round_max = 2**48
 # Not every checkpoint is written as a snapshot file (an encoding, a check and
 # two fsyncs, growing with the state): one is, once this many slots
 # or transfers have been executed since the last snapshot file.

@@ -91,8 +91,9 @@ def test_a_leader_refuses_every_pre_vote_and_drops_late_promises() -> None:
     late = _promise(core.status().ballot)
     core.step(late, next(n for n in net.ids if n != leader))
     assert core.take_ready().send == [] and core.status() == before
-    ballot = Ballot(before.ballot.round + 5, 1)
-    core.step(PreVote(ballot=ballot), "n1" if leader != "n1" else "n2")
+    candidate = "n1" if leader != "n1" else "n2"
+    ballot = Ballot(before.ballot.round + 5, int(candidate[1:]))
+    core.step(PreVote(ballot=ballot), candidate)
     ((_, reply),) = core.take_ready().send
     assert reply == PreVoteReply(ballot=ballot, granted=False)
     assert core.status().role == Role.leader

@@ -26,6 +26,7 @@ from ledgerpaxos.core.messages import (
     ClientRequest,
     Command,
     CommandKind,
+    Heartbeat,
     HeartbeatAck,
     InstallCheckpoint,
     LogEntry,
@@ -220,6 +221,8 @@ def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:
     store.sync()
 
     chosen = Ledger(core.s.accounts, core.s.initial_balance)  # ten no-op slots were chosen
+    # n2 leads and has decided up to 10: n3 asks it (only an asked peer may install).
+    core.step(Heartbeat(ballot=Ballot(2, 2), commit_slot=10, purge_slot=10), "n2")
     core.step(InstallCheckpoint(snapshot=chosen.snapshot(10)), "n2")
     assert core.executed_slot == 10
     ready = core.take_ready()

@@ -44,6 +44,7 @@ def ask_if_stuck(core: Core) -> None:
 
 def ask(core: Core, source: str) -> None:
     core.catchup_retry.arm(core.now, core.s.catchup_retry_ticks)
+    core.catchup_source = source
     core.send(source, CatchupRequest(after_slot=core.commit_slot))
 
 
@@ -71,6 +72,8 @@ def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
 
 
 def on_catchup_reply(core: Core, m: CatchupReply, sender: str) -> None:
+    if sender != core.catchup_source:
+        return  # ignore: not asked (or asked before someone else): its slots are not vouched for
     core.known_commit = max(core.known_commit, m.commit_slot)
     progressed = False
     for entry in m.entries:
@@ -94,6 +97,8 @@ def on_catchup_reply(core: Core, m: CatchupReply, sender: str) -> None:
 
 def on_install_checkpoint(core: Core, m: InstallCheckpoint, sender: str) -> None:
     snapshot = m.snapshot
+    if sender != core.catchup_source:
+        return  # ignore: not asked: a checkpoint replaces our whole state
     if snapshot.slot <= core.executed_slot:
         return  # ignore: we are past it
     if state_digest(snapshot.balances, snapshot.clients) != snapshot.digest:

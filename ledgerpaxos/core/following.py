@@ -61,18 +61,17 @@ def accept_leader(core: Core, ballot: Ballot, sender: str) -> bool:
 def on_accept(core: Core, m: Accept, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
-    accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch))
-    core.send(sender, Accepted(ballot=m.ballot, slot=m.slot))
+    if accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch), sender):
+        core.send(sender, Accepted(ballot=m.ballot, slot=m.slot))
     learn_commit(core, m.commit_slot, m.purge_slot)
 
 
 def on_new_view(core: Core, m: NewView, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
-    for entry in m.entries:
-        assert entry.ballot == m.ballot
-        accept_entry(core, entry)
-        core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot))
+    for entry in m.entries:  # each of ballot m.ballot (core/validation.py)
+        if accept_entry(core, entry, sender):
+            core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot))
     learn_commit(core, m.commit_slot, m.purge_slot)
 
 
@@ -91,16 +90,25 @@ def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
     )
 
 
-def accept_entry(core: Core, entry: LogEntry) -> None:
+def accept_entry(core: Core, entry: LogEntry, sender: str) -> bool:
+    """Accept `entry` (stored before any Accepted leaves); False when it
+    must not be: a decided slot proposed with another value."""
     mine = core.log.get(entry.slot)
     if entry.slot <= core.commit_slot:
         if mine is None:
-            return  # purged: the checkpoint on disk holds its effect
+            return True  # purged: the checkpoint on disk holds its effect
         # Decided here already: by Paxos the same value. Still stored at the
         # new ballot, so the Accepted we answer is true on disk too.
-        assert mine.batch == entry.batch, f"slot {entry.slot} decided with another value"
+        if mine.batch != entry.batch:
+            # No correct leader proposes this: a bug, or a peer that lies.
+            core.ready.alarms.append(
+                f"slot {entry.slot} decided with another value: {sender} proposes a "
+                f"different batch under ballot {entry.ballot}; refused"
+            )
+            return False
     if mine != entry:
         core.store(entry)
+    return True
 
 
 def learn_commit(core: Core, leader_commit: int, purge_slot: int) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 
 import attrs
 
-from ledgerpaxos.core import catchup, election, execution, following, leading
+from ledgerpaxos.core import catchup, election, execution, following, leading, validation
 from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.messages import (
     Accept,
@@ -186,6 +186,7 @@ class Core:
         election.reset_election_timer(self)
         self.leader_heard = Stamp()  # never, so pre-votes are granted
         self.catchup_retry = Deadline()  # no new catch-up request before it
+        self.catchup_source: str | None = None  # the peer asked last: only its answers count
 
         # Candidate.
         self.phase = Phase.pre_vote
@@ -238,6 +239,12 @@ class Core:
         """Handle one message; `sender` is the peer's node id, None for a local client."""
         if sender is not None:
             assert sender in self.peers, sender
+            reason = validation.refusal(self, message, sender)
+            if reason is not None:
+                self.ready.alarms.append(
+                    f"refused {type(message).__name__} from {sender}: {reason}"
+                )
+                return
         assert type(message) in _KNOWN_MESSAGES, f"no handler for {type(message).__name__}"
         handler = _STEPS[self.role].get(type(message))
         if handler is not None:  # else ignore: not for this role (late, or stale)

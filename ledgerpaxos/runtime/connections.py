@@ -4,7 +4,7 @@
     Poller            one task reading every accepted TCP connection (epoll)
     DirectWriter      a frame straight to the socket when nothing is queued before it
     ClientConnection  a client's or control tool's connection and its bounded replies
-    check_leader_ballot, ProtocolViolation: refusals at the trust boundary
+    ProtocolViolation  a frame that has no business on its connection (it is closed)
 
 The replica (runtime/replica.py) owns these; they call back into it for what
 a frame means (Replica.receive_from_peer, receive_from_client).
@@ -20,7 +20,6 @@ import trio
 
 import wire
 from ledgerpaxos import constants
-from ledgerpaxos.core.messages import Accept, Heartbeat, Message, NewView
 
 if TYPE_CHECKING:
     from ledgerpaxos.runtime.replica import Replica
@@ -247,14 +246,3 @@ class ClientConnection:
         finally:
             self.direct.detach()
         done.cancel()
-
-
-def check_leader_ballot(message: Message, sender: int) -> None:
-    """What the core asserts of a leader's messages, checked at the trust boundary."""
-    if isinstance(message, Accept | NewView | Heartbeat):
-        name = type(message).__name__
-        if message.ballot.node != sender:
-            raise ProtocolViolation(f"{name} for ballot {message.ballot} of another node")
-        entries = message.entries if isinstance(message, NewView) else ()
-        if any(e.ballot != message.ballot for e in entries):
-            raise ProtocolViolation("NewView entries of another ballot")

@@ -57,7 +57,6 @@ from ledgerpaxos.runtime.connections import (
     Inbound,
     Poller,
     ProtocolViolation,
-    check_leader_ballot,
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
@@ -437,7 +436,6 @@ class Replica:
             raise ProtocolViolation(f"sender index {header.sender} on the connection of {peer}")
         if not isinstance(message, PeerMessage | ClientRequest):
             raise ProtocolViolation(f"a peer sent {type(message).__name__}")
-        check_leader_ballot(message, header.sender)
         item = _FromPeer(message, peer)
         if type(message) is not ClientRequest and self._may_step_here():
             self._step(item)

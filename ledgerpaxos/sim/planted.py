@@ -74,9 +74,9 @@ class LowestBallotWinsCore(Core):
     It matters only when two ballots left different values in one slot that is
     still open at an election and the higher one was chosen. This core's
     pre-vote, its "own decided values win" rule and prompt catch-up make that
-    rare; most seeds that reach it trip the core's own assertion that a
-    decided value never changes (`core-invariant`) before a replica executes
-    the other value; seed 771 (5 replicas) is the first the agreement check
+    rare; most seeds that reach it have a follower that decided the slot
+    refuse the other value with an alarm (`core-alarm`) before any replica
+    executes it; seed 966 (5 replicas) is the first the agreement check
     catches. A fault schedule aimed at dueling leaders would reach it sooner."""
 
     def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:

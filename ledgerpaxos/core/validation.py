@@ -1,0 +1,128 @@
+"""What a peer message must be before the core acts on it: refused, never asserted.
+
+A frame that decodes is well-typed, but its values come from the network: a
+faulty or forged peer can send any of them. `refusal` says why a message may
+not be acted on at all, from the message alone and what this replica
+knows; `Core.step` drops such a message with an alarm (the outside hears of
+it loudly: the runtime logs it, the simulator fails a run with it, as no
+correct peer ever sends one). Stale messages (late, duplicated, from an
+older view) are not refusals: the handlers ignore those quietly.
+
+The core's own assertions stay for its own invariants; with this check in
+front of them, no value a peer sends can trip one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledgerpaxos import constants
+from ledgerpaxos.core.messages import (
+    Accept,
+    Ballot,
+    CatchupReply,
+    Heartbeat,
+    InstallCheckpoint,
+    LogEntry,
+    Nack,
+    NewView,
+    Prepare,
+    PreVote,
+    Promise,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from ledgerpaxos.core.replica import Core
+
+# Rounds grow by one per election; a peer's ballot beyond this would leave no
+# room to outbid it before the wire's 64 bits run out (an election stuck for good).
+ballot_round_max = constants.ballot_round_max
+
+
+def refusal(core: Core, message: object, sender: str) -> str | None:
+    """Why `message` from peer `sender` must not be acted on, or None."""
+    for ballot in _ballots(message):
+        if ballot.round > ballot_round_max:
+            return f"ballot round {ballot.round} is beyond {ballot_round_max}"
+        if not 0 <= ballot.node <= len(core.s.node_ids):
+            return f"ballot {ballot} names node index {ballot.node}, not a node of the cluster"
+    # Only a ballot's own node may propose under it.
+    if isinstance(
+        message, Prepare | PreVote | Accept | NewView | Heartbeat
+    ) and message.ballot.node != core.s.index_of(sender):
+        return f"{type(message).__name__} for ballot {message.ballot} of another node"
+    if isinstance(message, Accept):
+        return _slot_refusal(message.slot) or _points_refusal(
+            message.commit_slot, message.purge_slot
+        )
+    if isinstance(message, NewView):
+        return _entries_refusal(message.entries, ballot=message.ballot) or _points_refusal(
+            message.commit_slot, message.purge_slot
+        )
+    if isinstance(message, Heartbeat):
+        return _points_refusal(message.commit_slot, message.purge_slot)
+    if isinstance(message, Promise):
+        return _entries_refusal(message.entries, above=message.checkpoint_slot)
+    if isinstance(message, CatchupReply):
+        return _entries_refusal(message.entries, consecutive=True)
+    if isinstance(message, InstallCheckpoint):
+        return snapshot_refusal(core, message.snapshot)
+    return None  # Accepted, HeartbeatAck, CatchupRequest, PreVoteReply, Nack: ballots only
+
+
+def _ballots(message: object) -> list[Ballot]:
+    if isinstance(message, Nack):
+        return [message.ballot, message.promised]
+    ballot = getattr(message, "ballot", None)
+    found = [ballot] if isinstance(ballot, Ballot) else []
+    for entry in getattr(message, "entries", ()):
+        found.append(entry.ballot)
+    return found
+
+
+def _slot_refusal(slot: int) -> str | None:
+    return None if slot >= 1 else f"slot {slot}: slots count from 1"
+
+
+def _points_refusal(commit_slot: int, purge_slot: int) -> str | None:
+    if purge_slot > commit_slot:
+        return f"purge slot {purge_slot} above the commit slot {commit_slot}"
+    return None
+
+
+def _entries_refusal(
+    entries: tuple[LogEntry, ...],
+    *,
+    ballot: Ballot | None = None,
+    above: int = 0,
+    consecutive: bool = False,
+) -> str | None:
+    previous = None
+    for entry in entries:
+        if entry.slot <= above:
+            return f"entry for slot {entry.slot}, at or below {above}"
+        if previous is not None and entry.slot <= previous:
+            return f"entries out of order: slot {entry.slot} after {previous}"
+        if consecutive and previous is not None and entry.slot != previous + 1:
+            return f"entries not consecutive: slot {entry.slot} after {previous}"
+        if ballot is not None and entry.ballot != ballot:
+            return f"entry for slot {entry.slot} of ballot {entry.ballot}, not {ballot}"
+        previous = entry.slot
+    return None
+
+
+def snapshot_refusal(core: Core, snapshot: Snapshot) -> str | None:
+    """A checkpoint must hold this cluster's accounts and its money, no more, no less."""
+    accounts = [account for account, _ in snapshot.balances]
+    if accounts != list(core.s.accounts):
+        return "its accounts are not the cluster's"
+    if any(balance < 0 for _, balance in snapshot.balances):
+        return "a balance below zero"
+    total = sum(balance for _, balance in snapshot.balances)
+    if total != core.ledger.total:
+        return f"its balances sum to {total}, not {core.ledger.total}"
+    clients = [c.client_id for c in snapshot.clients]
+    if clients != sorted(set(clients)):
+        return "its client table is not one sorted entry per client"
+    return None

@@ -1,0 +1,165 @@
+"""Peer messages no correct peer sends: refused with an alarm, never an assertion.
+
+Each is what a forged or faulty peer could send (the attacks of the trust
+boundary issue, at the core): the replica stays up, its state unchanged, and
+says so loudly (an alarm: the runtime logs it, the simulator fails on it).
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+from ledgerpaxos.core import Core, Ledger
+from ledgerpaxos.core.ledger import state_digest
+from ledgerpaxos.core.messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    CatchupReply,
+    Command,
+    CommandKind,
+    InstallCheckpoint,
+    LogEntry,
+    Nack,
+    NewView,
+    Prepare,
+    Snapshot,
+    Transfer,
+)
+from ledgerpaxos.core.validation import ballot_round_max
+from tests.corenet import CoreNet, settings
+
+WIRE_ROUND_MAX = 2**64 - 1
+
+
+def command(n: int) -> Command:
+    return Command(
+        client_id="A",
+        request_no=n,
+        kind=CommandKind.transfer,
+        transfers=(Transfer(sender="A", receiver="B", amount=1),),
+    )
+
+
+def decided_cluster() -> tuple[CoreNet, str, str]:
+    """Five replicas that decided and executed slot(s) with one transfer A->B 3."""
+    net = CoreNet()
+    net.run_until(lambda: net.leader() is not None)
+    leader = net.leader()
+    assert leader is not None
+    net.submit(leader, "A", [("A", "B", 3)])
+    net.run(20)
+    follower = next(n for n in net.ids if n != leader)
+    return net, leader, follower
+
+
+def test_a_forged_accept_of_another_value_for_a_decided_slot_is_refused() -> None:
+    net, leader, follower = decided_cluster()
+    core = net.cores[follower]
+    slot = core.status().executed_slot
+    before = core.balances()
+    higher = Ballot(core.status().promised.round + 1, core.s.index_of(leader))
+    core.step(
+        Accept(ballot=higher, slot=slot, batch=(command(99),), commit_slot=0, purge_slot=0), leader
+    )
+    ready = core.take_ready()
+    assert any("decided with another value" in a for a in ready.alarms)
+    assert not any(isinstance(m, Accepted) for _, m in ready.send)
+    assert core.log_view()[-1].batch != (command(99),) and core.balances() == before
+
+
+def test_a_ballot_that_could_not_be_outbid_is_refused_and_the_cluster_goes_on() -> None:
+    net, leader, follower = decided_cluster()
+    core = net.cores[follower]
+    promised = core.status().promised
+    at_the_end = Ballot(WIRE_ROUND_MAX, core.s.index_of(leader))
+    for message in (
+        Prepare(ballot=at_the_end),
+        Nack(ballot=promised, promised=at_the_end),
+        NewView(
+            ballot=Ballot(ballot_round_max + 1, core.s.index_of(leader)),
+            entries=(),
+            commit_slot=0,
+            purge_slot=0,
+        ),
+    ):
+        core.step(message, leader)
+        ready = core.take_ready()
+        assert any("beyond" in a for a in ready.alarms), message
+        assert ready.persist == [] and ready.send == []
+    assert core.status().promised == promised
+    net.crash(leader)  # and a new election still works: no round was used up
+    net.run_until(lambda: net.leader() not in (None, leader))
+
+
+def test_a_proposal_under_another_nodes_ballot_is_refused() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    core.take_ready()
+    core.step(Accept(ballot=Ballot(3, 3), slot=1, batch=(), commit_slot=0, purge_slot=0), "n1")
+    ready = core.take_ready()
+    assert any("of another node" in a for a in ready.alarms) and ready.persist == []
+
+
+def test_checkpoints_and_catch_up_replies_nobody_asked_for_are_ignored() -> None:
+    net, leader, follower = decided_cluster()
+    core = net.cores[follower]
+    before, status = core.balances(), core.status()
+    honest = Ledger(core.s.accounts, core.s.initial_balance)
+    minted = Snapshot(  # money out of nowhere, with a digest to match
+        slot=status.executed_slot + 10,
+        balances=tuple((a, 1000 if a == "J" else 10) for a in core.s.accounts),
+        clients=(),
+        digest=b"",
+    )
+    minted = attrs.evolve(minted, digest=state_digest(minted.balances, ()))
+    forged = [
+        InstallCheckpoint(snapshot=honest.snapshot(status.executed_slot + 10)),
+        CatchupReply(
+            entries=(
+                LogEntry(slot=status.commit_slot + 1, ballot=Ballot(1, 1), batch=(command(5),)),
+            ),
+            commit_slot=status.commit_slot + 1,
+        ),
+    ]
+    for message in forged:
+        core.step(message, leader)
+        assert core.take_ready().snapshots == []
+    assert core.balances() == before and core.status().commit_slot == status.commit_slot
+    # Asked, a checkpoint must still hold the cluster's money: this one is refused
+    # (before, Ledger.install asserted it, and the process died).
+    core.catchup_source = leader
+    core.step(InstallCheckpoint(snapshot=minted), leader)
+    ready = core.take_ready()
+    assert ready.alarms == [
+        f"refused InstallCheckpoint from {leader}: its balances sum to 1090, not 100"
+    ]
+    assert ready.snapshots == [] and core.balances() == before
+
+
+def test_entries_out_of_order_or_of_another_ballot_are_refused() -> None:
+    core = Core(settings("n2"), random.Random(1))
+    core.take_ready()
+    b = Ballot(2, 1)
+    entry = LogEntry(slot=2, ballot=b, batch=())
+    bad = [
+        NewView(
+            ballot=b,
+            entries=(entry, LogEntry(slot=1, ballot=b, batch=())),
+            commit_slot=0,
+            purge_slot=0,
+        ),
+        NewView(
+            ballot=b,
+            entries=(LogEntry(slot=1, ballot=Ballot(1, 1), batch=()),),
+            commit_slot=0,
+            purge_slot=0,
+        ),
+        Accept(ballot=b, slot=0, batch=(), commit_slot=0, purge_slot=0),
+        Accept(ballot=b, slot=1, batch=(), commit_slot=1, purge_slot=2),
+    ]
+    for message in bad:
+        core.step(message, "n1")
+        ready = core.take_ready()
+        assert ready.alarms and ready.persist == [] and ready.send == [], message
