@@ -24,6 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import pathlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -32,7 +35,7 @@ import attrs
 import trio
 
 import wire
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import (
     ClientReply,
@@ -89,7 +92,12 @@ class Client:
     """Use `open_client`; this class holds the connections and the request state."""
 
     def __init__(
-        self, config: Config, client_id: str, network: Network, nursery: trio.Nursery
+        self,
+        config: Config,
+        client_id: str,
+        network: Network,
+        nursery: trio.Nursery,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         if not client_id or len(client_id.encode()) > constants.client_id_length_max:
             raise ValueError(
@@ -99,6 +107,7 @@ class Client:
         self.client_id = client_id
         self.leader: str = config.node_ids[0]  # believed leader
         self._network = network
+        self._context = context  # TLS: the client's certificate; None for plaintext
         self._nursery = nursery
         self._lock = trio.Lock()
         self._last_request_no = 0
@@ -231,6 +240,8 @@ class Client:
         with trio.move_on_after(self.config.timers.client_timeout_ms / 1000):
             try:
                 stream = await self._network.connect(node_id)
+                if self._context is not None:
+                    stream = await authenticated(stream, self._context, tls.node(node_id))
             except OSError as error:
                 log.debug("client %s cannot reach %s: %s", self.client_id, node_id, error)
                 return None
@@ -272,13 +283,23 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def open_client(
-    config: Config, client_id: str, *, network: Network | None = None
+    config: Config,
+    client_id: str,
+    *,
+    network: Network | None = None,
+    identity: tls.Identity | None = None,
+    tls_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Client]:
-    """A client for the cluster of `config`; its connections close on exit."""
+    """A client for the cluster of `config`; its connections close on exit.
+
+    With TLS (the config's default) it shows the certificate of `identity`
+    (by default client `client_id`) from `tls_dir` (the config's tls.dir);
+    TlsError if it is not there."""
+    context = _context(config, identity or tls.client(client_id), tls_dir)
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         net = network if network is not None else TcpNetwork(config)
-        client = Client(config, client_id, net, nursery)
+        client = Client(config, client_id, net, nursery, context)
         try:
             yield client
         except BaseException as raised:  # re-raised below, outside the nursery (no ExceptionGroup)
@@ -297,6 +318,8 @@ async def control(
     *,
     network: Network | None = None,
     timeout_s: float = constants.control_timeout_ms / 1000,
+    identity: tls.Identity | None = None,
+    tls_dir: str | os.PathLike[str] | None = None,
 ) -> ControlReply:
     """Ask one replica a control question (ping, print_log, set_alive, ...).
 
@@ -308,10 +331,13 @@ async def control(
     frame = wire.encode_frame(
         ControlRequest(op=control_op, argument=argument), cluster_id=config.cluster_id, sender=0
     )
+    context = _context(config, identity or tls.operator(default_operator), tls_dir)
     net = network if network is not None else TcpNetwork(config)
     try:
         with trio.fail_after(timeout_s):
             stream = await net.connect(node_id)
+            if context is not None:
+                stream = await authenticated(stream, context, tls.node(node_id))
             async with stream:
                 await stream.send_all(frame)
                 decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
@@ -331,3 +357,34 @@ async def control(
 def control_body(reply: ControlReply) -> Any:
     """The decoded JSON body of a control reply."""
     return json.loads(reply.body)
+
+
+default_operator = "admin"  # the operator ledgerpaxos-certs creates
+
+
+def _context(
+    config: Config, identity: tls.Identity, tls_dir: str | os.PathLike[str] | None
+) -> ssl.SSLContext | None:
+    if not config.tls_enabled:
+        return None
+    files = tls.Files(pathlib.Path(tls_dir) if tls_dir is not None else config.tls_dir)
+    return tls.client_context(files, identity)
+
+
+async def authenticated(
+    stream: trio.abc.Stream, context: ssl.SSLContext, expected: tls.Identity
+) -> trio.SSLStream[trio.abc.Stream]:
+    """`stream` after a TLS handshake in which the other end showed `expected`'s
+    certificate; ConnectionError (an OSError) otherwise."""
+    secure = trio.SSLStream(stream, context)
+    try:
+        await secure.do_handshake()
+    except trio.BrokenResourceError as error:
+        await stream.aclose()
+        cause = error.__cause__ or error
+        raise ConnectionError(f"TLS handshake with {expected} failed: {cause}") from None
+    found = tls.identity_of(secure.getpeercert())
+    if found != expected:
+        await secure.aclose()
+        raise ConnectionError(f"expected {expected}, the certificate names {found}")
+    return secure

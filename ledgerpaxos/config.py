@@ -13,6 +13,7 @@ Node order is the order of the [nodes.<id>] tables in the file; a node's
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import pathlib
@@ -69,7 +70,7 @@ _TOP_OPTIONAL = (
     "timers",
     "tls",
 )
-_TLS_KEYS = ("dir",)
+_TLS_KEYS = ("dir", "enabled")
 _TIMER_KEYS = (
     "heartbeat_ms",
     "election_timeout_ms_min",
@@ -130,6 +131,7 @@ class Config:
     pipeline_slots_max: int
     snapshot_interval: int = constants.snapshot_interval_default
     tls_dir: pathlib.Path  # absolute: the certificates (ledgerpaxos/tls.py)
+    tls_enabled: bool = True
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -221,7 +223,7 @@ def config_from_dict(
     )
     timers = check.timers(data)
     nodes = check.nodes(data)
-    tls_dir = check.tls_dir(data, path)
+    tls_dir, tls_enabled = check.tls(data, path, nodes)
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -238,6 +240,7 @@ def config_from_dict(
         pipeline_slots_max=pipeline_slots_max,
         snapshot_interval=snapshot_interval,
         tls_dir=tls_dir,
+        tls_enabled=tls_enabled,
     )
 
 
@@ -320,10 +323,12 @@ class _Checker:
             self.fail(dotted, f"expected a non-empty string, got {_show(value)}")
         return value
 
-    def boolean(self, table: Mapping[str, Any], key: str, default: Any) -> bool:
+    def boolean(
+        self, table: Mapping[str, Any], key: str, default: Any, *, dotted: str | None = None
+    ) -> bool:
         value = table.get(key, default)
         if not isinstance(value, bool):
-            self.fail(key, f"expected true or false, got {_show(value)}")
+            self.fail(dotted or key, f"expected true or false, got {_show(value)}")
         return value
 
     # --- compound values
@@ -394,16 +399,31 @@ class _Checker:
             )
         return timers
 
-    def tls_dir(self, data: Mapping[str, Any], path: str | os.PathLike[str] | None) -> pathlib.Path:
+    def tls(
+        self,
+        data: Mapping[str, Any],
+        path: str | os.PathLike[str] | None,
+        nodes: tuple[NodeConfig, ...],
+    ) -> tuple[pathlib.Path, bool]:
         """tls.dir, relative to the config file's directory (to the working
-        directory for a config that is not a file)."""
+        directory for a config that is not a file), and tls.enabled: off only
+        where no byte leaves the machine."""
         table: Mapping[str, Any] = {}
         if "tls" in data:
             table = self.table(data, "tls", "tls")
             self.keys(table, "tls", required=(), optional=_TLS_KEYS)
         text = self.string(table, "dir", default_tls_dir, dotted="tls.dir")
+        enabled = self.boolean(table, "enabled", True, dotted="tls.enabled")
+        if not enabled:
+            remote = [n.node_id for n in nodes if not _is_loopback(n.host)]
+            if remote:
+                self.fail(
+                    "tls.enabled",
+                    f"false is only for experiments on one machine, but {', '.join(remote)} "
+                    "listen on addresses other machines can reach; remove the key to use TLS",
+                )
         base = pathlib.Path(path).absolute().parent if path is not None else pathlib.Path.cwd()
-        return (base / text).absolute()
+        return (base / text).absolute(), enabled
 
     def nodes(self, data: Mapping[str, Any]) -> tuple[NodeConfig, ...]:
         table = self.table(data, "nodes", "nodes")
@@ -487,7 +507,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "batch_commands_max": config.batch_commands_max,
         "pipeline_slots_max": config.pipeline_slots_max,
         "timers": attrs.asdict(config.timers),
-        "tls": {"dir": str(config.tls_dir)},
+        "tls": {"dir": str(config.tls_dir), "enabled": config.tls_enabled},
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
 
@@ -525,9 +545,21 @@ def make_local_config(
             f"n{i}": {"host": "127.0.0.1", "port": port} for i, port in enumerate(ports, start=1)
         },
     }
+    # In-process test clusters speak plaintext unless a test asks for TLS
+    # (tls={"enabled": True, "dir": ...}): loopback only, so it is allowed.
+    data["tls"] = {"enabled": False}
     for key, value in overrides.items():
         data[key] = _plain(value)
     return config_from_dict(data)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def _plain(value: Any) -> Any:

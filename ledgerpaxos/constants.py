@@ -37,6 +37,8 @@ catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
+# A connection that has not finished its TLS handshake by then is closed.
+tls_handshake_timeout_ms = 5_000
 # A peer's ballot may not name a round above this (core/validation.py): rounds
 # grow by one per election, and one this high would leave no room below 2**64.
 ballot_round_max = 2**48

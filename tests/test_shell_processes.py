@@ -49,13 +49,14 @@ def _release_reserved_ports() -> Iterator[None]:
         _reserved.pop().close()
 
 
-def write_cluster_config(tmp_path: Path, *, n1_port: int | None = None) -> Path:
+def write_cluster_config(tmp_path: Path, *, n1_port: int | None = None, tls: bool = False) -> Path:
     _reserved.append(PortReservation(5))
     ports = _reserved[-1].ports
     if n1_port is not None:
         ports = (n1_port, *ports[1:])
     path = tmp_path / "cluster.toml"
-    write_config(make_local_config(5, ports, tmp_path / "data"), path)
+    overrides = {"tls": {"enabled": True, "dir": str(tmp_path / "tls")}} if tls else {}
+    write_config(make_local_config(5, ports, tmp_path / "data", **overrides), path)
     return path
 
 
@@ -225,6 +226,22 @@ def test_replicas_do_not_outlive_a_killed_shell(tmp_path: Path) -> None:
         shell.kill()  # SIGKILL: no atexit, no finally; only the kernel can clean up
         shell.wait()
     assert_all_gone(pids)
+
+
+def test_launch_with_tls_creates_the_certificates_and_runs_sets_over_it(tmp_path: Path) -> None:
+    config = write_cluster_config(tmp_path, tls=True)
+    result = run_shell(
+        tmp_path, "--launch", f"load {TESTDATA / 'test.csv'}", "next", "print db", config=config
+    )
+    assert result.returncode == 0, result.stderr
+    assert "certificate and key files in" in result.stdout
+    assert (tmp_path / "tls" / "operator-admin.pem").is_file()
+    assert (tmp_path / "tls" / "node-n5.key").is_file()
+    assert "total     100   100   100   100   100" in result.stdout
+    logs = (tmp_path / "logs" / "n1.log").read_text()
+    assert "closing the connection" not in logs  # every connection showed its certificate
+    again = run_shell(tmp_path, "--launch", "print db", config=config)
+    assert again.returncode == 0 and "certificate and key files" not in again.stdout
 
 
 def test_launch_says_which_port_is_taken(tmp_path: Path) -> None:

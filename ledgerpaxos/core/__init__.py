@@ -9,6 +9,7 @@
     catchup.py   fetching decided slots or a checkpoint from a peer
     execution.py applying decided slots, checkpoints, purging the log
     clients.py   duplicates and replies to clients, at any replica
+    validation.py what a peer message must be before the core acts on it
     quorum.py    every majority count
     timers.py    Deadline and Stamp: every comparison with logical time
     status.py    Status, Role, Phase, SlotView: what the outside may read

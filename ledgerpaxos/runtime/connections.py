@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 
 import wire
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
+from ledgerpaxos.runtime.tls_session import HandshakeFailed, TlsSession
 
 if TYPE_CHECKING:
     from ledgerpaxos.runtime.replica import Replica
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 class ProtocolViolation(Exception):
     """A well-formed frame that has no business on this connection."""
+
+
+# What closes a connection with a warning: garbage, a frame out of place, no TLS.
+REFUSED = (wire.FrameError, ProtocolViolation, HandshakeFailed)
 
 
 class DirectWriter:
@@ -97,6 +102,7 @@ class Inbound:
         self.connection = connection
         self.nursery = nursery
         self.decoder = wire.FrameDecoder(cluster_id=replica.config.cluster_id)
+        self.session = connection.session  # TLS, unless the config turns it off
         self.kind: str | None = None  # "peer" or "client", from the first frame
         self.peer = ""  # the peer's node id, once known
         self.ended = trio.Event()
@@ -107,18 +113,29 @@ class Inbound:
         Messages the replica stepped here (see Replica.receive_from_peer)
         have their Ready carried out before this returns."""
         replica = self.replica
+        session = self.session
+        if session is not None:
+            data = session.feed(data)  # HandshakeFailed: not one of ours
+            handshake = session.outgoing()
+            if handshake:
+                self.connection.deliver_raw(handshake)
         stepped = False
         try:
             for header, message in self.decoder.feed(data):
                 if self.kind is None:
                     if header.sender == 0:
                         self.kind = "client"
-                        self.nursery.start_soon(
-                            self.connection.write_replies, self.stream, self.nursery.cancel_scope
-                        )
+                        if session is None:  # with TLS it runs from the start (the handshake)
+                            self.nursery.start_soon(
+                                self.connection.write_replies,
+                                self.stream,
+                                self.nursery.cancel_scope,
+                            )
                     else:
                         self.kind, self.peer = "peer", replica.peer_at(header.sender)
                         replica.log.debug("peer %s connected from %s", self.peer, self.remote)
+                    if session is not None:
+                        self._check_identity(session.identity)
                 if self.kind == "peer":
                     stepped |= await replica.receive_from_peer(self.peer, header, message)
                 else:
@@ -127,12 +144,21 @@ class Inbound:
             if stepped:
                 replica.carry_out_now(replica.core.take_ready())
 
+    def _check_identity(self, identity: tls.Identity | None) -> None:
+        """Whoever the certificate names, and only they, speak on this connection."""
+        if self.kind == "peer":
+            if identity != tls.node(self.peer):
+                raise ProtocolViolation(f"{identity} sends as node {self.peer}")
+        elif identity is None or identity.kind is tls.Kind.node:
+            raise ProtocolViolation(f"{identity} sends as a client")
+        self.connection.identity = identity
+
     async def read_stream(self) -> None:
         """Read the stream until it ends (streams the poller does not take)."""
         try:
             while data := await self.stream.receive_some(constants.receive_size_max):
                 await self.handle(data)
-        except (wire.FrameError, ProtocolViolation) as error:
+        except REFUSED as error:
             self.finish(error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self.finish(error)
@@ -143,7 +169,7 @@ class Inbound:
         """The connection ends: garbage is logged as a warning, the rest at debug."""
         if self.ended.is_set():
             return
-        if isinstance(why, wire.FrameError | ProtocolViolation):
+        if isinstance(why, REFUSED):
             who = f"peer {self.peer} at {self.remote}" if self.peer else self.remote
             self.replica.log.warning("closing the connection from %s: %s", who, why)
         else:
@@ -200,7 +226,7 @@ class Poller:
                         continue
                     try:
                         await inbound.handle(data)
-                    except (wire.FrameError, ProtocolViolation) as error:
+                    except REFUSED as error:
                         self._end(fd, inbound, error)
         finally:
             self.inbound.clear()
@@ -214,8 +240,10 @@ class Poller:
 class ClientConnection:
     """An accepted connection of a client or control tool, and what it waits for."""
 
-    def __init__(self, remote: str) -> None:
+    def __init__(self, remote: str, session: TlsSession | None = None) -> None:
         self.remote = remote
+        self.session = session
+        self.identity: tls.Identity | None = None  # from the certificate (TLS only)
         self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
             constants.client_replies_queued_max
         )
@@ -225,6 +253,16 @@ class ClientConnection:
     def deliver(self, frame: bytes) -> None:
         """Send a frame, or queue it for the connection's writer; dropped if
         the client does not read."""
+        if self.closed:
+            return
+        if self.session is not None:
+            if not self.session.established:
+                return  # nothing is said to whoever has not shown who they are
+            frame = self.session.encrypt(frame)
+        self.deliver_raw(frame)
+
+    def deliver_raw(self, frame: bytes) -> None:
+        """Bytes as they go on the wire (TLS records, or plaintext frames)."""
         if self.closed:
             return
         rest = self.direct.write(frame)

@@ -104,6 +104,11 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
     return ControlReply(op=op, ok=ok, body=json.dumps(body))
 
 
+def refused(request: ControlRequest, reason: str) -> ControlReply:
+    """The answer to a control request its sender may not make."""
+    return ControlReply(op=request.op, ok=False, body=json.dumps({"reason": reason}))
+
+
 def describe_command(command: Command) -> str:
     head = f"{command.client_id}#{command.request_no}"
     if command.kind == CommandKind.read:

@@ -30,6 +30,7 @@ from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.runtime.network import ListenError, TcpNetwork, reuse_port_wanted
 from ledgerpaxos.runtime.replica import RuntimeOptions, serve_replica
 from ledgerpaxos.storage import StorageCorruption, StorageError
+from ledgerpaxos.tls import TlsError
 
 prog = "ledgerpaxos-replica"
 exit_user_error = 2
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(functools.partial(run, config, args.id, options, reuse_port=reuse_port_wanted()))
     except BaseException as error:
         for leaf in _leaves(error):
-            if isinstance(leaf, ListenError):
+            if isinstance(leaf, ListenError | TlsError):
                 print(f"{prog}: {leaf}", file=sys.stderr)
                 return exit_user_error
             if isinstance(leaf, (StorageCorruption, StorageError)):

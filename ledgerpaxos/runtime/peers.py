@@ -11,10 +11,11 @@ what the socket does not take waits in the outbox, which holds at most
 from __future__ import annotations
 
 import logging
+import ssl
 
 import trio
 
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
@@ -26,14 +27,26 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.runtime.connections import DirectWriter
 from ledgerpaxos.runtime.network import Network
+from ledgerpaxos.runtime.tls_session import HandshakeFailed, TlsSession
 
 
 class PeerLink:
-    def __init__(self, peer: str, network: Network, node_id: str, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        peer: str,
+        network: Network,
+        node_id: str,
+        log: logging.Logger,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`context`: dial with TLS (the peer must show the certificate of
+        node `peer`); None: plaintext (a config with tls.enabled = false)."""
         self.peer = peer
         self.network = network
         self.node_id = node_id
         self.log = log
+        self.context = context
+        self.session: TlsSession | None = None  # while connected with TLS
         self.direct = DirectWriter()
         self._outbox_in, self._outbox_out = trio.open_memory_channel[bytes](
             constants.peer_outbox_frames_max
@@ -41,7 +54,15 @@ class PeerLink:
         self._full_reported = False
 
     def write(self, frames: bytes) -> None:
-        """Send now what the socket takes, queue the rest; dropped when the outbox is full."""
+        """Send now what the socket takes, queue the rest; dropped when the outbox is full.
+
+        With TLS, frames are encrypted for the connection they go out on, so
+        while the link is down they are dropped, not queued (the protocol sends
+        again what matters)."""
+        if self.context is not None:
+            if self.session is None:
+                return
+            frames = self.session.encrypt(frames)
         rest = self.direct.write(frames)
         if not rest:
             return
@@ -75,9 +96,27 @@ class PeerLink:
                     self.log.info("cannot reach peer %s (%s); retrying", self.peer, error)
                     down_reported = True
             else:
+                try:
+                    await self._authenticate(stream)
+                except (
+                    HandshakeFailed,
+                    trio.TooSlowError,
+                    trio.BrokenResourceError,
+                    OSError,
+                ) as error:
+                    self.log.warning("peer %s: %s", self.peer, error)
+                    await stream.aclose()
+                    await trio.sleep(backoff_ms / 1000)
+                    backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
+                    continue
                 self.log.info("connected to peer %s", self.peer)
                 connected_at = trio.current_time()
-                reason = await self._send_outbox(stream)
+                try:
+                    reason = await self._send_outbox(stream)
+                finally:
+                    if self.session is not None:
+                        self.session = None
+                        self.drop_queued()  # encrypted for a connection that is gone
                 self.log.info("lost connection to peer %s: %s", self.peer, reason)
                 down_reported = True
                 up_s = trio.current_time() - connected_at
@@ -85,6 +124,26 @@ class PeerLink:
                     backoff_ms = constants.peer_reconnect_backoff_ms_min  # it was up a while
             await trio.sleep(backoff_ms / 1000)
             backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
+
+    async def _authenticate(self, stream: trio.abc.Stream) -> None:
+        """The TLS handshake as the client: the peer must be node `peer`."""
+        if self.context is None:
+            return
+        session = TlsSession(self.context, server_side=False)
+        session.start()
+        with trio.fail_after(constants.tls_handshake_timeout_ms / 1000):
+            await stream.send_all(session.outgoing())
+            while not session.established:
+                data = await stream.receive_some(constants.receive_size_max)
+                if not data:
+                    raise HandshakeFailed("closed during the TLS handshake")
+                session.feed(data)
+                out = session.outgoing()
+                if out:
+                    await stream.send_all(out)
+        if session.identity != tls.node(self.peer):
+            raise HandshakeFailed(f"{session.identity} answers at the address of node {self.peer}")
+        self.session = session
 
     async def _send_outbox(self, stream: trio.abc.Stream) -> str:
         """Send until the connection fails; returns why it ended."""
@@ -94,9 +153,15 @@ class PeerLink:
             # Peers never send on a connection we dialed: reading only notices its end.
             nonlocal reason
             try:
-                while await stream.receive_some(constants.receive_size_max):
-                    pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                while data := await stream.receive_some(constants.receive_size_max):
+                    if self.session is not None:
+                        self.session.feed(data)  # TLS's own records (session tickets)
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                HandshakeFailed,
+            ) as error:
                 reason = str(error) or type(error).__name__
             done.cancel()
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import logging
 import random
 import select
+import ssl
 from collections.abc import Collection, Sequence
 
 import attrs
 import trio
 
 import wire
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config
 from ledgerpaxos.core import Core, CoreSettings, Ready
 from ledgerpaxos.core.messages import (
@@ -60,6 +61,7 @@ from ledgerpaxos.runtime.connections import (
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
+from ledgerpaxos.runtime.tls_session import HandshakeFailed, TlsSession
 from ledgerpaxos.storage import Recovered, ReplicaStore
 
 
@@ -156,7 +158,16 @@ class Replica:
         )
         self._inbox_queued = 0  # items sent to the inbox and not yet taken by the core loop
         self._writes_in_thread = self.config.fsync and self.options.sync_in_thread
-        self._links = {peer: PeerLink(peer, self.network, node_id, self.log) for peer in self.peers}
+        # Mutual TLS on every connection (TlsError here if a certificate is missing).
+        self._accepting: ssl.SSLContext | None = None
+        dialing: ssl.SSLContext | None = None
+        if config.tls_enabled:
+            files = tls.Files(config.tls_dir)
+            self._accepting = tls.server_context(files, tls.node(node_id))
+            dialing = tls.client_context(files, tls.node(node_id))
+        self._links = {
+            peer: PeerLink(peer, self.network, node_id, self.log, dialing) for peer in self.peers
+        }
         self._peer_index = {peer: config.index_of(peer) for peer in self.peers}
         self._poller: Poller | None = None  # while running, where epoll exists
 
@@ -368,10 +379,18 @@ class Replica:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         remote = describe_remote(stream)
-        connection = ClientConnection(remote)
+        session = None
+        if self._accepting is not None:
+            session = TlsSession(self._accepting, server_side=True)
+        connection = ClientConnection(remote, session)
         try:
             async with stream, trio.open_nursery() as nursery:
                 inbound = Inbound(self, stream, remote, connection, nursery)
+                if session is not None:
+                    # The handshake's records go out through the writer, and
+                    # whoever does not finish it in time is cut off.
+                    nursery.start_soon(connection.write_replies, stream, nursery.cancel_scope)
+                    nursery.start_soon(self._handshake_deadline, inbound)
                 poller = self._poller
                 if poller is not None and isinstance(stream, trio.SocketStream):
                     fd = stream.socket.fileno()
@@ -388,6 +407,15 @@ class Replica:
             connection.replies_in.close()
             if self._executor is not None:
                 self._executor.waiters.forget(connection)
+
+    async def _handshake_deadline(self, inbound: Inbound) -> None:
+        await trio.sleep(constants.tls_handshake_timeout_ms / 1000)
+        session = inbound.session
+        if session is not None and not session.established:
+            inbound.finish(
+                HandshakeFailed(f"no TLS handshake within {constants.tls_handshake_timeout_ms} ms")
+            )
+            inbound.nursery.cancel_scope.cancel()
 
     def _may_step_here(self) -> bool:
         """Whether a task other than the core loop may step the core and carry
@@ -451,13 +479,27 @@ class Replica:
         under load the core loop gathers requests into slots."""
         if header.sender != 0:
             raise ProtocolViolation(f"sender index {header.sender} on a client connection")
+        identity = connection.identity
         if isinstance(message, ClientRequest):
+            client_id = message.command.client_id
+            # A client speaks for itself only (an operator for anyone).
+            if (
+                identity is not None
+                and identity.kind is tls.Kind.client
+                and identity.name != client_id
+            ):
+                raise ProtocolViolation(f"{identity} sends requests of client {client_id!r}")
             item = _FromClient(message, connection)
             if not self.core.slots_in_flight and self._may_step_here():
                 self._step(item)
                 return True
             await self._to_inbox(item)
         elif isinstance(message, ControlRequest):
+            if identity is not None and identity.kind is not tls.Kind.operator:
+                connection.deliver(
+                    self._encode(control.refused(message, f"{identity} is not an operator"))
+                )
+                return False
             await self._to_inbox(_Control(message, connection))
         else:
             raise ProtocolViolation(f"a client sent {type(message).__name__}")

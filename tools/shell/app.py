@@ -31,8 +31,12 @@ from typing import Any
 import cmd2
 from cmd2 import with_argparser
 
-from ledgerpaxos.config import ConfigError, load_config
+from ledgerpaxos import tls
+from ledgerpaxos.client import default_operator
+from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
+from ledgerpaxos.tls import TlsError
+from tools.certs import CertsError, ensure_certificates, identities_of
 from tools.cluster.launcher import Launcher, LaunchError
 from tools.shell import parsers, views
 from tools.shell.backend import Backend, ShellError, wait_s_default
@@ -358,7 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as error:
+        if config.tls_enabled:
+            _certificates(config, create=args.launch)
+    except (ConfigError, CertsError, TlsError, OSError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return exit_usage
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -386,6 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if launcher is not None:
             launcher.stop_all()
         thread.stop()
+
+
+def _certificates(config: Config, *, create: bool) -> None:
+    """With --launch, create whatever certificate is missing (the first
+    `make cluster` on a new checkout); without, check that the operator's is
+    there (TlsError says how to make it)."""
+    files = tls.Files(config.tls_dir)
+    if create:
+        created = ensure_certificates(files, identities_of(config))
+        if created:
+            print(f"created {len(created)} certificate and key files in {config.tls_dir}")
+    tls.client_context(files, tls.operator(default_operator))
 
 
 def _launch(launcher: Launcher, backend: Backend, thread: TrioThread, *, keep_data: bool) -> bool:

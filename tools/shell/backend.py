@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 import trio
 
-from ledgerpaxos import replicas
-from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
+from ledgerpaxos import replicas, tls
+from ledgerpaxos.client import Client, ClientTimeout, TransferReply, default_operator, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
@@ -272,7 +272,13 @@ class Backend:
         return self._client
 
     async def _host_client(self, *, task_status: trio.TaskStatus[Client]) -> None:
-        async with open_client(self.config, self._client_id, network=self.network) as client:
+        # The shell's own requests go out as the operator's (it may act for any client).
+        async with open_client(
+            self.config,
+            self._client_id,
+            network=self.network,
+            identity=tls.operator(default_operator),
+        ) as client:
             task_status.started(client)
             await trio.sleep_forever()
 
