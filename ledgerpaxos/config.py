@@ -69,6 +69,7 @@ _TOP_OPTIONAL = (
     "pipeline_slots_max",
     "timers",
     "tls",
+    "clients",
 )
 _TLS_KEYS = ("dir", "enabled")
 _TIMER_KEYS = (
@@ -132,6 +133,9 @@ class Config:
     snapshot_interval: int = constants.snapshot_interval_default
     tls_dir: pathlib.Path  # absolute: the certificates (ledgerpaxos/tls.py)
     tls_enabled: bool = True
+    # Client id -> the accounts it may debit; a client not named here may
+    # debit the account with its own name (core/ledger.py).
+    client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -139,8 +143,9 @@ class Config:
 
     @property
     def client_ids(self) -> tuple[str, ...]:
-        """The clients the config names: one per account, named like it (the seed's sets)."""
-        return self.accounts
+        """The clients the config names: those of [clients.<id>], and one per
+        account named like it (the seed's sets)."""
+        return tuple(dict.fromkeys([*(c for c, _ in self.client_accounts), *self.accounts]))
 
     @property
     def majority(self) -> int:
@@ -224,6 +229,7 @@ def config_from_dict(
     timers = check.timers(data)
     nodes = check.nodes(data)
     tls_dir, tls_enabled = check.tls(data, path, nodes)
+    client_accounts = check.clients(data, accounts)
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -241,6 +247,7 @@ def config_from_dict(
         snapshot_interval=snapshot_interval,
         tls_dir=tls_dir,
         tls_enabled=tls_enabled,
+        client_accounts=tuple(client_accounts.items()),
     )
 
 
@@ -425,6 +432,36 @@ class _Checker:
         base = pathlib.Path(path).absolute().parent if path is not None else pathlib.Path.cwd()
         return (base / text).absolute(), enabled
 
+    def clients(
+        self, data: Mapping[str, Any], accounts: tuple[str, ...]
+    ) -> dict[str, tuple[str, ...]]:
+        """[clients.<id>] accounts = [...]: the accounts client <id> may debit."""
+        if "clients" not in data:
+            return {}
+        table = self.table(data, "clients", "clients")
+        known = set(accounts)
+        found: dict[str, tuple[str, ...]] = {}
+        for client_id, fields in table.items():
+            prefix = f"clients.{client_id}"
+            if not _NODE_ID_RE.fullmatch(client_id) or len(client_id) > 64:
+                self.fail(prefix, "a client id is a letter, then letters, digits, '_' or '-'")
+            if not isinstance(fields, dict):
+                self.fail(prefix, f"expected a table [{prefix}], got {_show(fields)}")
+            self.keys(fields, prefix, required=("accounts",), optional=())
+            owned = fields["accounts"]
+            if not isinstance(owned, list) or not all(isinstance(a, str) for a in owned):
+                self.fail(
+                    f"{prefix}.accounts", f"expected an array of account names, got {_show(owned)}"
+                )
+            unknown = [a for a in owned if a not in known]
+            if unknown:
+                self.fail(
+                    f"{prefix}.accounts",
+                    f"{', '.join(map(_show, unknown))} not in accounts; list only accounts of the cluster",
+                )
+            found[client_id] = tuple(dict.fromkeys(owned))
+        return found
+
     def nodes(self, data: Mapping[str, Any]) -> tuple[NodeConfig, ...]:
         table = self.table(data, "nodes", "nodes")
         if not table:
@@ -508,6 +545,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "pipeline_slots_max": config.pipeline_slots_max,
         "timers": attrs.asdict(config.timers),
         "tls": {"dir": str(config.tls_dir), "enabled": config.tls_enabled},
+        "clients": {c: {"accounts": list(a)} for c, a in config.client_accounts},
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
 

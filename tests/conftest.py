@@ -34,6 +34,11 @@ from ledgerpaxos.testing.network import MemoryNetwork
 from tools.cluster.ports import PortReservation
 
 REPO = Path(__file__).resolve().parent.parent
+# Clients the tests use that may debit every account: they move money every
+# way with few clients (tests/test_authorization.py has the rule itself).
+TREASURER = {
+    c: {"accounts": list("ABCDEFGHIJ")} for c in ["A", "raw", *(f"c{i}" for i in range(32))]
+}
 
 
 class Cluster:
@@ -184,6 +189,7 @@ async def open_cluster(
     # A snapshot file at every checkpoint, so that a few dozen transfers purge
     # the log (installs, purged slots); tests/test_core.py covers larger intervals.
     overrides.setdefault("snapshot_interval", 10)
+    overrides.setdefault("clients", TREASURER)
     config = make_local_config(n, 7001, tmp_path / "data", **overrides)
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:

@@ -258,12 +258,13 @@ def test_accounts_and_balances_leave_room_for_random_transfers() -> None:
     assert initial_balance_for(1000) > 100 * 1_000_000  # a million transfers of <=100 each
 
 
-def test_transfer_pool_is_random_distinct_and_sliceable() -> None:
-    pool = transfer_pool(("a", "b", "c"), 100, random.Random(1))
+def test_a_clients_pool_sends_from_its_own_account_to_random_others() -> None:
+    pool = transfer_pool("b", ("a", "b", "c"), 100, random.Random(1))
     assert len(pool) == 200 and pool[:100] == pool[100:]
-    assert all(t.sender != t.receiver and 1 <= t.amount <= 100 for t in pool)
+    assert all(t.sender == "b" and t.receiver in "ac" and 1 <= t.amount <= 100 for t in pool)
+    assert {t.receiver for t in pool} == {"a", "c"}
     with pytest.raises(ValueError):
-        transfer_pool(("a",), 10, random.Random(1))
+        transfer_pool("a", ("a",), 10, random.Random(1))
 
 
 def test_cpu_seconds_of_this_process() -> None:
@@ -311,7 +312,13 @@ async def test_every_runtime_option_keeps_replicas_consistent(
     # fsync on: sync_in_thread only moves a write that fsyncs into a thread. In
     # real time: the virtual clock would jump while a thread writes.
     config = make_local_config(
-        3, 7001, tmp_path / "data", fsync=True, checkpoint_interval=5, initial_balance=1000
+        3,
+        7001,
+        tmp_path / "data",
+        fsync=True,
+        checkpoint_interval=5,
+        initial_balance=1000,
+        clients={"c1": {"accounts": ["A", "B"]}},
     )
     network = MemoryNetwork()
     in_thread: list[str] = []

@@ -388,7 +388,7 @@ async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_o
             accounts = config.accounts
 
             async def transfers(i: int) -> None:  # a ring: every balance ends where it began
-                async with open_client(config, f"c{i}") as client:
+                async with open_client(config, accounts[i]) as client:  # it owns accounts[i]
                     for _ in range(5):
                         reply = await client.transfer(accounts[i], accounts[(i + 1) % 8], 1)
                         assert reply.ok
@@ -397,7 +397,7 @@ async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_o
                 for i in range(8):
                     clients.start_soon(transfers, i)
             assert replica.core.balances() == INITIAL
-            assert sorted(replica.core.ledger.clients) == [f"c{i}" for i in range(8)]
+            assert sorted(replica.core.ledger.clients) == sorted(accounts[:8])
             while poller.inbound:  # the clients' connections end too
                 await trio.sleep(0.01)
             idle = await trio.open_tcp_stream("127.0.0.1", config.node("n1").port)

@@ -17,7 +17,7 @@ from ledgerpaxos import replicas
 from ledgerpaxos.client import open_client
 from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
-from tests.conftest import REPO
+from tests.conftest import REPO, TREASURER
 from tools.cluster.launcher import Launcher
 from tools.cluster.ports import PortReservation
 
@@ -43,7 +43,7 @@ class Processes(Launcher):
 @contextmanager
 def replica_processes(tmp_path: Path) -> Iterator[Processes]:
     with PortReservation(5) as ports:
-        config = make_local_config(5, ports.ports, tmp_path / "data", fsync=True)
+        config = make_local_config(5, ports.ports, tmp_path / "data", fsync=True, clients=TREASURER)
         config_path = tmp_path / "cluster.toml"
         write_config(config, config_path)
         logs = tmp_path / "logs"
@@ -78,7 +78,7 @@ async def test_kill_9_of_every_replica_loses_nothing(tmp_path: Path) -> None:
         try:
             await wait_for_leader(config)
             done = [("A", "B", 3), ("B", "C", 2), ("C", "A", 1)] * 4  # across a checkpoint
-            async with open_client(config, "proc") as client:
+            async with open_client(config, "A") as client:
                 with trio.fail_after(30):
                     for t in done:
                         assert (await client.transfer(*t)).ok
@@ -110,7 +110,7 @@ async def test_kill_9_of_every_replica_loses_nothing(tmp_path: Path) -> None:
                 # every committed slot above the checkpoint it restarted from is back, unchanged
                 kept = {s: b for s, b in before[node_id].items() if s > view["checkpoint_slot"]}
                 assert kept and {s: after[s] for s in kept if s in after} == kept, node_id
-            async with open_client(config, "proc") as client:
+            async with open_client(config, "A") as client:
                 with trio.fail_after(30):
                     assert await client.balances() == balances
                     assert (await client.transfer("A", "B", 1)).ok

@@ -35,6 +35,7 @@ from ledgerpaxos.sim.replica import DOWN
 from tests.corenet import settings
 
 OK = Outcome(results=(TransferResult(ok=True),))
+ANYONE = dict.fromkeys(("c1", "c2", "c3"), ACCOUNTS)  # the clients below may debit any account
 BROKE = Outcome(results=(TransferResult(ok=False, reason="insufficient funds"),))
 
 
@@ -52,7 +53,7 @@ def executed(slot: int, *commands: Command, outcomes: tuple[Outcome | None, ...]
 
 
 def checker(*disabled: str) -> SafetyChecker:
-    safety = SafetyChecker(ACCOUNTS, INITIAL_BALANCE, Checks(disabled))
+    safety = SafetyChecker(ACCOUNTS, INITIAL_BALANCE, Checks(disabled), client_accounts=ANYONE)
     for node in ("n1", "n2"):
         safety.process_started(node, 0)
     return safety
@@ -70,7 +71,7 @@ def violated(prop: str, action: object) -> None:
 
 
 def test_the_reference_replays_slots_in_order_once_the_gap_is_filled() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE)
+    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
     assert reference.learn(2, (transfer("c1", 2),), "n1") == []  # slot 1 not known yet
     assert reference.learn(1, (transfer("c1", 1),), "n2") == [1, 2]
     assert reference.outcomes == {1: (OK,), 2: (OK,)}
@@ -80,7 +81,7 @@ def test_the_reference_replays_slots_in_order_once_the_gap_is_filled() -> None:
 
 
 def test_the_reference_applies_a_duplicate_once() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE)
+    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
     reference.learn(1, (transfer("c1", 1),), "n1")
     reference.learn(2, (transfer("c1", 1),), "n1")
     assert reference.outcomes[2] == (None,)
@@ -88,10 +89,10 @@ def test_the_reference_applies_a_duplicate_once() -> None:
 
 
 def test_two_batches_for_one_slot_break_agreement() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE)
+    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
     reference.learn(1, (transfer("c1", 1),), "n1")
     violated("agreement", lambda: reference.learn(1, (transfer("c2", 1),), "n2"))
-    off = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, Checks({"agreement"}))
+    off = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, Checks({"agreement"}), ANYONE)
     off.learn(1, (transfer("c1", 1),), "n1")
     assert off.learn(1, (transfer("c2", 1),), "n2") == []
     assert off.canonical[1] == (transfer("c1", 1),)  # the first one stays the reference

@@ -7,7 +7,7 @@ state and the same digest on every replica.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ledgerpaxos.core.messages import (
     ClientEntry,
@@ -24,6 +24,7 @@ REASON_UNKNOWN_SENDER = "unknown sender account"
 REASON_UNKNOWN_RECEIVER = "unknown receiver account"
 REASON_SAME_ACCOUNT = "sender and receiver are the same account"
 REASON_INSUFFICIENT = "insufficient funds"
+REASON_NOT_AUTHORIZED = "not authorized"
 
 TRANSFER_OK = TransferResult(ok=True)  # shared: results are immutable
 
@@ -31,8 +32,17 @@ TRANSFER_OK = TransferResult(ok=True)  # shared: results are immutable
 class Ledger:
     """Account balances and the client table; applies commands in log order."""
 
-    def __init__(self, accounts: Iterable[str], initial_balance: int) -> None:
+    def __init__(
+        self,
+        accounts: Iterable[str],
+        initial_balance: int,
+        client_accounts: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        """`client_accounts`: the accounts each client named there may debit;
+        any other client may debit the account with its own name (the seed's
+        rule: client A sends from account A)."""
         assert initial_balance >= 0
+        self.client_accounts = {c: frozenset(a) for c, a in (client_accounts or {}).items()}
         self.balances: dict[str, int] = dict.fromkeys(accounts, initial_balance)
         # client id -> its last executed request and the outcome it got
         self.clients: dict[str, ClientEntry] = {}
@@ -60,19 +70,26 @@ class Ledger:
         if command.kind == CommandKind.read:
             outcome = Outcome(balances=tuple(self.balances.items()))
         else:
-            outcome = Outcome(results=tuple(self._transfer(t) for t in command.transfers))
+            client = command.client_id
+            outcome = Outcome(results=tuple(self._transfer(t, client) for t in command.transfers))
         self.clients[command.client_id] = ClientEntry(
             client_id=command.client_id, request_no=command.request_no, outcome=outcome
         )
         return outcome
 
-    def _transfer(self, transfer: Transfer) -> TransferResult:
+    def may_debit(self, client_id: str, account: str) -> bool:
+        owned = self.client_accounts.get(client_id)
+        return account == client_id if owned is None else account in owned
+
+    def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         if transfer.amount <= 0:
             return TransferResult(ok=False, reason=REASON_AMOUNT)
         if transfer.sender not in self.balances:
             return TransferResult(ok=False, reason=REASON_UNKNOWN_SENDER)
         if transfer.receiver not in self.balances:
             return TransferResult(ok=False, reason=REASON_UNKNOWN_RECEIVER)
+        if not self.may_debit(client_id, transfer.sender):
+            return TransferResult(ok=False, reason=REASON_NOT_AUTHORIZED)
         if transfer.sender == transfer.receiver:
             return TransferResult(ok=False, reason=REASON_SAME_ACCOUNT)
         if self.balances[transfer.sender] < transfer.amount:

@@ -154,7 +154,9 @@ class Core:
         self.promised = promised if promised is not None else Ballot.zero()
         self.log: dict[int, LogEntry] = {}
         # Learner / state machine.
-        self.ledger = self.ledger_class(settings.accounts, settings.initial_balance)
+        self.ledger = self.ledger_class(
+            settings.accounts, settings.initial_balance, dict(settings.client_accounts)
+        )
         # Requests this replica's own clients wait on (clients.admit).
         self.asked_here: OrderedDict[CommandKey, None] = OrderedDict()
         self.commit_slot = 0

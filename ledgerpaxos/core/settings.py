@@ -33,6 +33,8 @@ class CoreSettings:
     catchup_slots_max: int = constants.catchup_slots_max
     snapshot_interval: int = constants.snapshot_interval_default
     snapshot_transfers_min: int = constants.snapshot_transfers_min
+    # Who may debit which account (Ledger's client_accounts), as the config says.
+    client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         assert self.node_id in self.node_ids
@@ -69,4 +71,5 @@ class CoreSettings:
             batch_commands_max=config.batch_commands_max,
             pipeline_slots_max=config.pipeline_slots_max,
             snapshot_interval=config.snapshot_interval,
+            client_accounts=config.client_accounts,
         )

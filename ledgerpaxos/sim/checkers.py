@@ -80,10 +80,14 @@ class ReferenceLedger:
     """The canonical log and its sequential replay."""
 
     def __init__(
-        self, accounts: Sequence[str], initial_balance: int, checks: Checks | None = None
+        self,
+        accounts: Sequence[str],
+        initial_balance: int,
+        checks: Checks | None = None,
+        client_accounts: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.checks = checks if checks is not None else Checks()
-        self.ledger = Ledger(accounts, initial_balance)
+        self.ledger = Ledger(accounts, initial_balance, client_accounts)
         self.total = self.ledger.total
         self.canonical: dict[int, Batch] = {}
         self.first_executor: dict[int, str] = {}
@@ -138,10 +142,15 @@ class SafetyChecker:
     """Every replica's executions, states, checkpoints and replies against the reference."""
 
     def __init__(
-        self, accounts: Sequence[str], initial_balance: int, checks: Checks | None = None
+        self,
+        accounts: Sequence[str],
+        initial_balance: int,
+        checks: Checks | None = None,
+        *,
+        client_accounts: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.checks = checks if checks is not None else Checks()
-        self.reference = ReferenceLedger(accounts, initial_balance, self.checks)
+        self.reference = ReferenceLedger(accounts, initial_balance, self.checks, client_accounts)
         self.last_executed: dict[str, int] = {}  # per replica process (incarnation)
         self.checked_state_at: dict[str, int] = {}
         # Executions of slots the replay has not reached yet, compared once it has.

@@ -100,7 +100,15 @@ class Simulation:
         self.codec = CachingCodec()
         self.marks = Marks()
         self.checks = Checks(disabled)
-        self.safety = SafetyChecker(ACCOUNTS, INITIAL_BALANCE, self.checks)
+        # Client c<i> may debit every account but one (so some transfers are
+        # refused as not authorized, on every replica alike).
+        self.client_accounts = tuple(
+            (f"c{i}", tuple(a for j, a in enumerate(ACCOUNTS) if j != (i - 1) % len(ACCOUNTS)))
+            for i in range(1, self.plan.workload.clients + 1)
+        )
+        self.safety = SafetyChecker(
+            ACCOUNTS, INITIAL_BALANCE, self.checks, client_accounts=dict(self.client_accounts)
+        )
         stream = f"ledgerpaxos-sim/{seed}"
         self.disk_rng = random.Random(f"{stream}/disk")
         self.latency_rng = random.Random(f"{stream}/latency")
@@ -149,6 +157,7 @@ class Simulation:
             heartbeat_ticks=ticks_for(self.plan.timers.heartbeat_ms),
             election_timeout_ticks_min=ticks_for(self.plan.timers.election_timeout_ms_min),
             election_timeout_ticks_max=ticks_for(self.plan.timers.election_timeout_ms_max),
+            client_accounts=self.client_accounts,
         )
 
     # ================================================================ running

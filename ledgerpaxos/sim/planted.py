@@ -117,8 +117,8 @@ class ExecutesDuplicatesCore(Core):
 class RejectedStillAppliedLedger(Ledger):
     """Answers "insufficient funds" and moves the money anyway."""
 
-    def _transfer(self, transfer: Transfer) -> TransferResult:
-        result = super()._transfer(transfer)
+    def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
+        result = super()._transfer(transfer, client_id)
         if result.reason == REASON_INSUFFICIENT:
             self.balances[transfer.sender] -= transfer.amount
             self.balances[transfer.receiver] += transfer.amount
@@ -133,8 +133,8 @@ class RejectedStillAppliedCore(Core):
 class DebitsShortLedger(Ledger):
     """Debits one less than it credits (an off-by-one in the amount)."""
 
-    def _transfer(self, transfer: Transfer) -> TransferResult:
-        result = super()._transfer(transfer)
+    def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
+        result = super()._transfer(transfer, client_id)
         if result.ok and transfer.amount > 1:
             self.balances[transfer.sender] += 1
         return result

@@ -14,7 +14,8 @@ shares the machine's cores with the replicas it measures, so it should cost
 them as little as possible: about a fifth of the CPU per request of the trio
 client library (docs/performance.md). A request carries T transfers between random
 distinct accounts, amounts 1-100, taken from a pool generated before the window
-opens. Requests are sent from the start of the window until its end; what is
+opens: each client's id is the name of an account, the one it may debit (the
+ledger's default rule), so every transfer is from it to a random other one. Requests are sent from the start of the window until its end; what is
 still in flight then is waited for a little (`drain_s`) and counted only if it
 completes by the end of the window. A request without a reply after the
 cluster's client timeout is sent again on the same connection (the ledger
@@ -46,7 +47,7 @@ from ledgerpaxos.config import Config, load_config
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, CommandKind, Transfer
 
 drain_s = 5.0  # after the window, how long in-flight requests may still take
-pool_size_min = 16384  # transfers in the random pool
+pool_size_min = 256  # transfers in each client's random pool
 connect_timeout_s = 5.0
 
 
@@ -72,23 +73,36 @@ class LoadResult:
     unknown: tuple[Transfer, ...] = ()
 
 
-def transfer_pool(accounts: tuple[str, ...], size: int, rng: random.Random) -> tuple[Transfer, ...]:
-    """Random transfers between distinct accounts; the pool is doubled so that
-    any slice of up to `size` transfers can start anywhere in the first half."""
-    if len(accounts) < 2:
+def transfer_pool(
+    sender: str, accounts: tuple[str, ...], size: int, rng: random.Random
+) -> tuple[Transfer, ...]:
+    """Random transfers from `sender` (the account the client may debit) to
+    the others; the pool is doubled so that any slice of up to `size`
+    transfers can start anywhere in the first half."""
+    receivers = [a for a in accounts if a != sender]
+    if not receivers:
         raise ValueError("the benchmark needs at least 2 accounts")
-    pool = []
-    for _ in range(size):
-        sender, receiver = rng.sample(accounts, 2)
-        pool.append(Transfer(sender=sender, receiver=receiver, amount=rng.randint(1, 100)))
+    pool = [
+        Transfer(sender=sender, receiver=rng.choice(receivers), amount=rng.randint(1, 100))
+        for _ in range(size)
+    ]
     return tuple(pool + pool)
 
 
 class _LoadClient:
     """One client: its connection, its request in flight and what is left to send."""
 
-    def __init__(self, client_id: str, sock: socket.socket, config: Config, seed: int) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        sock: socket.socket,
+        config: Config,
+        seed: int,
+        pool: tuple[Transfer, ...],
+    ) -> None:
         self.client_id = client_id
+        self.pool = pool  # its transfers: from the account it owns (its own name)
+        self.accepted_at = array("q", bytes(8 * (len(pool) // 2)))
         self.sock = sock
         self.decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
         self.cluster_id = config.cluster_id
@@ -155,16 +169,15 @@ def run_load(
     config = load_config(spec.config_path)
     rng = random.Random(spec.seed)
     size = max(pool_size_min, 4 * spec.transfers_per_request)
-    pool = transfer_pool(spec.accounts, size, rng)
     per_request = spec.transfers_per_request
     retry_s = config.timers.client_timeout_ms / 1000
     done_at = array("d")
     latency = array("d")
     refused = 0
     # Requests answered with every transfer accepted, by the pool index they
-    # start at (one increment per reply on the hot path; the money they moved
-    # is added up once at the end), and the flow of partly refused ones.
-    accepted_at = array("q", bytes(8 * size))
+    # start at (client.accepted_at: one increment per reply on the hot path;
+    # the money they moved is added up once at the end), and the flow of
+    # partly refused ones.
     partial_flow: dict[str, int] = {}
     errors: list[str] = []
     selector = selectors.DefaultSelector()
@@ -176,14 +189,15 @@ def run_load(
             except OSError as error:
                 errors.append(f"{client_id}: cannot connect to {spec.leader}: {error}")
                 continue
-            client = _LoadClient(client_id, sock, config, spec.seed * 100_003 + i)
+            pool = transfer_pool(client_id, spec.accounts, size, rng)
+            client = _LoadClient(client_id, sock, config, spec.seed * 100_003 + i, pool)
             clients.append(client)
             selector.register(sock, selectors.EVENT_READ, client)
 
         def next_request(client: _LoadClient, now: float) -> None:
             start = client.pick(size)
             try:
-                client.new_request(start, pool[start : start + per_request], now, retry_s)
+                client.new_request(start, client.pool[start : start + per_request], now, retry_s)
             except OSError as error:
                 end(client, f"{type(error).__name__}: {error}")
 
@@ -229,10 +243,10 @@ def run_load(
                     latency.append(received_at - client.sent_at)
                     client.answered = True
                     if reply.outcome.ok:
-                        accepted_at[client.start] += 1
+                        client.accepted_at[client.start] += 1
                     else:
                         refused += sum(1 for r in reply.outcome.results if not r.ok)
-                        sent = pool[client.start : client.start + per_request]
+                        sent = client.pool[client.start : client.start + per_request]
                         _add_flow(partial_flow, sent, reply.outcome.results)
                     if progress is not None:
                         progress[slot] += per_request
@@ -263,16 +277,17 @@ def run_load(
             client.sock.close()
         selector.close()
     flow = partial_flow
-    for start, count in enumerate(accepted_at):
-        if count:
-            for transfer in pool[start : start + per_request]:
-                flow[transfer.sender] = flow.get(transfer.sender, 0) - count * transfer.amount
-                flow[transfer.receiver] = flow.get(transfer.receiver, 0) + count * transfer.amount
+    for client in clients:
+        for start, count in enumerate(client.accepted_at):
+            if count:
+                for t in client.pool[start : start + per_request]:
+                    flow[t.sender] = flow.get(t.sender, 0) - count * t.amount
+                    flow[t.receiver] = flow.get(t.receiver, 0) + count * t.amount
     unknown = [
         t
         for client in clients
         if not client.answered
-        for t in pool[client.start : client.start + per_request]
+        for t in client.pool[client.start : client.start + per_request]
     ]
     return LoadResult(
         done_at=done_at.tobytes(),

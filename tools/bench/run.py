@@ -232,9 +232,14 @@ def run_once(
     leader = trio.run(wait_for_leader, config, check_alive)
     before = trio.run(ask_all, config, ControlOp.print_db)
     processes = load_processes_for(clients, transfers_per_request)
-    # Client ids are unique per run: request numbers start from the clock anyway.
-    run_tag = f"{os.getpid()}-{int(time.time())}"
-    ids = [f"bench-{run_tag}-{i}" for i in range(clients)]
+    # Each client is named like an account, the one it may debit (request
+    # numbers start from the clock, so runs on one cluster never collide).
+    if clients > len(accounts):
+        raise BenchError(
+            f"{clients} clients need as many accounts (each sends from its own); "
+            f"use --accounts {clients} or more"
+        )
+    ids = list(accounts[:clients])
     specs = [
         LoadSpec(
             config_path=str(config_path),

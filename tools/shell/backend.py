@@ -306,9 +306,10 @@ class Backend:
     async def transfer(self, sender: str, receiver: str, amount: int) -> TransferReply:
         self.check_account(sender)
         self.check_account(receiver)
-        client = await self._shell_client()
         try:
-            reply = await client.transfer(sender, receiver, amount, timeout=self.wait_s)
+            # As the sender's client, who may debit it (the CSV sets' rule too).
+            async with open_client(self.config, sender, network=self.network) as client:
+                reply = await client.transfer(sender, receiver, amount, timeout=self.wait_s)
         except ClientTimeout:
             error = await self._no_reply(f"transfer ({sender}, {receiver}, {amount})")
             raise ShellError(
