@@ -70,6 +70,7 @@ _TOP_OPTIONAL = (
     "timers",
     "tls",
     "clients",
+    "allow_reset",
 )
 _TLS_KEYS = ("dir", "enabled")
 _TIMER_KEYS = (
@@ -136,6 +137,7 @@ class Config:
     # Client id -> the accounts it may debit; a client not named here may
     # debit the account with its own name (core/ledger.py).
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    allow_reset: bool = False  # control `reset` wipes every replica: test clusters only
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -230,6 +232,7 @@ def config_from_dict(
     nodes = check.nodes(data)
     tls_dir, tls_enabled = check.tls(data, path, nodes)
     client_accounts = check.clients(data, accounts)
+    allow_reset = check.boolean(data, "allow_reset", False)
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -248,6 +251,7 @@ def config_from_dict(
         tls_dir=tls_dir,
         tls_enabled=tls_enabled,
         client_accounts=tuple(client_accounts.items()),
+        allow_reset=allow_reset,
     )
 
 
@@ -546,6 +550,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "timers": attrs.asdict(config.timers),
         "tls": {"dir": str(config.tls_dir), "enabled": config.tls_enabled},
         "clients": {c: {"accounts": list(a)} for c, a in config.client_accounts},
+        "allow_reset": config.allow_reset,
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
 
@@ -586,6 +591,7 @@ def make_local_config(
     # In-process test clusters speak plaintext unless a test asks for TLS
     # (tls={"enabled": True, "dir": ...}): loopback only, so it is allowed.
     data["tls"] = {"enabled": False}
+    data["allow_reset"] = True  # the CSV sets' `reset` between runs
     for key, value in overrides.items():
         data[key] = _plain(value)
     return config_from_dict(data)

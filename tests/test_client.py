@@ -9,7 +9,7 @@ import trio
 
 import ledgerpaxos
 from ledgerpaxos import client as client_module
-from ledgerpaxos.client import ClientTimeout, TransferReply, open_client
+from ledgerpaxos.client import ClientTimeout, TransferReply, control, open_client
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import Cluster, open_cluster
 
@@ -141,3 +141,15 @@ async def test_reset_wipes_a_replica_which_then_catches_up(
     assert balances["A"] == 6 and balances["C"] == 14
     restarted = await cluster.restart(follower)  # what it caught up with is on its disk
     assert restarted.core.balances() == balances
+
+
+async def test_reset_is_refused_unless_the_config_allows_it(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async with open_cluster(tmp_path, allow_reset=False) as cluster:
+        await cluster.wait_for_leader()
+        async with cluster.client("A") as client:
+            assert (await client.transfer("A", "B", 3)).ok
+        reply = await control(cluster.config, "n1", ControlOp.reset, network=cluster.network)
+        assert not reply.ok and "only a config with allow_reset = true" in reply.body
+        assert cluster.replicas["n1"].core.balances()["A"] == 7  # nothing wiped

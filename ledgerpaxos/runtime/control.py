@@ -29,6 +29,7 @@ import json
 from typing import Any, Protocol
 
 from ledgerpaxos import constants
+from ledgerpaxos.config import Config
 from ledgerpaxos.core import Core, SlotView, Status
 from ledgerpaxos.core.messages import (
     Command,
@@ -44,6 +45,7 @@ class Controllable(Protocol):
 
     node_id: str
     alive: bool
+    config: Config
 
     @property
     def snapshots_written(self) -> int: ...
@@ -97,8 +99,16 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
             reason = f"{node} is not the leader (it believes {status.leader} is)"
             body = {"node": node, "reason": reason}
     elif op == ControlOp.reset:
-        replica.reset()
-        body = {"node": node, "alive": replica.alive}
+        if replica.config.allow_reset:
+            replica.reset()
+            body = {"node": node, "alive": replica.alive}
+        else:
+            ok = False
+            body = {
+                "node": node,
+                "reason": "reset is off: it wipes the ledger; only a config with "
+                "allow_reset = true (a test cluster) allows it",
+            }
     else:  # pragma: no cover - the wire decoder only lets known ops through
         raise AssertionError(f"unknown control op {op!r}")
     return ControlReply(op=op, ok=ok, body=json.dumps(body))
