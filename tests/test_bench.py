@@ -373,3 +373,16 @@ def test_comparison_names_the_ratio_or_how_to_get_pysyncobj() -> None:
     }
     text = bench.render_comparison([fake_run(transfers_per_s=90_000.0), fake_run()], pysyncobj)
     assert "30,000 transfers/s" in text and "= 4.1x PySyncObj" in text
+
+
+def test_the_tls_cost_pairs_each_load_with_and_without() -> None:
+    runs = [
+        fake_run(clients=64, transfers_per_request=1, tls=True, transfers_per_s=9_000.0),
+        fake_run(clients=64, transfers_per_request=1, tls=False, transfers_per_s=10_000.0),
+        fake_run(clients=1, transfers_per_request=1, tls=True),  # no plaintext twin: no line
+    ]
+    (line,) = bench.render_tls_cost(runs).splitlines()
+    assert line.startswith(
+        "TLS at 64x1: 9,000 transfers/s against 10,000 in plaintext (+10.0% cost)"
+    )
+    assert " on " in bench.render_table(runs[:1]) and " off " in bench.render_table(runs[1:2])

@@ -50,7 +50,14 @@ from ledgerpaxos.client import ClientTimeout
 from ledgerpaxos.config import ConfigError, load_config
 from tools.bench import versus_pysyncobj as bench_pysyncobj
 from tools.bench.cluster import LaunchedCluster, account_names
-from tools.bench.report import render_comparison, render_table, run_ok, write_json, write_plot
+from tools.bench.report import (
+    render_comparison,
+    render_table,
+    render_tls_cost,
+    run_ok,
+    write_json,
+    write_plot,
+)
 from tools.bench.run import BenchError, Unanswered, histogram, load_processes_for, prog, run_once
 
 __all__ = [
@@ -59,6 +66,7 @@ __all__ = [
     "load_processes_for",
     "render_comparison",
     "render_table",
+    "render_tls_cost",
     "run_ok",
     "run_once",
     "write_json",
@@ -111,7 +119,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--matrix",
         action="store_true",
-        help="run 1x1, 64x1 and 64x100 (clients x transfers) on launched clusters",
+        help="run 1x1, 64x1 and 64x100 (clients x transfers) on launched clusters, "
+        "each with TLS and in plaintext",
+    )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="launched clusters without TLS (loopback only; with --matrix: no TLS runs)",
     )
     args = parser.parse_args(argv)
     if args.matrix:
@@ -141,10 +155,18 @@ def config_overrides() -> dict[str, Any]:
     return overrides
 
 
-def _run_launched(args: argparse.Namespace, clients: int, transfers: int) -> dict[str, Any]:
+def _run_launched(
+    args: argparse.Namespace, clients: int, transfers: int, *, tls_on: bool
+) -> dict[str, Any]:
     accounts = args.accounts or 1000
     overrides = config_overrides()
-    with LaunchedCluster(replicas=args.replicas, accounts=accounts, overrides=overrides) as cluster:
+    with LaunchedCluster(
+        replicas=args.replicas,
+        accounts=accounts,
+        overrides=overrides,
+        clients=clients,
+        tls_on=tls_on,
+    ) as cluster:
         cluster.start()
 
         def check_alive() -> None:
@@ -205,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pysyncobj: dict[str, Any] | None = None
     try:
         if args.matrix:
-            runs = [_run_launched(args, clients, transfers) for clients, transfers in MATRIX]
+            modes = [False] if args.plaintext else [True, False]
+            runs = [
+                _run_launched(args, clients, transfers, tls_on=mode)
+                for clients, transfers in MATRIX
+                for mode in modes
+            ]
             if bench_pysyncobj.available():
                 if sys.stderr.isatty():
                     print(
@@ -219,7 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except RuntimeError as error:
                     print(f"{prog}: PySyncObj comparison failed: {error}", file=sys.stderr)
         elif args.launch:
-            runs = [_run_launched(args, args.clients, args.transfers_per_request)]
+            runs = [
+                _run_launched(
+                    args, args.clients, args.transfers_per_request, tls_on=not args.plaintext
+                )
+            ]
         else:
             runs = [_run_existing(args)]
     except KeyboardInterrupt:
@@ -231,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_table(runs))
     if args.matrix:
         print()
+        cost = render_tls_cost(runs)
+        if cost:
+            print(cost)
         print(render_comparison(runs, pysyncobj))
     if args.json:
         write_json(runs, args.json, pysyncobj)

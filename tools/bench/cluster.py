@@ -19,7 +19,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ledgerpaxos import tls
+from ledgerpaxos.client import default_operator
 from ledgerpaxos.config import Config, make_local_config, write_config
+from tools.certs import ensure_certificates
 from tools.cluster.launcher import Launcher
 from tools.cluster.ports import PortReservation
 
@@ -49,7 +52,12 @@ class LaunchedCluster:
         accounts: int,
         overrides: dict[str, Any] | None = None,
         keep_dir: bool = False,
+        clients: int = 0,
+        tls_on: bool = True,
     ) -> None:
+        """`clients`: how many load clients will connect (each gets the
+        certificate of the account it is named after); `tls_on`: False for a
+        plaintext run (loopback only)."""
         self.directory = Path(tempfile.mkdtemp(prefix="ledgerpaxos-bench-"))
         self.keep_dir = keep_dir
         self.ports = PortReservation(replicas)
@@ -62,6 +70,7 @@ class LaunchedCluster:
                     "accounts": account_names(accounts),
                     "initial_balance": initial_balance_for(accounts),
                     "fsync": True,
+                    "tls": {"enabled": tls_on, "dir": str(self.directory / "tls")},
                     **(overrides or {}),
                 },
             )
@@ -71,6 +80,11 @@ class LaunchedCluster:
             raise
         self.config_path = self.directory / "cluster.toml"
         write_config(self.config, self.config_path)
+        if self.config.tls_enabled:
+            identities = [tls.node(n) for n in self.config.node_ids]
+            identities += [tls.client(a) for a in self.config.accounts[:clients]]
+            identities.append(tls.operator(default_operator))
+            ensure_certificates(tls.Files(self.config.tls_dir), identities)
         self.logs = self.directory / "logs"
         self.logs.mkdir()
         self.launcher = Launcher(

@@ -34,6 +34,7 @@ import random
 import selectors
 import signal
 import socket
+import ssl
 import time
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +43,7 @@ from typing import Any
 import attrs
 
 import wire
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config, load_config
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, CommandKind, Transfer
 
@@ -140,22 +141,45 @@ class _LoadClient:
     def send(self, data: bytes) -> None:
         """Send now what the socket takes; the rest waits for it to be writable."""
         if not self.unsent:
-            sent = self.sock.send(data)
-            data = data[sent:]
+            data = data[self._send_some(data) :]
         self.unsent += data
 
     def flush(self) -> None:
         if self.unsent:
-            sent = self.sock.send(self.unsent)
-            self.unsent = self.unsent[sent:]
+            self.unsent = self.unsent[self._send_some(self.unsent) :]
+
+    def _send_some(self, data: bytes) -> int:
+        try:
+            return self.sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0  # TLS: nothing taken; the same bytes go again when writable
 
 
-def _connect(config: Config, leader: str) -> socket.socket:
+def _connect(config: Config, leader: str, client_id: str) -> socket.socket:
+    """A connection to the leader; with TLS (the config's default) as client
+    `client_id`, the handshake done before the window opens."""
     node = config.node(leader)
     sock = socket.create_connection((node.host, node.port), timeout=connect_timeout_s)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if config.tls_enabled:
+        context = tls.client_context(tls.Files(config.tls_dir), tls.client(client_id))
+        secure = context.wrap_socket(sock)  # the handshake, within connect_timeout_s
+        if tls.identity_of(secure.getpeercert()) != tls.node(leader):
+            secure.close()
+            raise ConnectionError(f"the certificate at {leader}'s address is not {leader}'s")
+        sock = secure
     sock.setblocking(False)
     return sock
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """What arrived; b"" when the other end closed. TLS may hold decrypted
+    bytes beyond one record, which the selector cannot see: take them all."""
+    data = sock.recv(constants.receive_size_max)
+    if isinstance(sock, ssl.SSLSocket):
+        while data and sock.pending():
+            data += sock.recv(sock.pending())
+    return data
 
 
 def run_load(
@@ -185,7 +209,7 @@ def run_load(
     try:
         for i, client_id in enumerate(spec.client_ids):
             try:
-                sock = _connect(config, spec.leader)
+                sock = _connect(config, spec.leader, client_id)
             except OSError as error:
                 errors.append(f"{client_id}: cannot connect to {spec.leader}: {error}")
                 continue
@@ -222,13 +246,13 @@ def run_load(
                         client.flush()
                     if not events & selectors.EVENT_READ:
                         continue
-                    data = client.sock.recv(constants.receive_size_max)
+                    data = _receive(client.sock)
                     received_at = time.monotonic()  # ... to the reply's arrival, before decoding it
                     if not data:
                         end(client, "the leader closed the connection")
                         continue
                     replies = [m for _, m in client.decoder.feed(data)]
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     continue
                 except (OSError, wire.FrameError) as error:
                     end(client, f"{type(error).__name__}: {error}")

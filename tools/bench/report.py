@@ -33,7 +33,7 @@ def render_table(runs: list[dict[str, Any]]) -> str:
         "",
     ]
     header = (
-        f"{'clients':>7} {'T':>5} {'transfers/s':>12} {'requests/s':>11} "
+        f"{'clients':>7} {'T':>5} {'TLS':>3} {'transfers/s':>12} {'requests/s':>11} "
         f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'fsyncs/s':>9}  "
         f"{'CPU s per 1k transfers: leader':>30} {'followers':>9} {'bench':>7}"
     )
@@ -45,7 +45,8 @@ def render_table(runs: list[dict[str, Any]]) -> str:
         follower_cpu = sum(followers) / len(followers) if followers else math.nan
         bench_cpu = cpu.get("bench (all)", math.nan)
         lines.append(
-            f"{run['clients']:>7} {run['transfers_per_request']:>5} {run['transfers_per_s']:>12,.0f} "
+            f"{run['clients']:>7} {run['transfers_per_request']:>5} "
+            f"{'on' if run.get('tls', False) else 'off':>3} {run['transfers_per_s']:>12,.0f} "
             f"{run['requests_per_s']:>11,.0f} {_ms(run['p50_ms']):>7} {_ms(run['p90_ms']):>7} "
             f"{_ms(run['p99_ms']):>7} {_ms(run['max_ms']):>7} {run['fsyncs_per_s']:>9,.0f}  "
             f"{leader_cpu:>30.3f} {follower_cpu:>9.3f} {bench_cpu:>7.3f}"
@@ -79,7 +80,8 @@ def render_comparison(runs: list[dict[str, Any]], pysyncobj: dict[str, Any] | No
             "PySyncObj comparison skipped: not installed "
             f"({bench_pysyncobj.install_hint}; an optional comparison)"
         )
-    ours = max(runs, key=lambda run: run["transfers_per_s"])
+    with_tls = [run for run in runs if run.get("tls", False)]
+    ours = max(with_tls or runs, key=lambda run: run["transfers_per_s"])
     ratio = (
         ours["transfers_per_s"] / pysyncobj["transfers_per_s"]
         if pysyncobj["transfers_per_s"]
@@ -88,11 +90,31 @@ def render_comparison(runs: list[dict[str, Any]], pysyncobj: dict[str, Any] | No
     return "\n".join(
         [
             bench_pysyncobj.render(pysyncobj),
-            f"ours at its best ({ours['clients']}x{ours['transfers_per_request']}, fsync on): "
+            f"ours at its best ({ours['clients']}x{ours['transfers_per_request']}, fsync on, "
+            f"TLS {'on' if ours.get('tls', False) else 'off'}): "
             f"{ours['transfers_per_s']:,.0f} transfers/s = {ratio:.1f}x PySyncObj's peak "
             f"(no fsync) in the same run",
         ]
     )
+
+
+def render_tls_cost(runs: list[dict[str, Any]]) -> str:
+    """What TLS costs, from the runs of one load with it and without (same run)."""
+    by_load: dict[tuple[int, int], dict[bool, dict[str, Any]]] = {}
+    for run in runs:
+        load = (run["clients"], run["transfers_per_request"])
+        by_load.setdefault(load, {})[bool(run.get("tls", False))] = run
+    lines = []
+    for (clients, transfers), pair in by_load.items():
+        if True in pair and False in pair:
+            on, off = pair[True]["transfers_per_s"], pair[False]["transfers_per_s"]
+            cost = (1 - on / off) * 100 if off else math.nan
+            lines.append(
+                f"TLS at {clients}x{transfers}: {on:,.0f} transfers/s against {off:,.0f} "
+                f"in plaintext ({cost:+.1f}% cost), p50 {_ms(pair[True]['p50_ms'])} against "
+                f"{_ms(pair[False]['p50_ms'])} ms"
+            )
+    return "\n".join(lines)
 
 
 def write_json(

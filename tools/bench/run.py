@@ -461,6 +461,7 @@ def _figures(
         "duration_s": duration,
         "load_processes": processes,
         "fsync": config.fsync,
+        "tls": config.tls_enabled,
         "leader": leader,
         "transfers_per_s": transfers / duration,
         "requests_per_s": requests / duration,
