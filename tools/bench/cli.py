@@ -2,7 +2,7 @@
 
     ledgerpaxos-bench [--config PATH] [--launch] [--replicas N] [--clients C]
                       [--transfers-per-request T] [--duration SECONDS] [--accounts K]
-                      [--json PATH] [--plot PATH] [--matrix]
+                      [--plaintext] [--json PATH] [--plot PATH] [--matrix]
 
 C clients each keep one request of T transfers (random distinct accounts of
 K, amounts 1-100) in flight for SECONDS. With --launch, N replica processes
