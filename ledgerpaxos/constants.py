@@ -39,6 +39,17 @@ views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
 # A connection that has not finished its TLS handshake by then is closed.
 tls_handshake_timeout_ms = 5_000
+# A frame begun and not finished by then closes its connection (a slow sender
+# holds no buffer for long).
+partial_frame_timeout_ms = 10_000
+# Frames from clients and operators: a request of transfers_per_request_max
+# transfers is about 0.3 MB; peers may send up to message_size_max.
+client_frame_bytes_max = 1024 * 1024
+# Accepted connections one replica keeps open at once; more are closed at once
+# (well below the usual 1,024 file descriptors, so the WAL and snapshots always
+# find one).
+connections_max = 512
+warnings_interval_ms = 1_000  # one warning of a kind per this, the rest counted
 # A peer's ballot may not name a round above this (core/validation.py): rounds
 # grow by one per election, and one this high would leave no room below 2**64.
 ballot_round_max = 2**48

@@ -22,8 +22,11 @@ class FrameDecoder:
     linear in the bytes fed, however they are split.
     """
 
-    def __init__(self, *, cluster_id: int) -> None:
+    def __init__(self, *, cluster_id: int, body_size_max: int | None = None) -> None:
+        """`body_size_max`: refuse larger frames (a connection's own bound,
+        below message_size_max; settable until the frame it applies to)."""
         self._cluster_id = cluster_id
+        self.body_size_max = body_size_max
         self._buffer = bytearray()
         self._header: ParsedHeader | None = None  # parsed header awaiting its body
         self._error: FrameError | None = None
@@ -51,6 +54,12 @@ class FrameDecoder:
                         )
                         offset += HEADER_SIZE
                     body_length = self._header.header.body_length
+                    limit = self.body_size_max
+                    if limit is not None and body_length > limit:
+                        raise FrameError(
+                            f"a frame of {body_length} bytes, above the {limit} this "
+                            "connection accepts"
+                        )
                     if len(buffer) - offset < body_length:
                         break
                     body = view[offset : offset + body_length]

@@ -13,6 +13,7 @@ a frame means (Replica.receive_from_peer, receive_from_client).
 from __future__ import annotations
 
 import os
+import re
 import select
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,13 @@ class ProtocolViolation(Exception):
     """A well-formed frame that has no business on this connection."""
 
 
-# What closes a connection with a warning: garbage, a frame out of place, no TLS.
-REFUSED = (wire.FrameError, ProtocolViolation, HandshakeFailed)
+class ConnectionStalled(Exception):
+    """The other end holds the connection without finishing what it began."""
+
+
+# What closes a connection with a warning: garbage, a frame out of place, no
+# TLS, a stall.
+REFUSED = (wire.FrameError, ProtocolViolation, HandshakeFailed, ConnectionStalled)
 
 
 class DirectWriter:
@@ -101,7 +107,15 @@ class Inbound:
         self.remote = remote
         self.connection = connection
         self.nursery = nursery
-        self.decoder = wire.FrameDecoder(cluster_id=replica.config.cluster_id)
+        # Until a node's certificate is shown (or, without TLS, until a peer's
+        # first frame) a frame is held to the client bound.
+        self.decoder = wire.FrameDecoder(
+            cluster_id=replica.config.cluster_id,
+            body_size_max=constants.client_frame_bytes_max
+            if connection.session is not None
+            else None,
+        )
+        self.partial_since: float | None = None  # when a frame began arriving
         self.session = connection.session  # TLS, unless the config turns it off
         self.kind: str | None = None  # "peer" or "client", from the first frame
         self.peer = ""  # the peer's node id, once known
@@ -115,10 +129,14 @@ class Inbound:
         replica = self.replica
         session = self.session
         if session is not None:
+            established = session.established
             data = session.feed(data)  # HandshakeFailed: not one of ours
             handshake = session.outgoing()
             if handshake:
                 self.connection.deliver_raw(handshake)
+            identity = session.identity
+            if not established and identity is not None and identity.kind is tls.Kind.node:
+                self.decoder.body_size_max = None  # a peer: up to message_size_max
         stepped = False
         try:
             for header, message in self.decoder.feed(data):
@@ -143,6 +161,10 @@ class Inbound:
         finally:
             if stepped:
                 replica.carry_out_now(replica.core.take_ready())
+            if self.decoder.buffered == 0:
+                self.partial_since = None
+            elif self.partial_since is None:
+                self.partial_since = trio.current_time()
 
     def _check_identity(self, identity: tls.Identity | None) -> None:
         """Whoever the certificate names, and only they, speak on this connection."""
@@ -171,7 +193,10 @@ class Inbound:
             return
         if isinstance(why, REFUSED):
             who = f"peer {self.peer} at {self.remote}" if self.peer else self.remote
-            self.replica.log.warning("closing the connection from %s: %s", who, why)
+            # One warning per kind of refusal and second: numbers aside, a flood
+            # of garbage says the same thing over and over.
+            kind = re.sub(r"0x[0-9a-f]+|\d+", "#", f"{type(why).__name__}: {why}")[:60]
+            self.replica.warn_limited(kind, "closing the connection from %s: %s", who, why)
         else:
             self.replica.log.debug(
                 "connection from %s ended: %s", self.peer or self.remote, why or "closed"

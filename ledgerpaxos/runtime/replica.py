@@ -55,13 +55,14 @@ from ledgerpaxos.host import ReadyExecutor, Waiters
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.connections import (
     ClientConnection,
+    ConnectionStalled,
     Inbound,
     Poller,
     ProtocolViolation,
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
-from ledgerpaxos.runtime.tls_session import HandshakeFailed, TlsSession
+from ledgerpaxos.runtime.tls_session import TlsSession
 from ledgerpaxos.storage import Recovered, ReplicaStore
 
 
@@ -169,6 +170,9 @@ class Replica:
             peer: PeerLink(peer, self.network, node_id, self.log, dialing) for peer in self.peers
         }
         self._peer_index = {peer: config.index_of(peer) for peer in self.peers}
+        self._connections_open = 0
+        self._warned_at: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
         self._poller: Poller | None = None  # while running, where epoll exists
 
     @property
@@ -379,6 +383,16 @@ class Replica:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         remote = describe_remote(stream)
+        if self._connections_open >= constants.connections_max:
+            self.warn_limited(
+                "connections",
+                "%d connections open: closing new ones (the last from %s)",
+                self._connections_open,
+                remote,
+            )
+            await stream.aclose()
+            return
+        self._connections_open += 1
         session = None
         if self._accepting is not None:
             session = TlsSession(self._accepting, server_side=True)
@@ -387,10 +401,9 @@ class Replica:
             async with stream, trio.open_nursery() as nursery:
                 inbound = Inbound(self, stream, remote, connection, nursery)
                 if session is not None:
-                    # The handshake's records go out through the writer, and
-                    # whoever does not finish it in time is cut off.
+                    # The handshake's records go out through the writer.
                     nursery.start_soon(connection.write_replies, stream, nursery.cancel_scope)
-                    nursery.start_soon(self._handshake_deadline, inbound)
+                nursery.start_soon(self._watch, inbound)
                 poller = self._poller
                 if poller is not None and isinstance(stream, trio.SocketStream):
                     fd = stream.socket.fileno()
@@ -403,19 +416,45 @@ class Replica:
                     await inbound.read_stream()
                 nursery.cancel_scope.cancel()
         finally:
+            self._connections_open -= 1
             connection.closed = True
             connection.replies_in.close()
             if self._executor is not None:
                 self._executor.waiters.forget(connection)
 
-    async def _handshake_deadline(self, inbound: Inbound) -> None:
-        await trio.sleep(constants.tls_handshake_timeout_ms / 1000)
-        session = inbound.session
-        if session is not None and not session.established:
-            inbound.finish(
-                HandshakeFailed(f"no TLS handshake within {constants.tls_handshake_timeout_ms} ms")
-            )
-            inbound.nursery.cancel_scope.cancel()
+    async def _watch(self, inbound: Inbound) -> None:
+        """Cut off whoever holds a connection without speaking: no TLS handshake
+        in time, or a frame begun and not finished in time (slowloris)."""
+        handshake_s = constants.tls_handshake_timeout_ms / 1000
+        partial_s = constants.partial_frame_timeout_ms / 1000
+        opened = trio.current_time()
+        while True:
+            await trio.sleep(min(handshake_s, partial_s) / 4)
+            now = trio.current_time()
+            session = inbound.session
+            why = None
+            if session is not None and not session.established and now - opened > handshake_s:
+                why = f"no TLS handshake within {constants.tls_handshake_timeout_ms} ms"
+            elif inbound.partial_since is not None and now - inbound.partial_since > partial_s:
+                why = f"a frame not finished within {constants.partial_frame_timeout_ms} ms"
+            if why is not None:
+                inbound.finish(ConnectionStalled(why))
+                inbound.nursery.cancel_scope.cancel()
+                return
+
+    def warn_limited(self, kind: str, message: str, *args: object) -> None:
+        """A warning at most once per warnings_interval_ms for each kind (a
+        flood of bad connections must not flood the log too)."""
+        now = trio.current_time()
+        last = self._warned_at.get(kind)
+        if last is not None and now - last < constants.warnings_interval_ms / 1000:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        suppressed = self._suppressed.pop(kind, 0)
+        self._warned_at[kind] = now
+        self.log.warning(
+            message + (f" ({suppressed} more like it not logged)" if suppressed else ""), *args
+        )
 
     def _may_step_here(self) -> bool:
         """Whether a task other than the core loop may step the core and carry

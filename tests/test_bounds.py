@@ -1,0 +1,106 @@
+"""Nobody holds a replica's resources for long: stalled frames, silent
+handshakes, oversized client frames, too many connections, floods of warnings."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import trio
+
+import wire
+from ledgerpaxos import constants, tls
+from ledgerpaxos.client import authenticated
+from ledgerpaxos.core.messages import ControlOp, ControlRequest
+from tests.conftest import Cluster
+from tests.test_tls_runtime import tls_cluster, tls_config
+
+
+async def closed_within(stream: trio.abc.Stream, seconds: float) -> bool:
+    with trio.move_on_after(seconds):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        return True
+    return False
+
+
+async def test_a_frame_left_unfinished_closes_its_connection_and_clients_go_on(
+    cluster: Cluster, autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    leader = await cluster.wait_for_leader()
+    frame = wire.encode_frame(ControlRequest(op=ControlOp.ping), cluster_id=1, sender=0)
+    async with await cluster.network.connect(leader) as slow:
+        await slow.send_all(frame[:-3])  # all but the last bytes, then nothing (slowloris)
+        async with cluster.client("A") as client:
+            assert (await client.transfer("A", "B", 1)).ok  # served meanwhile
+        timeout_s = constants.partial_frame_timeout_ms / 1000
+        assert not await closed_within(slow, timeout_s / 2)
+        assert await closed_within(slow, timeout_s)
+    assert any("a frame not finished within" in r.getMessage() for r in caplog.records)
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once(
+    cluster: Cluster, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = await cluster.wait_for_leader()
+    open_before = cluster.replicas[leader]._connections_open  # its peers' links
+    monkeypatch.setattr(constants, "connections_max", open_before + 3)
+    idle = [await cluster.network.connect(leader) for _ in range(3)]
+    await trio.sleep(0.1)
+    async with await cluster.network.connect(leader) as one_too_many:
+        assert await closed_within(one_too_many, 1)
+    for stream in idle:
+        await stream.aclose()
+    await trio.sleep(0.1)
+    async with cluster.client("A") as client:  # room again
+        assert (await client.transfer("A", "B", 1)).ok
+
+
+async def test_a_flood_of_garbage_is_logged_once_a_second(
+    cluster: Cluster, autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    leader = await cluster.wait_for_leader()
+    caplog.set_level(logging.WARNING)
+    for _ in range(50):
+        async with await cluster.network.connect(leader) as stream:
+            await stream.send_all(b"\x00garbage" * 8)
+            assert await closed_within(stream, 1)
+    await trio.sleep(1.5)
+    async with await cluster.network.connect(leader) as stream:
+        await stream.send_all(b"\x00garbage" * 8)
+        assert await closed_within(stream, 1)
+    closing = [r.getMessage() for r in caplog.records if "closing the connection" in r.getMessage()]
+    assert len(closing) == 2, closing
+    assert "(49 more like it not logged)" in closing[1]
+
+
+async def test_with_tls_a_silent_connection_and_an_oversized_client_frame_are_cut_off(
+    tmp_path: Path, autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tls_config(tmp_path)
+    async with tls_cluster(config) as network:
+        async with await network.connect("n1") as silent:
+            timeout_s = constants.tls_handshake_timeout_ms / 1000
+            assert await closed_within(silent, timeout_s + 2)
+        context = tls.client_context(tls.Files(config.tls_dir), tls.client("A"))
+        stream = await authenticated(await network.connect("n1"), context, tls.node("n1"))
+        async with stream:
+            frame = wire.encode_frame(ControlRequest(op=ControlOp.ping), cluster_id=1, sender=0)
+            header = bytearray(frame[: wire.HEADER_SIZE])
+            huge = constants.client_frame_bytes_max + 1
+            # The body length lies at its place in the header: the same layout, a bigger claim.
+            offset = bytes(header).find(struct.pack(">I", len(frame) - wire.HEADER_SIZE))
+            assert offset > 0
+            header[offset : offset + 4] = struct.pack(">I", huge)
+            header[-4:] = struct.pack(">I", zlib.crc32(bytes(header[:-4])))  # a valid header
+            await stream.send_all(bytes(header))
+            assert await closed_within(stream, 2)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "no TLS handshake within" in messages
+    assert f"a frame of {huge} bytes, above the {constants.client_frame_bytes_max}" in messages
