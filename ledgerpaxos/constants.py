@@ -50,6 +50,12 @@ client_frame_bytes_max = 1024 * 1024
 # find one).
 connections_max = 512
 warnings_interval_ms = 1_000  # one warning of a kind per this, the rest counted
+# `print_log` answers with at most this many of the newest entries and transfers.
+control_log_entries_max = 1_000
+control_log_transfers_max = 20_000
+# Bytes of replies waiting for one client connection; a client that lets more
+# pile up (it does not read) is disconnected.
+client_reply_bytes_max = 16 * 1024 * 1024
 # A peer's ballot may not name a round above this (core/validation.py): rounds
 # grow by one per election, and one this high would leave no room below 2**64.
 ballot_round_max = 2**48

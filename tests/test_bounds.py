@@ -4,6 +4,7 @@ handshakes, oversized client frames, too many connections, floods of warnings.""
 from __future__ import annotations
 
 import logging
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -13,9 +14,11 @@ import trio
 
 import wire
 from ledgerpaxos import constants, tls
-from ledgerpaxos.client import authenticated
+from ledgerpaxos.client import authenticated, open_client
+from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import ControlOp, ControlRequest
-from tests.conftest import Cluster
+from ledgerpaxos.runtime import Replica, TcpNetwork
+from tests.conftest import Cluster, ReservePorts
 from tests.test_tls_runtime import tls_cluster, tls_config
 
 
@@ -104,3 +107,58 @@ async def test_with_tls_a_silent_connection_and_an_oversized_client_frame_are_cu
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "no TLS handshake within" in messages
     assert f"a frame of {huge} bytes, above the {constants.client_frame_bytes_max}" in messages
+
+
+async def test_a_client_that_does_not_read_its_replies_is_disconnected(
+    tmp_path: Path, reserve_ports: ReservePorts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over real TCP (socket buffers fill up, unlike memory streams): print_log
+    asked again and again, never read."""
+    config = make_local_config(
+        1, reserve_ports(1), tmp_path / "data", fsync=False, initial_balance=10**6
+    )
+    replica = Replica(
+        config, "n1", network=TcpNetwork(config, reuse_port=True), rng=random.Random(1)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(replica.run)
+        async with open_client(config, "A") as client:
+            for _ in range(40):  # a log worth printing
+                assert (await client.transfers([("A", "B", 1)] * 20)).ok
+        request = wire.encode_frame(ControlRequest(op=ControlOp.print_log), cluster_id=1, sender=0)
+        port = config.node("n1").port
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(30):
+            try:
+                while True:
+                    await stream.send_all(request * 50)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # cut off
+        await stream.aclose()
+        assert any("does not read" in r.getMessage() for r in caplog.records)
+        async with open_client(config, "A") as client:  # and the replica serves on
+            assert (await client.transfer("A", "B", 1)).ok
+        nursery.cancel_scope.cancel()
+
+
+def test_print_log_answers_with_the_newest_entries_within_its_bounds() -> None:
+    from ledgerpaxos.core import SlotView
+    from ledgerpaxos.core.messages import Ballot, Command, CommandKind, Transfer
+    from ledgerpaxos.runtime.control import newest_entries
+
+    def view(slot: int, transfers: int) -> SlotView:
+        command = Command(
+            client_id="A",
+            request_no=slot,
+            kind=CommandKind.transfer,
+            transfers=(Transfer(sender="A", receiver="B", amount=1),) * transfers,
+        )
+        return SlotView(slot=slot, ballot=Ballot(1, 1), status="E", batch=(command,))
+
+    many = [view(slot, 1) for slot in range(1, 1501)]
+    shown, left_out = newest_entries(many)
+    assert (len(shown), left_out) == (constants.control_log_entries_max, 500)
+    assert shown[0]["slot"] == 501 and shown[-1]["slot"] == 1500
+    heavy = [view(slot, 8000) for slot in range(1, 11)]
+    shown, left_out = newest_entries(heavy)
+    assert [e["slot"] for e in shown] == [9, 10] and left_out == 8  # a third: 24,000 > 20,000

@@ -12,6 +12,7 @@ a frame means (Replica.receive_from_peer, receive_from_client).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -25,6 +26,8 @@ from ledgerpaxos.runtime.tls_session import HandshakeFailed, TlsSession
 
 if TYPE_CHECKING:
     from ledgerpaxos.runtime.replica import Replica
+
+log = logging.getLogger("ledgerpaxos.runtime")
 
 
 class ProtocolViolation(Exception):
@@ -263,7 +266,13 @@ class Poller:
 
 
 class ClientConnection:
-    """An accepted connection of a client or control tool, and what it waits for."""
+    """An accepted connection of a client or control tool, and what it waits for.
+
+    Replies the socket does not take at once wait for the connection's writer,
+    at most `client_replies_queued_max` of them and `client_reply_bytes_max`
+    bytes: a client that lets more pile up does not read, and is disconnected
+    (dropping a reply instead would break a TLS stream, and bytes held for a
+    client that never reads are memory lost)."""
 
     def __init__(self, remote: str, session: TlsSession | None = None) -> None:
         self.remote = remote
@@ -272,12 +281,13 @@ class ClientConnection:
         self.replies_in, self.replies_out = trio.open_memory_channel[bytes](
             constants.client_replies_queued_max
         )
+        self.queued_bytes = 0
         self.closed = False
         self.direct = DirectWriter()
+        self._done: trio.CancelScope | None = None  # ends the connection, once it is served
 
     def deliver(self, frame: bytes) -> None:
-        """Send a frame, or queue it for the connection's writer; dropped if
-        the client does not read."""
+        """Send a frame, or queue it for the connection's writer."""
         if self.closed:
             return
         if self.session is not None:
@@ -293,17 +303,33 @@ class ClientConnection:
         rest = self.direct.write(frame)
         if not rest:
             return
+        if self.queued_bytes + len(rest) > constants.client_reply_bytes_max:
+            self.cut_off(f"{self.queued_bytes + len(rest)} bytes of replies it does not read")
+            return
         try:
             self.replies_in.send_nowait(rest)
-            self.direct.queued += 1
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client retries; a reply is never needed twice
+        except trio.WouldBlock:
+            self.cut_off(f"{constants.client_replies_queued_max} replies it does not read")
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the connection is ending
+        self.direct.queued += 1
+        self.queued_bytes += len(rest)
+
+    def cut_off(self, why: str) -> None:
+        log.warning("disconnecting %s: %s", self.remote, why)
+        self.closed = True
+        self.replies_in.close()
+        if self._done is not None:
+            self._done.cancel()
 
     async def write_replies(self, stream: trio.abc.Stream, done: trio.CancelScope) -> None:
+        self._done = done
         self.direct.attach(stream)
         try:
             async for frame in self.replies_out:
                 await self.direct.send(stream, frame)
+                self.queued_bytes -= len(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:

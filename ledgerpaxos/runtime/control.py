@@ -4,7 +4,8 @@ Control never goes through consensus. Every answer is a ControlReply whose body
 is a JSON object; the keys per operation:
 
     ping          {"node", "alive", "role", "leader"}
-    print_log     {"node", "entries": [{"slot", "ballot", "status", "batch": [str, ...]}]}
+    print_log     {"node", "entries": [{"slot", "ballot", "status", "batch": [str, ...]}],
+                   "older_left_out": n}   the newest entries within control_log_*_max
     print_db      {"node", "alive", "balances": {account: balance}}
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
@@ -26,6 +27,7 @@ benchmark reads them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ledgerpaxos import constants
@@ -75,7 +77,8 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
             "leader": status.leader,
         }
     elif op == ControlOp.print_log:
-        body = {"node": node, "entries": [describe_entry(view) for view in core.log_view()]}
+        entries, left_out = newest_entries(core.log_view())
+        body = {"node": node, "entries": entries, "older_left_out": left_out}
     elif op == ControlOp.print_db:
         body = {"node": node, "alive": replica.alive, "balances": core.balances()}
     elif op == ControlOp.print_status:
@@ -117,6 +120,24 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
 def refused(request: ControlRequest, reason: str) -> ControlReply:
     """The answer to a control request its sender may not make."""
     return ControlReply(op=request.op, ok=False, body=json.dumps({"reason": reason}))
+
+
+def newest_entries(log: Sequence[SlotView]) -> tuple[list[dict[str, Any]], int]:
+    """The newest log entries that fit the answer's bounds, in slot order, and
+    how many older ones are left out: the answer is built in the core loop and
+    held in a client's reply queue, so it must not grow with the log."""
+    shown: list[dict[str, Any]] = []
+    transfers = 0
+    for view in reversed(log):
+        transfers += sum(max(1, len(c.transfers)) for c in view.batch)
+        if shown and (
+            len(shown) >= constants.control_log_entries_max
+            or transfers > constants.control_log_transfers_max
+        ):
+            break
+        shown.append(describe_entry(view))
+    shown.reverse()
+    return shown, len(log) - len(shown)
 
 
 def describe_command(command: Command) -> str:

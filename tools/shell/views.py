@@ -115,6 +115,9 @@ def render_log(answers: Mapping[str, NodeAnswer]) -> str:
             rows.append([entry["slot"], entry["ballot"], entry["status"], batch[0]])
             rows.extend(["", "", "", command] for command in batch[1:])
         title = f"{node}: {len(entries)} log entries (slots above its last purge)"
+        older = answer.body.get("older_left_out", 0)
+        if older:
+            title += f"; {older} older ones not shown"
         if not rows:
             parts.append(f"{node}: no log entries")
         else:
