@@ -52,6 +52,7 @@ default_checkpoint_interval = 10
 default_data_dir = "data"
 default_fsync = True
 default_tls_dir = "tls"
+default_auditor = "admin"  # the shell's own reads go out as this client (the operator's name)
 
 _NODE_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -71,6 +72,7 @@ _TOP_OPTIONAL = (
     "tls",
     "clients",
     "allow_reset",
+    "auditors",
 )
 _TLS_KEYS = ("dir", "enabled")
 _TIMER_KEYS = (
@@ -138,6 +140,7 @@ class Config:
     # debit the account with its own name (core/ledger.py).
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     allow_reset: bool = False  # control `reset` wipes every replica: test clusters only
+    auditors: tuple[str, ...] = (default_auditor,)  # clients whose reads show every balance
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -233,6 +236,7 @@ def config_from_dict(
     tls_dir, tls_enabled = check.tls(data, path, nodes)
     client_accounts = check.clients(data, accounts)
     allow_reset = check.boolean(data, "allow_reset", False)
+    auditors = check.client_ids(data, "auditors", [default_auditor])
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -252,6 +256,7 @@ def config_from_dict(
         tls_enabled=tls_enabled,
         client_accounts=tuple(client_accounts.items()),
         allow_reset=allow_reset,
+        auditors=auditors,
     )
 
 
@@ -436,6 +441,14 @@ class _Checker:
         base = pathlib.Path(path).absolute().parent if path is not None else pathlib.Path.cwd()
         return (base / text).absolute(), enabled
 
+    def client_ids(self, data: Mapping[str, Any], key: str, default: list[str]) -> tuple[str, ...]:
+        value = data.get(key, default)
+        if not isinstance(value, list) or not all(
+            isinstance(c, str) and _NODE_ID_RE.fullmatch(c) for c in value
+        ):
+            self.fail(key, f"expected an array of client ids, got {_show(value)}")
+        return tuple(dict.fromkeys(value))
+
     def clients(
         self, data: Mapping[str, Any], accounts: tuple[str, ...]
     ) -> dict[str, tuple[str, ...]]:
@@ -551,6 +564,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "tls": {"dir": str(config.tls_dir), "enabled": config.tls_enabled},
         "clients": {c: {"accounts": list(a)} for c, a in config.client_accounts},
         "allow_reset": config.allow_reset,
+        "auditors": list(config.auditors),
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ledgerpaxos import tls
 from ledgerpaxos.config import ConfigError, config_from_dict
 from ledgerpaxos.core import Ledger
 from ledgerpaxos.core.ledger import REASON_NOT_AUTHORIZED
@@ -83,5 +84,23 @@ async def test_over_tls_a_client_moves_only_its_own_money(
             refused = await client.transfer("B", "J", 5)  # what client "mallory" did before
             assert not refused.ok and refused.reason == REASON_NOT_AUTHORIZED
             assert (await client.transfer("A", "J", 5)).ok
-            balances = await client.balances()
+            assert await client.balances() == {"A": 5}  # a read shows a client its own
+        operator = tls.operator("admin")  # the shell does the same
+        async with open_client(config, "admin", network=network, identity=operator) as auditor:
+            balances = await auditor.balances()  # an auditor's shows every balance
         assert (balances["A"], balances["B"], balances["J"]) == (5, 10, 15)
+
+
+def test_a_read_shows_a_client_the_accounts_it_may_debit_and_an_auditor_all() -> None:
+    ledger = Ledger("ABC", 10, {"alice": ["A", "B"]}, auditors=["admin"])
+    read = {"kind": CommandKind.read, "transfers": ()}
+
+    def balances(client: str) -> dict[str, int]:
+        outcome = ledger.execute(Command(client_id=client, request_no=1, **read))
+        assert outcome is not None and outcome.balances is not None
+        return dict(outcome.balances)
+
+    assert balances("alice") == {"A": 10, "B": 10}
+    assert balances("C") == {"C": 10}
+    assert balances("mallory") == {}
+    assert balances("admin") == {"A": 10, "B": 10, "C": 10}

@@ -318,7 +318,7 @@ async def test_every_runtime_option_keeps_replicas_consistent(
         fsync=True,
         checkpoint_interval=5,
         initial_balance=1000,
-        clients={"c1": {"accounts": ["A", "B"]}},
+        clients={"c1": {"accounts": ["A", "B", "C"]}},
     )
     network = MemoryNetwork()
     in_thread: list[str] = []

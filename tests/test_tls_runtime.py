@@ -61,8 +61,13 @@ async def tls_cluster(config: Config) -> AsyncIterator[MemoryNetwork]:
 
 
 async def balances(config: Config, network: MemoryNetwork) -> dict[str, int]:
-    async with open_client(config, "A", network=network) as client:
-        return await client.balances()
+    """Every balance, read through the log as the auditor (the operator's name)."""
+    async with open_client(
+        config, "admin", network=network, identity=tls.operator("admin")
+    ) as client:
+        found = await client.balances()
+    assert set(found) == set(config.accounts)
+    return found
 
 
 def transfer(client_id: str, sender: str, request_no: int = 1) -> ClientRequest:

@@ -37,12 +37,15 @@ class Ledger:
         accounts: Iterable[str],
         initial_balance: int,
         client_accounts: Mapping[str, Iterable[str]] | None = None,
+        auditors: Iterable[str] = (),
     ) -> None:
         """`client_accounts`: the accounts each client named there may debit;
         any other client may debit the account with its own name (the seed's
-        rule: client A sends from account A)."""
+        rule: client A sends from account A). A read shows a client the
+        balances of the accounts it may debit; `auditors` see every one."""
         assert initial_balance >= 0
         self.client_accounts = {c: frozenset(a) for c, a in (client_accounts or {}).items()}
+        self.auditors = frozenset(auditors)
         self.balances: dict[str, int] = dict.fromkeys(accounts, initial_balance)
         # client id -> its last executed request and the outcome it got
         self.clients: dict[str, ClientEntry] = {}
@@ -68,7 +71,12 @@ class Ledger:
         if self.is_duplicate(command):
             return None
         if command.kind == CommandKind.read:
-            outcome = Outcome(balances=tuple(self.balances.items()))
+            client = command.client_id
+            if client in self.auditors:
+                shown = tuple(self.balances.items())
+            else:
+                shown = tuple((a, b) for a, b in self.balances.items() if self.may_debit(client, a))
+            outcome = Outcome(balances=shown)
         else:
             client = command.client_id
             outcome = Outcome(results=tuple(self._transfer(t, client) for t in command.transfers))

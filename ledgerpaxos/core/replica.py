@@ -155,7 +155,10 @@ class Core:
         self.log: dict[int, LogEntry] = {}
         # Learner / state machine.
         self.ledger = self.ledger_class(
-            settings.accounts, settings.initial_balance, dict(settings.client_accounts)
+            settings.accounts,
+            settings.initial_balance,
+            dict(settings.client_accounts),
+            settings.auditors,
         )
         # Requests this replica's own clients wait on (clients.admit).
         self.asked_here: OrderedDict[CommandKey, None] = OrderedDict()

@@ -35,6 +35,7 @@ class CoreSettings:
     snapshot_transfers_min: int = constants.snapshot_transfers_min
     # Who may debit which account (Ledger's client_accounts), as the config says.
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    auditors: tuple[str, ...] = ()  # clients whose reads show every balance
 
     def __attrs_post_init__(self) -> None:
         assert self.node_id in self.node_ids
@@ -72,4 +73,5 @@ class CoreSettings:
             pipeline_slots_max=config.pipeline_slots_max,
             snapshot_interval=config.snapshot_interval,
             client_accounts=config.client_accounts,
+            auditors=config.auditors,
         )

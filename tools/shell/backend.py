@@ -132,7 +132,10 @@ class Backend:
         self.loaded: LoadResult | None = None
         self._nursery = nursery
         self._client: Client | None = None
-        self._client_id = client_id or f"shell-{os.getpid()}"
+        # The shell reads as an auditor (the operator's name): every balance.
+        self._client_id = client_id or (
+            config.auditors[0] if config.auditors else f"shell-{os.getpid()}"
+        )
 
     # ------------------------------------------------------------ checking names
 
