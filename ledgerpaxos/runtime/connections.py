@@ -90,9 +90,11 @@ class DirectWriter:
 class Inbound:
     """One accepted connection's incoming side: frames in, routed to the core.
 
-    The first frame tells its kind: sender 0 is a client or control tool
-    (its replies go out through a writer task started then), anything else
-    a peer. `handle(data)` takes whatever the socket returned; bytes come
+    With TLS the handshake comes first, and the certificate says who is
+    there; the first frame tells its kind: sender 0 is a client or control
+    tool (its replies go out through a writer task, started then or, with
+    TLS, at the accept), anything else a peer, and it must match the
+    certificate. `handle(data)` takes whatever the socket returned; bytes come
     from the replica's Poller for TCP connections, and from read_stream()
     for other streams (the tests' memory network): the same routing either way.
     """
@@ -110,8 +112,9 @@ class Inbound:
         self.remote = remote
         self.connection = connection
         self.nursery = nursery
-        # Until a node's certificate is shown (or, without TLS, until a peer's
-        # first frame) a frame is held to the client bound.
+        # With TLS a frame is held to the client bound until a node's
+        # certificate is shown; without TLS (experiments on one machine)
+        # nobody is known, and a frame may be as large as a peer's.
         self.decoder = wire.FrameDecoder(
             cluster_id=replica.config.cluster_id,
             body_size_max=constants.client_frame_bytes_max
