@@ -48,7 +48,7 @@ async def test_a_frame_left_unfinished_closes_its_connection_and_clients_go_on(
     assert any("a frame not finished within" in r.getMessage() for r in caplog.records)
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once(
+async def test_at_the_connection_limit_strangers_make_room_and_known_ones_do_not(
     cluster: Cluster, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader = await cluster.wait_for_leader()
@@ -56,13 +56,34 @@ async def test_connections_beyond_the_limit_are_closed_at_once(
     monkeypatch.setattr(constants, "connections_max", open_before + 3)
     idle = [await cluster.network.connect(leader) for _ in range(3)]
     await trio.sleep(0.1)
+    newcomer = await cluster.network.connect(leader)  # the oldest silent one goes
+    assert await closed_within(idle[0], 1)
+    ping = wire.encode_frame(ControlRequest(op=ControlOp.ping), cluster_id=1, sender=0)
+    known = [*idle[1:], newcomer]
+    for stream in known:  # each says something: now every connection is known
+        await stream.send_all(ping)
+        assert await stream.receive_some(65536)
     async with await cluster.network.connect(leader) as one_too_many:
         assert await closed_within(one_too_many, 1)
-    for stream in idle:
+    for stream in [*idle, newcomer]:
         await stream.aclose()
     await trio.sleep(0.1)
     async with cluster.client("A") as client:  # room again
         assert (await client.transfer("A", "B", 1)).ok
+
+
+async def test_with_tls_a_crowd_of_idle_strangers_does_not_keep_a_client_out(
+    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tls_config(tmp_path)
+    async with tls_cluster(config) as network:
+        monkeypatch.setattr(constants, "connections_max", 20)
+        crowd = [await network.connect(n) for n in config.node_ids for _ in range(200)]
+        async with open_client(config, "A", network=network) as client:
+            with trio.fail_after(5):
+                assert (await client.transfer("A", "B", 1)).ok
+        for stream in crowd:
+            await stream.aclose()
 
 
 async def test_a_flood_of_garbage_is_logged_once_a_second(

@@ -172,6 +172,13 @@ class Inbound:
             elif self.partial_since is None:
                 self.partial_since = trio.current_time()
 
+    @property
+    def proven(self) -> bool:
+        """It has shown who it is: a TLS handshake, or (without TLS) a frame."""
+        if self.session is not None:
+            return self.session.established
+        return self.kind is not None
+
     def _check_identity(self, identity: tls.Identity | None) -> None:
         """Whoever the certificate names, and only they, speak on this connection."""
         if self.kind == "peer":

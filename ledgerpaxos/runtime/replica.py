@@ -171,6 +171,7 @@ class Replica:
         }
         self._peer_index = {peer: config.index_of(peer) for peer in self.peers}
         self._connections_open = 0
+        self._inbounds: dict[Inbound, None] = {}  # open accepted connections, oldest first
         self._warned_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._poller: Poller | None = None  # while running, where epoll exists
@@ -383,16 +384,17 @@ class Replica:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         remote = describe_remote(stream)
-        if self._connections_open >= constants.connections_max:
+        if self._connections_open >= constants.connections_max and not self._evict_unproven():
             self.warn_limited(
                 "connections",
-                "%d connections open: closing new ones (the last from %s)",
+                "%d connections open, all of them known: closing new ones (the last from %s)",
                 self._connections_open,
                 remote,
             )
             await stream.aclose()
             return
         self._connections_open += 1
+        inbound: Inbound | None = None
         session = None
         if self._accepting is not None:
             session = TlsSession(self._accepting, server_side=True)
@@ -400,6 +402,7 @@ class Replica:
         try:
             async with stream, trio.open_nursery() as nursery:
                 inbound = Inbound(self, stream, remote, connection, nursery)
+                self._inbounds[inbound] = None
                 if session is not None:
                     # The handshake's records go out through the writer.
                     nursery.start_soon(connection.write_replies, stream, nursery.cancel_scope)
@@ -417,10 +420,31 @@ class Replica:
                 nursery.cancel_scope.cancel()
         finally:
             self._connections_open -= 1
+            if inbound is not None:
+                self._inbounds.pop(inbound, None)
             connection.closed = True
             connection.replies_in.close()
             if self._executor is not None:
                 self._executor.waiters.forget(connection)
+
+    def _evict_unproven(self) -> bool:
+        """At the connection limit, make room by closing the oldest connection
+        that has not shown who it is yet (no TLS handshake; without TLS, no
+        frame): idle strangers can never keep out a client with a
+        certificate. False if every open connection is known."""
+        for inbound in self._inbounds:
+            if not inbound.proven:
+                self.warn_limited(
+                    "evicted",
+                    "%d connections open: closing %s, which has not shown who it is",
+                    self._connections_open,
+                    inbound.remote,
+                )
+                inbound.finish(ConnectionStalled("closed to make room (connection limit)"))
+                inbound.nursery.cancel_scope.cancel()
+                del self._inbounds[inbound]
+                return True
+        return False
 
     async def _watch(self, inbound: Inbound) -> None:
         """Cut off whoever holds a connection without speaking: no TLS handshake
