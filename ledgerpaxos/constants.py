@@ -33,6 +33,7 @@ transfers_per_request_max = 8190  # transfers carried by one client request
 batch_transfers_max = 8192
 pipeline_slots_max = 64  # slots proposed but not yet committed
 pending_commands_max = 65536  # client commands queued at the leader
+pending_transfers_max = 262_144  # and their transfers (32 full slots): the queue's bound in size
 catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`

@@ -11,11 +11,15 @@ from ledgerpaxos.core import Core, Role
 from ledgerpaxos.core.messages import (
     Accepted,
     Ballot,
+    ClientRequest,
+    Command,
+    CommandKind,
     Heartbeat,
     HeartbeatAck,
     PreVote,
     PreVoteReply,
     Promise,
+    Transfer,
 )
 from ledgerpaxos.core.quorum import Quorum
 from ledgerpaxos.core.timers import Deadline, Stamp
@@ -118,3 +122,24 @@ def test_a_candidate_that_stepped_down_ignores_the_promises_of_its_round() -> No
         core.step(_promise(round_ballot), voter)  # late: it follows n5 now
     status = core.status()
     assert (status.role, status.leader, status.promised) == (Role.follower, "n5", newer)
+
+
+def test_the_leaders_queue_is_bounded_in_commands_and_in_transfers() -> None:
+    net = CoreNet(pending_transfers_max=10)
+    net.run_until(lambda: net.leader() is not None)
+    leader = net.leader()
+    assert leader is not None
+    core = net.cores[leader]
+    core.take_ready()
+    for n in range(1, 6):  # 3 transfers each, stepped before a Ready cuts them into slots
+        command = Command(
+            client_id="A",
+            request_no=n,
+            kind=CommandKind.transfer,
+            transfers=(Transfer(sender="A", receiver="B", amount=1),) * 3,
+        )
+        core.step(ClientRequest(command=command), None)
+    assert len(core.pending) == 3 and core.pending_transfers == 9
+    events = core.take_ready().events
+    assert events.count("leader queue full, dropped ('A', 4)") == 1
+    assert "leader queue full, dropped ('A', 5)" in events

@@ -53,7 +53,12 @@ def on_client_request(core: Core, request: ClientRequest, sender: str | None) ->
     key = request.command.key
     if key in core.in_flight or key in core.pending:
         return  # ignore: already on its way; the client hears when it executes
-    if len(core.pending) >= core.s.pending_commands_max:
+    transfers = len(request.command.transfers)
+    if (
+        len(core.pending) >= core.s.pending_commands_max
+        or core.pending_transfers + transfers > core.s.pending_transfers_max
+    ):
+        # The client retries; by then the queue has gone into slots.
         core.ready.events.append(f"leader queue full, dropped {key}")
         return
     core.pending[key] = request.command

@@ -30,6 +30,7 @@ class CoreSettings:
     batch_commands_max: int = constants.batch_commands_max
     pipeline_slots_max: int = constants.pipeline_slots_max
     pending_commands_max: int = constants.pending_commands_max
+    pending_transfers_max: int = constants.pending_transfers_max
     catchup_slots_max: int = constants.catchup_slots_max
     snapshot_interval: int = constants.snapshot_interval_default
     snapshot_transfers_min: int = constants.snapshot_transfers_min
