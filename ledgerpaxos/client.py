@@ -22,14 +22,12 @@ A balance read goes through the log like a transfer, so it is linearizable.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pathlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 import attrs
 import trio
@@ -331,7 +329,7 @@ async def control(
     frame = wire.encode_frame(
         ControlRequest(op=control_op, argument=argument), cluster_id=config.cluster_id, sender=0
     )
-    context = _context(config, identity or tls.operator(default_operator), tls_dir)
+    context = _context(config, identity or tls.operator(tls.default_operator), tls_dir)
     net = network if network is not None else TcpNetwork(config)
     try:
         with trio.fail_after(timeout_s):
@@ -352,14 +350,6 @@ async def control(
     except trio.BrokenResourceError as error:
         raise ConnectionError(f"connection to {node_id} broke: {error}") from None
     raise ConnectionError(f"{node_id} closed the connection without answering {control_op.name}")
-
-
-def control_body(reply: ControlReply) -> Any:
-    """The decoded JSON body of a control reply."""
-    return json.loads(reply.body)
-
-
-default_operator = "admin"  # the operator ledgerpaxos-certs creates
 
 
 def _context(

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import attrs
 import tomli_w
 
-from ledgerpaxos import constants
+from ledgerpaxos import constants, tls
 
 __all__ = [
     "Config",
@@ -52,7 +52,7 @@ default_checkpoint_interval = 10
 default_data_dir = "data"
 default_fsync = True
 default_tls_dir = "tls"
-default_auditor = "admin"  # the shell's own reads go out as this client (the operator's name)
+default_auditor = tls.default_operator  # the shell's own reads go out as this client
 
 _NODE_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 URI_SCHEME = "ledgerpaxos"
+default_operator = "admin"  # the operator ledgerpaxos-certs creates (and auditor by default)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

@@ -52,7 +52,7 @@ async def test_at_the_connection_limit_strangers_make_room_and_known_ones_do_not
     cluster: Cluster, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader = await cluster.wait_for_leader()
-    open_before = cluster.replicas[leader]._connections_open  # its peers' links
+    open_before = cluster.replicas[leader].connections_open  # its peers' links
     monkeypatch.setattr(constants, "connections_max", open_before + 3)
     idle = [await cluster.network.connect(leader) for _ in range(3)]
     await trio.sleep(0.1)

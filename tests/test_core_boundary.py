@@ -11,6 +11,7 @@ import random
 
 import attrs
 
+from ledgerpaxos.constants import ballot_round_max
 from ledgerpaxos.core import Core, Ledger
 from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
@@ -28,7 +29,6 @@ from ledgerpaxos.core.messages import (
     Snapshot,
     Transfer,
 )
-from ledgerpaxos.core.validation import ballot_round_max
 from tests.corenet import CoreNet, settings
 
 WIRE_ROUND_MAX = 2**64 - 1

@@ -42,7 +42,7 @@ prog = "ledgerpaxos-certs"
 exit_user_error = 2
 ca_valid_days = 3650
 certificate_valid_days = 825
-default_operator = "admin"
+default_operator = tls.default_operator
 
 
 class CertsError(Exception):

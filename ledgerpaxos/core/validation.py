@@ -35,16 +35,13 @@ from ledgerpaxos.core.messages import (
 if TYPE_CHECKING:
     from ledgerpaxos.core.replica import Core
 
-# Rounds grow by one per election; a peer's ballot beyond this would leave no
-# room to outbid it before the wire's 64 bits run out (an election stuck for good).
-ballot_round_max = constants.ballot_round_max
-
 
 def refusal(core: Core, message: object, sender: str) -> str | None:
     """Why `message` from peer `sender` must not be acted on, or None."""
     for ballot in _ballots(message):
-        if ballot.round > ballot_round_max:
-            return f"ballot round {ballot.round} is beyond {ballot_round_max}"
+        # Beyond this a ballot would leave no room to outbid it on the wire.
+        if ballot.round > constants.ballot_round_max:
+            return f"ballot round {ballot.round} is beyond {constants.ballot_round_max}"
         if not 0 <= ballot.node <= len(core.s.node_ids):
             return f"ballot {ballot} names node index {ballot.node}, not a node of the cluster"
     # Only a ballot's own node may propose under it.

@@ -122,7 +122,6 @@ class Inbound:
             else None,
         )
         self.partial_since: float | None = None  # when a frame began arriving
-        self.session = connection.session  # TLS, unless the config turns it off
         self.kind: str | None = None  # "peer" or "client", from the first frame
         self.peer = ""  # the peer's node id, once known
         self.ended = trio.Event()
@@ -173,6 +172,11 @@ class Inbound:
                 self.partial_since = trio.current_time()
 
     @property
+    def session(self) -> TlsSession | None:
+        """The connection's TLS, unless the config turns it off."""
+        return self.connection.session
+
+    @property
     def proven(self) -> bool:
         """It has shown who it is: a TLS handshake, or (without TLS) a frame."""
         if self.session is not None:
@@ -193,9 +197,7 @@ class Inbound:
         try:
             while data := await self.stream.receive_some(constants.receive_size_max):
                 await self.handle(data)
-        except REFUSED as error:
-            self.finish(error)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        except (*REFUSED, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self.finish(error)
         else:
             self.finish(None)

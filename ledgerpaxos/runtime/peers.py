@@ -106,22 +106,20 @@ class PeerLink:
                 ) as error:
                     self.log.warning("peer %s: %s", self.peer, error)
                     await stream.aclose()
-                    await trio.sleep(backoff_ms / 1000)
-                    backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
-                    continue
-                self.log.info("connected to peer %s", self.peer)
-                connected_at = trio.current_time()
-                try:
-                    reason = await self._send_outbox(stream)
-                finally:
-                    if self.session is not None:
-                        self.session = None
-                        self.drop_queued()  # encrypted for a connection that is gone
-                self.log.info("lost connection to peer %s: %s", self.peer, reason)
-                down_reported = True
-                up_s = trio.current_time() - connected_at
-                if up_s > constants.peer_reconnect_backoff_ms_max / 1000:
-                    backoff_ms = constants.peer_reconnect_backoff_ms_min  # it was up a while
+                else:
+                    self.log.info("connected to peer %s", self.peer)
+                    connected_at = trio.current_time()
+                    try:
+                        reason = await self._send_outbox(stream)
+                    finally:
+                        if self.session is not None:
+                            self.session = None
+                            self.drop_queued()  # encrypted for a connection that is gone
+                    self.log.info("lost connection to peer %s: %s", self.peer, reason)
+                    down_reported = True
+                    up_s = trio.current_time() - connected_at
+                    if up_s > constants.peer_reconnect_backoff_ms_max / 1000:
+                        backoff_ms = constants.peer_reconnect_backoff_ms_min  # it was up a while
             await trio.sleep(backoff_ms / 1000)
             backoff_ms = min(backoff_ms * 2, constants.peer_reconnect_backoff_ms_max)
 

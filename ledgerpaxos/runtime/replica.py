@@ -170,7 +170,6 @@ class Replica:
             peer: PeerLink(peer, self.network, node_id, self.log, dialing) for peer in self.peers
         }
         self._peer_index = {peer: config.index_of(peer) for peer in self.peers}
-        self._connections_open = 0
         self._inbounds: dict[Inbound, None] = {}  # open accepted connections, oldest first
         self._warned_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -384,16 +383,15 @@ class Replica:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         remote = describe_remote(stream)
-        if self._connections_open >= constants.connections_max and not self._evict_unproven():
+        if self.connections_open >= constants.connections_max and not self._evict_unproven():
             self.warn_limited(
                 "connections",
                 "%d connections open, all of them known: closing new ones (the last from %s)",
-                self._connections_open,
+                self.connections_open,
                 remote,
             )
             await stream.aclose()
             return
-        self._connections_open += 1
         inbound: Inbound | None = None
         session = None
         if self._accepting is not None:
@@ -419,13 +417,16 @@ class Replica:
                     await inbound.read_stream()
                 nursery.cancel_scope.cancel()
         finally:
-            self._connections_open -= 1
             if inbound is not None:
                 self._inbounds.pop(inbound, None)
             connection.closed = True
             connection.replies_in.close()
             if self._executor is not None:
                 self._executor.waiters.forget(connection)
+
+    @property
+    def connections_open(self) -> int:
+        return len(self._inbounds)
 
     def _evict_unproven(self) -> bool:
         """At the connection limit, make room by closing the oldest connection
@@ -437,7 +438,7 @@ class Replica:
                 self.warn_limited(
                     "evicted",
                     "%d connections open: closing %s, which has not shown who it is",
-                    self._connections_open,
+                    self.connections_open,
                     inbound.remote,
                 )
                 inbound.finish(ConnectionStalled("closed to make room (connection limit)"))

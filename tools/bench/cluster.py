@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 from ledgerpaxos import tls
-from ledgerpaxos.client import default_operator
 from ledgerpaxos.config import Config, make_local_config, write_config
 from tools.certs import ensure_certificates
 from tools.cluster.launcher import Launcher
@@ -83,7 +82,7 @@ class LaunchedCluster:
         if self.config.tls_enabled:
             identities = [tls.node(n) for n in self.config.node_ids]
             identities += [tls.client(a) for a in self.config.accounts[:clients]]
-            identities.append(tls.operator(default_operator))
+            identities.append(tls.operator(tls.default_operator))
             ensure_certificates(tls.Files(self.config.tls_dir), identities)
         self.logs = self.directory / "logs"
         self.logs.mkdir()

@@ -305,8 +305,7 @@ def run_load(
         for start, count in enumerate(client.accepted_at):
             if count:
                 for t in client.pool[start : start + per_request]:
-                    flow[t.sender] = flow.get(t.sender, 0) - count * t.amount
-                    flow[t.receiver] = flow.get(t.receiver, 0) + count * t.amount
+                    _move(flow, t, count)
     unknown = [
         t
         for client in clients
@@ -326,8 +325,13 @@ def run_load(
 def _add_flow(flow: dict[str, int], transfers: Sequence[Transfer], results: Sequence[Any]) -> None:
     for transfer, result in zip(transfers, results, strict=True):
         if result.ok:
-            flow[transfer.sender] = flow.get(transfer.sender, 0) - transfer.amount
-            flow[transfer.receiver] = flow.get(transfer.receiver, 0) + transfer.amount
+            _move(flow, transfer, 1)
+
+
+def _move(flow: dict[str, int], transfer: Transfer, times: int) -> None:
+    """What `times` applications of `transfer` moved, added to `flow`."""
+    flow[transfer.sender] = flow.get(transfer.sender, 0) - times * transfer.amount
+    flow[transfer.receiver] = flow.get(transfer.receiver, 0) + times * transfer.amount
 
 
 def acknowledged_mismatches(

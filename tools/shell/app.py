@@ -32,7 +32,6 @@ import cmd2
 from cmd2 import with_argparser
 
 from ledgerpaxos import tls
-from ledgerpaxos.client import default_operator
 from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.tls import TlsError
@@ -403,7 +402,7 @@ def _certificates(config: Config, *, create: bool) -> None:
         created = ensure_certificates(files, identities_of(config))
         if created:
             print(f"created {len(created)} certificate and key files in {config.tls_dir}")
-    tls.client_context(files, tls.operator(default_operator))
+    tls.client_context(files, tls.operator(tls.default_operator))
 
 
 def _launch(launcher: Launcher, backend: Backend, thread: TrioThread, *, keep_data: bool) -> bool:

@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from ledgerpaxos import replicas, tls
-from ledgerpaxos.client import Client, ClientTimeout, TransferReply, default_operator, open_client
+from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
@@ -280,7 +280,7 @@ class Backend:
             self.config,
             self._client_id,
             network=self.network,
-            identity=tls.operator(default_operator),
+            identity=tls.operator(tls.default_operator),
         ) as client:
             task_status.started(client)
             await trio.sleep_forever()
