@@ -71,6 +71,13 @@ snapshot_transfers_min = 20_000
 # Runtime.
 inbox_messages_max = 4096  # bounded channel between network tasks and the core
 inbox_drain_max = 512  # messages stepped before one group-commit flush
+# Bytes of frames (bodies) in the inbox; one item always gets in, whatever its size.
+inbox_bytes_max = 64 * 1024 * 1024
+# Control requests that only read (ping, print_*) waiting for the control task;
+# more are refused at once with a reason.
+control_requests_queued_max = 64
+# At most this share of a replica's time goes into answering control requests.
+control_time_share_max = 0.2
 peer_outbox_frames_max = 8192  # frames queued for one peer link
 peer_reconnect_backoff_ms_min = 20
 peer_reconnect_backoff_ms_max = 1000

@@ -468,8 +468,37 @@ async def test_a_cancelled_wait_for_inbox_room_lets_tasks_step_again(tmp_path: P
     assert replica._inbox_queued == constants.inbox_messages_max
     while True:
         try:
-            replica._inbox_out.receive_nowait()
+            replica._took([replica._inbox_out.receive_nowait()])  # as the core loop does
         except trio.WouldBlock:
             break
-        replica._inbox_queued -= 1  # as the core loop counts what it takes
     assert replica._inbox_queued == 0 and replica._may_step_here()
+
+
+async def test_the_inbox_is_bounded_in_bytes_and_always_takes_one_item(tmp_path: Path) -> None:
+    """Frames of peers may be up to message_size_max each: the inbox holds
+    inbox_bytes_max of them, more waits for the core loop; one item bigger
+    than the bound gets in alone."""
+    config = make_local_config(3, 7001, tmp_path)
+    replica = Replica(config, "n1", rng=random.Random(1))
+    heartbeat = Heartbeat(ballot=Ballot(1, 2), commit_slot=0, purge_slot=0)
+    third = constants.inbox_bytes_max // 3
+    for _ in range(3):
+        await replica._to_inbox(replica_module._FromPeer(heartbeat, "n2", third))
+    with trio.move_on_after(1) as waited:
+        await replica._to_inbox(replica_module._FromPeer(heartbeat, "n2", third))
+    assert waited.cancelled_caught  # a fourth third does not fit
+    assert replica._inbox_bytes == 3 * third and replica._inbox_queued == 3
+
+    async def drain_later() -> None:
+        await trio.sleep(1)
+        items = [replica._inbox_out.receive_nowait() for _ in range(3)]
+        replica._took(items)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain_later)
+        huge = replica_module._FromPeer(heartbeat, "n2", 2 * constants.inbox_bytes_max)
+        await replica._to_inbox(huge)  # in once the inbox is empty
+        assert trio.current_time() >= 1
+    assert replica._inbox_bytes == 2 * constants.inbox_bytes_max
+    replica._took([replica._inbox_out.receive_nowait()])
+    assert replica._inbox_bytes == 0 and replica._inbox_queued == 0

@@ -295,6 +295,7 @@ class ClientConnection:
         )
         self.queued_bytes = 0
         self.closed = False
+        self.cut_off_because: str | None = None
         self.direct = DirectWriter()
         self._done: trio.CancelScope | None = None  # ends the connection, once it is served
 
@@ -330,6 +331,7 @@ class ClientConnection:
 
     def cut_off(self, why: str) -> None:
         log.warning("disconnecting %s: %s", self.remote, why)
+        self.cut_off_because = why
         self.closed = True
         self.replies_in.close()
         if self._done is not None:

@@ -12,7 +12,10 @@ One nursery holds, started in this order:
   frames of a bounded outbox, reconnecting with exponential backoff (peers
   receive on the connections they accept; two TCP connections per pair);
 - the tick driver: a tick into the inbox every `constants.tick_ms`;
-- the core loop: takes up to `inbox_drain_max` items from the bounded inbox,
+- the control task: answers the control requests that only read (ping,
+  print_*), off the core loop and within control_time_share_max of the time;
+- the core loop: takes up to `inbox_drain_max` items from the inbox (bounded
+  in items and in bytes),
   steps them all, then carries out one Ready in the order of core/ready.py:
   WAL append and one fsync (group commit), snapshots, compaction, and only
   then frames to peers and replies to clients. A connection's task steps a
@@ -30,11 +33,14 @@ core/ready.py); `LEDGERPAXOS_RUNTIME` in runtime/main.py sets them.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import random
 import select
 import ssl
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 
 import attrs
 import trio
@@ -46,6 +52,7 @@ from ledgerpaxos.core import Core, CoreSettings, Ready
 from ledgerpaxos.core.messages import (
     ClientReply,
     ClientRequest,
+    ControlOp,
     ControlReply,
     ControlRequest,
     Message,
@@ -78,21 +85,29 @@ _TICK = _Tick()
 class _FromPeer:
     message: PeerMessage | ClientRequest
     sender: str
+    size: int  # bytes of its frame's body: what it weighs in the inbox
 
 
 @attrs.frozen(eq=False)
 class _FromClient:
     request: ClientRequest
     connection: ClientConnection
+    size: int
 
 
 @attrs.frozen(eq=False)
 class _Control:
     request: ControlRequest
     connection: ClientConnection
+    size: int = 0
 
 
 _InboxItem = _Tick | _FromPeer | _FromClient | _Control
+
+# Control operations that change the replica: carried out by the core loop, in
+# order with what it steps. The others only read, and are answered by the
+# control task (Replica._answer_control), off the core loop.
+_CONTROL_CHANGES = frozenset({ControlOp.set_alive, ControlOp.kill_leader, ControlOp.reset})
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +144,17 @@ class RuntimeOptions:
         return RuntimeOptions(**values)
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
 class Replica:
     """One replica: its store, its core and the tasks around them."""
 
@@ -158,6 +184,11 @@ class Replica:
             constants.inbox_messages_max
         )
         self._inbox_queued = 0  # items sent to the inbox and not yet taken by the core loop
+        self._inbox_bytes = 0  # and their frames' bytes (at most inbox_bytes_max, or one item)
+        self._inbox_drained = trio.Event()  # set (and replaced) whenever the core loop takes
+        self._control_in, self._control_out = trio.open_memory_channel[_Control](
+            constants.control_requests_queued_max
+        )
         self._writes_in_thread = self.config.fsync and self.options.sync_in_thread
         # Mutual TLS on every connection (TlsError here if a certificate is missing).
         self._accepting: ssl.SSLContext | None = None
@@ -239,6 +270,7 @@ class Replica:
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._drive_ticks)
                 nursery.start_soon(self._run_core)
+                nursery.start_soon(self._answer_control)
                 self.log.info("listening on port %s", self.port)
                 task_status.started(self.port)
         finally:
@@ -306,16 +338,40 @@ class Replica:
                     items.append(self._inbox_out.receive_nowait())
                 except trio.WouldBlock:
                     break
-            self._inbox_queued -= len(items)
+            self._took(items)
             control_replies: list[tuple[ClientConnection, ControlReply]] = []
             for item in items:
-                if isinstance(item, _Control):
+                if isinstance(item, _Control):  # one that changes the replica
                     control_replies.append((item.connection, control.answer(self, item.request)))
                 else:
                     self._step(item)
             await self._carry_out(self.core.take_ready())
             for connection, reply in control_replies:
                 connection.deliver(self._encode(reply))
+
+    def _took(self, items: Sequence[_InboxItem]) -> None:
+        """The core loop took these from the inbox: room for what waits."""
+        self._inbox_queued -= len(items)
+        self._inbox_bytes -= sum(getattr(item, "size", 0) for item in items)
+        self._inbox_drained.set()
+        self._inbox_drained = trio.Event()
+
+    async def _answer_control(self) -> None:
+        """Answer the control requests that only read, one at a time, off the
+        core loop: an answer (a print_log of thousands of transfers takes
+        tens of milliseconds to build) never delays a Ready, and after each
+        one this task rests long enough that answering takes at most
+        control_time_share_max of the replica's time: a flood of them slows
+        the ledger down by that share at most, and never stops heartbeats."""
+        rest_per_busy = (1 - constants.control_time_share_max) / constants.control_time_share_max
+        async for item in self._control_out:
+            began = trio.current_time()
+            started = time.perf_counter()
+            reply = control.answer(self, item.request)
+            item.connection.deliver(self._encode(reply))
+            busy = time.perf_counter() - started
+            del item, reply  # a connection that ends meanwhile is not kept alive
+            await trio.sleep_until(began + busy * (1 + rest_per_busy))
 
     def _step(self, item: _Tick | _FromPeer | _FromClient) -> None:
         if isinstance(item, _Tick):
@@ -421,8 +477,29 @@ class Replica:
                 self._inbounds.pop(inbound, None)
             connection.closed = True
             connection.replies_in.close()
+            connection.replies_out.close()  # what it did not read is dropped now
             if self._executor is not None:
                 self._executor.waiters.forget(connection)
+            if connection.cut_off_because is not None:
+                self._give_back_memory()
+
+    def _give_back_memory(self) -> None:
+        """After a client that did not read is cut off: up to
+        client_reply_bytes_max of its replies are still referenced from the
+        tracebacks of its cancelled tasks, reference cycles that only a full
+        collection frees (and the replica's collector runs one rarely,
+        runtime/main.py). Freed, the memory stays with the C allocator
+        (glibc raises its mmap threshold to the sizes it saw, and the rest
+        lies between live blocks) until malloc_trim hands it to the system."""
+        began = time.perf_counter()
+        found = gc.collect()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+        self.log.info(
+            "collected %d objects after a cut-off in %.1f ms",
+            found,
+            (time.perf_counter() - began) * 1000,
+        )
 
     @property
     def connections_open(self) -> int:
@@ -435,13 +512,8 @@ class Replica:
         certificate. False if every open connection is known."""
         for inbound in self._inbounds:
             if not inbound.proven:
-                self.warn_limited(
-                    "evicted",
-                    "%d connections open: closing %s, which has not shown who it is",
-                    self.connections_open,
-                    inbound.remote,
-                )
-                inbound.finish(ConnectionStalled("closed to make room (connection limit)"))
+                why = f"{self.connections_open} connections open (the limit), and it has not shown who it is"
+                inbound.finish(ConnectionStalled(why))
                 inbound.nursery.cancel_scope.cancel()
                 del self._inbounds[inbound]
                 return True
@@ -488,7 +560,9 @@ class Replica:
         return self._inbox_queued == 0 and not self._writes_in_thread
 
     async def _to_inbox(self, item: _InboxItem) -> None:
-        """Queue for the core loop; wait only when the inbox is full.
+        """Queue for the core loop; wait only when the inbox is full (in items,
+        or in bytes: an item that would take it past inbox_bytes_max waits
+        until the core loop has taken what is there).
 
         The connection's receive_some is this task's checkpoint, so a frame
         that fits goes in without a trip through the scheduler (one per frame
@@ -496,15 +570,22 @@ class Replica:
 
         The count goes up before the item is in, so no task steps past it
         while it waits for room; a send that is cancelled or fails sent
-        nothing (trio's channels guarantee it), so the count comes down."""
+        nothing (trio's channels guarantee it), so the counts come down."""
         self._inbox_queued += 1
+        size = getattr(item, "size", 0)
+        weighed = 0
         try:
+            while self._inbox_bytes and self._inbox_bytes + size > constants.inbox_bytes_max:
+                await self._inbox_drained.wait()
+            self._inbox_bytes += size
+            weighed = size
             try:
                 self._inbox_in.send_nowait(item)
             except trio.WouldBlock:
                 await self._inbox_in.send(item)
         except BaseException:
             self._inbox_queued -= 1
+            self._inbox_bytes -= weighed
             raise
 
     def peer_at(self, index: int) -> str:
@@ -528,7 +609,7 @@ class Replica:
             raise ProtocolViolation(f"sender index {header.sender} on the connection of {peer}")
         if not isinstance(message, PeerMessage | ClientRequest):
             raise ProtocolViolation(f"a peer sent {type(message).__name__}")
-        item = _FromPeer(message, peer)
+        item = _FromPeer(message, peer, header.body_length)
         if type(message) is not ClientRequest and self._may_step_here():
             self._step(item)
             return True
@@ -553,7 +634,7 @@ class Replica:
                 and identity.name != client_id
             ):
                 raise ProtocolViolation(f"{identity} sends requests of client {client_id!r}")
-            item = _FromClient(message, connection)
+            item = _FromClient(message, connection, header.body_length)
             if not self.core.slots_in_flight and self._may_step_here():
                 self._step(item)
                 return True
@@ -564,7 +645,18 @@ class Replica:
                     self._encode(control.refused(message, f"{identity} is not an operator"))
                 )
                 return False
-            await self._to_inbox(_Control(message, connection))
+            asked = _Control(message, connection, header.body_length)
+            if message.op in _CONTROL_CHANGES:
+                await self._to_inbox(asked)
+                return False
+            try:
+                self._control_in.send_nowait(asked)
+            except trio.WouldBlock:
+                reason = (
+                    f"{constants.control_requests_queued_max} control requests are waiting "
+                    "to be answered; ask again later"
+                )
+                connection.deliver(self._encode(control.refused(message, reason)))
         else:
             raise ProtocolViolation(f"a client sent {type(message).__name__}")
         return False

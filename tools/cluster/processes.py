@@ -20,6 +20,18 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / _clock_ticks
 
 
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (VmRSS of Linux /proc), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return None
+
+
 def stop_process(process: Any, grace_s: float) -> None:
     """Join a multiprocessing child: wait `grace_s`, then SIGTERM, then SIGKILL."""
     process.join(timeout=grace_s)
