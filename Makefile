@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: test venv lint clean cluster shell sim bench
+.PHONY: test venv lint clean cluster shell sim bench fuzz
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ $(PLOT_STAMP): $(STAMP)
 bench: $(PLOT_STAMP)
 	$(VENV)/bin/ledgerpaxos-bench --matrix --replicas 5 --duration $(DURATION) \
 		--json docs/bench.json --plot docs/bench.png
+
+# Mutated frames against three real replicas over authenticated connections:
+# make fuzz PEER_FRAMES=100000 CLIENT_FRAMES=1000000 SEED=1
+PEER_FRAMES ?= 100000
+CLIENT_FRAMES ?= 1000000
+SEED ?= 1
+fuzz: $(STAMP)
+	$(VENV)/bin/ledgerpaxos-fuzz --peer-frames $(PEER_FRAMES) --client-frames $(CLIENT_FRAMES) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache .hypothesis .ruff_cache .mypy_cache build dist *.egg-info

@@ -59,7 +59,13 @@ control_log_transfers_max = 20_000
 client_reply_bytes_max = 16 * 1024 * 1024
 # A peer's ballot may not name a round above this (core/validation.py): rounds
 # grow by one per election, and one this high would leave no room below 2**64.
-ballot_round_max = 2**48
+ballot_round_max = 2**62
+# Nor a round more than this above the round this replica has promised: rounds
+# grow by one per election, so an honest peer is never a million elections
+# ahead, while a forged ballot at the limit would leave the cluster unable to
+# outbid it (a candidate never goes further above its own promise, election.py).
+# Exhausting the rounds takes 2**42 forged ballots.
+ballot_round_jump_max = 2**20
 # Not every checkpoint is written as a snapshot file (an encoding, a check and
 # two fsyncs, growing with the state): one is, once this many slots
 # or transfers have been executed since the last snapshot file.

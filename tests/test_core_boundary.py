@@ -11,7 +11,7 @@ import random
 
 import attrs
 
-from ledgerpaxos.constants import ballot_round_max
+from ledgerpaxos.constants import ballot_round_jump_max, ballot_round_max
 from ledgerpaxos.core import Core, Ledger
 from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
@@ -26,6 +26,7 @@ from ledgerpaxos.core.messages import (
     Nack,
     NewView,
     Prepare,
+    PreVote,
     Snapshot,
     Transfer,
 )
@@ -92,6 +93,38 @@ def test_a_ballot_that_could_not_be_outbid_is_refused_and_the_cluster_goes_on() 
     assert core.status().promised == promised
     net.crash(leader)  # and a new election still works: no round was used up
     net.run_until(lambda: net.leader() not in (None, leader))
+
+
+def test_a_forged_ballot_as_far_ahead_as_allowed_leaves_the_cluster_able_to_outbid_it() -> None:
+    """What the fuzzer found: a Prepare at the last round a peer accepted was
+    promised, and no candidate could go above it (peers refused the next
+    round), so every replica stayed a candidate. A round further than
+    ballot_round_jump_max above the promise is refused; a candidate never
+    goes further, so the others still elect a leader, and the victim follows
+    the next one."""
+    net, leader, victim = decided_cluster()
+    poser = next(n for n in net.ids if n not in (leader, victim))
+    core = net.cores[victim]
+    reachable = core.status().promised.round + ballot_round_jump_max
+    core.step(Prepare(ballot=Ballot(reachable + 1, core.s.index_of(poser))), poser)
+    ready = core.take_ready()
+    assert any("above the round promised here" in a for a in ready.alarms)
+    assert ready.persist == [] and ready.send == []
+    far = Ballot(reachable, core.s.index_of(poser))
+    core.step(Prepare(ballot=far), poser)
+    net.flush(victim)
+    assert core.status().promised == far  # as far ahead as a peer may be: promised
+    for other in net.ids:
+        if other not in (victim, poser):  # and every other replica has seen it
+            net.cores[other].step(PreVote(ballot=far), poser)
+            net.flush(other)
+    net.run_until(lambda: all(net.cores[n].status().promised > far for n in net.ids), 4000)
+    new_leader = net.leader()
+    assert new_leader is not None
+    net.submit(new_leader, "A", [("A", "C", 1)])
+    net.run(50)
+    assert all(net.cores[n].balances()["C"] == 11 for n in net.ids)
+    assert all(net.cores[n].balances()["B"] == 13 for n in net.ids)
 
 
 def test_a_proposal_under_another_nodes_ballot_is_refused() -> None:

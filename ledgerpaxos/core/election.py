@@ -60,6 +60,17 @@ def see(core: Core, ballot: Ballot) -> None:
     core.highest_seen = max(core.highest_seen, ballot)
 
 
+def outbid(core: Core, ballot: Ballot) -> Ballot:
+    """This replica's smallest ballot above `ballot`, but never more than
+    ballot_round_jump_max rounds above its own promise: a peer that promised
+    as much as this one accepts it (validation.py), also when a faulty peer
+    made this one see a round far ahead."""
+    cap = core.promised.round + constants.ballot_round_jump_max - 1
+    if ballot.round > cap:
+        ballot = Ballot(cap, ballot.node)
+    return ballot.next_for(core.my_index)
+
+
 # ---------------------------------------------------------------- pre-vote
 
 
@@ -67,7 +78,7 @@ def start_pre_vote(core: Core) -> None:
     core.role = Role.candidate
     core.phase = Phase.pre_vote
     core.leader = None
-    core.candidate_ballot = max(core.promised, core.highest_seen).next_for(core.my_index)
+    core.candidate_ballot = outbid(core, max(core.promised, core.highest_seen))
     core.pre_votes = {core.me}
     reset_election_timer(core)
     core.ready.events.append(
@@ -103,7 +114,7 @@ def check_pre_votes(core: Core) -> None:
     if not core.quorum.reached(core.pre_votes):
         return
     core.phase = Phase.prepare
-    core.candidate_ballot = max(core.candidate_ballot, core.highest_seen.next_for(core.my_index))
+    core.candidate_ballot = max(core.candidate_ballot, outbid(core, core.highest_seen))
     promise(core, core.candidate_ballot)
     core.promises = {core.me: make_promise(core, core.candidate_ballot)}
     for peer in core.peers:

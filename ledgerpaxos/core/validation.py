@@ -38,10 +38,17 @@ if TYPE_CHECKING:
 
 def refusal(core: Core, message: object, sender: str) -> str | None:
     """Why `message` from peer `sender` must not be acted on, or None."""
+    reachable = core.promised.round + constants.ballot_round_jump_max
     for ballot in _ballots(message):
         # Beyond this a ballot would leave no room to outbid it on the wire.
         if ballot.round > constants.ballot_round_max:
             return f"ballot round {ballot.round} is beyond {constants.ballot_round_max}"
+        # Beyond this no candidate could outbid it (election.next_candidate_ballot).
+        if ballot.round > reachable:
+            return (
+                f"ballot round {ballot.round} is beyond {reachable}, "
+                f"{constants.ballot_round_jump_max} above the round promised here"
+            )
         if not 0 <= ballot.node <= len(core.s.node_ids):
             return f"ballot {ballot} names node index {ballot.node}, not a node of the cluster"
     # Only a ballot's own node may propose under it.

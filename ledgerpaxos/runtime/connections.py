@@ -43,6 +43,11 @@ class ConnectionStalled(Exception):
 REFUSED = (wire.FrameError, ProtocolViolation, HandshakeFailed, ConnectionStalled)
 
 
+def kind_of(text: str) -> str:
+    """What a message says with its numbers left out: one kind of warning."""
+    return re.sub(r"0x[0-9a-f]+|\d+", "#", text)[:60]
+
+
 class DirectWriter:
     """Writes of the core loop to a TCP stream that a task of its own drains.
 
@@ -210,7 +215,7 @@ class Inbound:
             who = f"peer {self.peer} at {self.remote}" if self.peer else self.remote
             # One warning per kind of refusal and second: numbers aside, a flood
             # of garbage says the same thing over and over.
-            kind = re.sub(r"0x[0-9a-f]+|\d+", "#", f"{type(why).__name__}: {why}")[:60]
+            kind = kind_of(f"{type(why).__name__}: {why}")
             self.replica.warn_limited(kind, "closing the connection from %s: %s", who, why)
         else:
             self.replica.log.debug(

@@ -9,7 +9,8 @@ is a JSON object; the keys per operation:
     print_db      {"node", "alive", "balances": {account: balance}}
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
-                   "commit_slot", "executed_slot", "checkpoint_slot", "wal_fsyncs", "snapshots_written"}
+                   "commit_slot", "executed_slot", "checkpoint_slot", "wal_fsyncs", "snapshots_written",
+                   "checkpoint_digests": {"<slot>": hex}}   the newest checkpoints' state digests
     set_alive     {"node", "alive"}                              argument: 1 alive, 0 dead
     kill_leader   {"node", "alive"}, or ok=false and {"node", "reason"} when not the leader
     reset         {"node", "alive"}
@@ -89,6 +90,9 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
             "alive": replica.alive,
             "wal_fsyncs": replica.wal_fsyncs,
             "snapshots_written": replica.snapshots_written,
+            "checkpoint_digests": {
+                str(slot): digest.hex() for slot, digest in core.checkpoint_digests.items()
+            },
         }
     elif op == ControlOp.set_alive:
         replica.alive = request.argument != 0

@@ -66,6 +66,7 @@ from ledgerpaxos.runtime.connections import (
     Inbound,
     Poller,
     ProtocolViolation,
+    kind_of,
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
@@ -100,6 +101,9 @@ class _Control:
     request: ControlRequest
     connection: ClientConnection
     size: int = 0
+    # Items sent to the inbox before it came: a read is answered once the core
+    # loop has stepped them (it shows what the replica was told before it).
+    after: int = 0
 
 
 _InboxItem = _Tick | _FromPeer | _FromClient | _Control
@@ -185,6 +189,8 @@ class Replica:
         )
         self._inbox_queued = 0  # items sent to the inbox and not yet taken by the core loop
         self._inbox_bytes = 0  # and their frames' bytes (at most inbox_bytes_max, or one item)
+        self._inbox_sent = 0  # items ever sent to the inbox
+        self._inbox_taken = 0  # items ever taken from it by the core loop
         self._inbox_drained = trio.Event()  # set (and replaced) whenever the core loop takes
         self._control_in, self._control_out = trio.open_memory_channel[_Control](
             constants.control_requests_queued_max
@@ -352,6 +358,7 @@ class Replica:
     def _took(self, items: Sequence[_InboxItem]) -> None:
         """The core loop took these from the inbox: room for what waits."""
         self._inbox_queued -= len(items)
+        self._inbox_taken += len(items)
         self._inbox_bytes -= sum(getattr(item, "size", 0) for item in items)
         self._inbox_drained.set()
         self._inbox_drained = trio.Event()
@@ -365,6 +372,8 @@ class Replica:
         the ledger down by that share at most, and never stops heartbeats."""
         rest_per_busy = (1 - constants.control_time_share_max) / constants.control_time_share_max
         async for item in self._control_out:
+            while self._inbox_taken < item.after:
+                await self._inbox_drained.wait()
             began = trio.current_time()
             started = time.perf_counter()
             reply = control.answer(self, item.request)
@@ -405,7 +414,8 @@ class Replica:
         for event in ready.events:
             self.log.info("%s", event)
         for alarm in ready.alarms:
-            self.log.error("%s", alarm)
+            # A faulty or hostile peer can make the same refusal by the thousand.
+            self.say_limited(logging.ERROR, kind_of(str(alarm)), "%s", alarm)
 
     def _encode(self, message: Message) -> bytes:
         return wire.encode_frame(message, cluster_id=self.config.cluster_id, sender=self.index)
@@ -542,6 +552,11 @@ class Replica:
     def warn_limited(self, kind: str, message: str, *args: object) -> None:
         """A warning at most once per warnings_interval_ms for each kind (a
         flood of bad connections must not flood the log too)."""
+        self.say_limited(logging.WARNING, kind, message, *args)
+
+    def say_limited(self, level: int, kind: str, message: str, *args: object) -> None:
+        """Logged at most once per warnings_interval_ms for each kind, with
+        a count of those left out since."""
         now = trio.current_time()
         last = self._warned_at.get(kind)
         if last is not None and now - last < constants.warnings_interval_ms / 1000:
@@ -549,8 +564,10 @@ class Replica:
             return
         suppressed = self._suppressed.pop(kind, 0)
         self._warned_at[kind] = now
-        self.log.warning(
-            message + (f" ({suppressed} more like it not logged)" if suppressed else ""), *args
+        self.log.log(
+            level,
+            message + (f" ({suppressed} more like it not logged)" if suppressed else ""),
+            *args,
         )
 
     def _may_step_here(self) -> bool:
@@ -587,6 +604,7 @@ class Replica:
             self._inbox_queued -= 1
             self._inbox_bytes -= weighed
             raise
+        self._inbox_sent += 1
 
     def peer_at(self, index: int) -> str:
         if not 1 <= index <= len(self.config.nodes) or index == self.index:
@@ -645,7 +663,7 @@ class Replica:
                     self._encode(control.refused(message, f"{identity} is not an operator"))
                 )
                 return False
-            asked = _Control(message, connection, header.body_length)
+            asked = _Control(message, connection, header.body_length, self._inbox_sent)
             if message.op in _CONTROL_CHANGES:
                 await self._to_inbox(asked)
                 return False

@@ -149,6 +149,11 @@ class Driver:
         by_txn = iter(results)
         for index, leg in enumerate(test_set.legs):
             if index > 0:
+                # The transactions before an LF are done: every live replica
+                # has executed them (a follower learns the last commit point
+                # only from the leader's next message) before the leader dies.
+                killed_here = self._killed.get(test_set.number, [])
+                await self.settle(tuple(n for n in test_set.live_nodes if n not in killed_here))
                 killed = await self.kill_leader()
                 self._killed.setdefault(test_set.number, []).append(killed)
                 self._progress.set()
