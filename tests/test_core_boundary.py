@@ -11,7 +11,11 @@ import random
 
 import attrs
 
-from ledgerpaxos.constants import ballot_round_jump_max, ballot_round_max
+from ledgerpaxos.constants import (
+    ballot_round_jump_max,
+    ballot_round_max,
+    promise_slots_ahead_max,
+)
 from ledgerpaxos.core import Core, Ledger
 from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
@@ -27,6 +31,7 @@ from ledgerpaxos.core.messages import (
     NewView,
     Prepare,
     PreVote,
+    Promise,
     Snapshot,
     Transfer,
 )
@@ -125,6 +130,36 @@ def test_a_forged_ballot_as_far_ahead_as_allowed_leaves_the_cluster_able_to_outb
     net.run(50)
     assert all(net.cores[n].balances()["C"] == 11 for n in net.ids)
     assert all(net.cores[n].balances()["B"] == 13 for n in net.ids)
+
+
+def test_a_promise_of_a_slot_far_ahead_is_refused_and_fills_no_memory() -> None:
+    """What the fuzzer found: a candidate fills every slot up to the highest
+    one promised, so one Promise naming slot 2**62 made a replica allocate
+    24 GB and be killed. Refused now; the candidate stays within bounds."""
+    core = Core(settings("n1"), random.Random(1))
+    core.take_ready()
+    far = promise_slots_ahead_max + 1
+    for promise in (
+        Promise(
+            ballot=Ballot(1, 1),
+            checkpoint_slot=0,
+            commit_slot=0,
+            entries=(LogEntry(slot=far, ballot=Ballot(1, 1), batch=(command(1),)),),
+        ),
+        Promise(ballot=Ballot(1, 1), checkpoint_slot=far, commit_slot=far, entries=()),
+    ):
+        core.step(promise, "n2")
+        ready = core.take_ready()
+        assert any("the commit point here" in a for a in ready.alarms), promise
+        assert ready.persist == [] and ready.send == []
+    near = Promise(
+        ballot=Ballot(1, 1),
+        checkpoint_slot=0,
+        commit_slot=0,
+        entries=(LogEntry(slot=far - 1, ballot=Ballot(1, 1), batch=(command(1),)),),
+    )
+    core.step(near, "n2")
+    assert not core.take_ready().alarms
 
 
 def test_a_proposal_under_another_nodes_ballot_is_refused() -> None:

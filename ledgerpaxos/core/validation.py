@@ -67,7 +67,9 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
     if isinstance(message, Heartbeat):
         return _points_refusal(message.commit_slot, message.purge_slot)
     if isinstance(message, Promise):
-        return _entries_refusal(message.entries, above=message.checkpoint_slot)
+        return _entries_refusal(message.entries, above=message.checkpoint_slot) or (
+            _ahead_refusal(core, message)
+        )
     if isinstance(message, CatchupReply):
         return _entries_refusal(message.entries, consecutive=True)
     if isinstance(message, InstallCheckpoint):
@@ -83,6 +85,21 @@ def _ballots(message: object) -> list[Ballot]:
     for entry in getattr(message, "entries", ()):
         found.append(entry.ballot)
     return found
+
+
+def _ahead_refusal(core: Core, promise: Promise) -> str | None:
+    # The decided prefix: only entries raise it, never a number a peer names.
+    known = core.commit_slot
+    limit = known + constants.promise_slots_ahead_max
+    highest = max(
+        [promise.checkpoint_slot, promise.commit_slot, *(e.slot for e in promise.entries)]
+    )
+    if highest > limit:
+        return (
+            f"it names slot {highest}, more than {constants.promise_slots_ahead_max} "
+            f"above slot {known}, the commit point here"
+        )
+    return None
 
 
 def _slot_refusal(slot: int) -> str | None:

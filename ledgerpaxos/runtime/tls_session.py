@@ -48,7 +48,9 @@ class TlsSession:
             if not chunk:
                 break
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not self._incoming.pending and not self._ssl.pending():
+                break  # all read: spares the SSLWantReadError of one more read
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def start(self) -> None:
         """The client side speaks first: queue its hello (see `outgoing`)."""
@@ -76,4 +78,6 @@ class TlsSession:
 
     def outgoing(self) -> bytes:
         """What TLS itself has to send now (may be empty)."""
+        if not self._outgoing.pending:
+            return b""  # the usual case once established: spares a read
         return self._outgoing.read()
