@@ -66,11 +66,13 @@ ballot_round_max = 2**62
 # outbid it (a candidate never goes further above its own promise, election.py).
 # Exhausting the rounds takes 2**42 forged ballots.
 ballot_round_jump_max = 2**20
-# A Promise may name no slot more than this above the highest slot its receiver
-# knows: a new leader fills every slot up to the highest one promised (with
-# no-ops where nobody accepted a value), so one forged slot far ahead would
-# take all its memory. A candidate that far behind leaves leading to another.
-promise_slots_ahead_max = 65_536
+# An Accept, NewView or Promise naming a slot more than this above its
+# receiver's commit point is ignored: a new leader fills every slot up to the
+# highest one promised, its own log's included (with no-ops where nobody
+# accepted a value), so one forged slot far ahead would take all its memory.
+# A replica that far behind catches up first (catch-up replies start at its
+# commit point), and a candidate that far behind leaves leading to another.
+slots_ahead_max = 4_096
 # Not every checkpoint is written as a snapshot file (an encoding, a check and
 # two fsyncs, growing with the state): one is, once this many slots
 # or transfers have been executed since the last snapshot file.

@@ -250,6 +250,8 @@ class Core:
                     f"refused {type(message).__name__} from {sender}: {reason}"
                 )
                 return
+            if validation.too_far_ahead(self, message):
+                return  # ignore: catch up first (validation.too_far_ahead)
         assert type(message) in _KNOWN_MESSAGES, f"no handler for {type(message).__name__}"
         handler = _STEPS[self.role].get(type(message))
         if handler is not None:  # else ignore: not for this role (late, or stale)

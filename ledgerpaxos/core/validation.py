@@ -67,9 +67,7 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
     if isinstance(message, Heartbeat):
         return _points_refusal(message.commit_slot, message.purge_slot)
     if isinstance(message, Promise):
-        return _entries_refusal(message.entries, above=message.checkpoint_slot) or (
-            _ahead_refusal(core, message)
-        )
+        return _entries_refusal(message.entries, above=message.checkpoint_slot)
     if isinstance(message, CatchupReply):
         return _entries_refusal(message.entries, consecutive=True)
     if isinstance(message, InstallCheckpoint):
@@ -87,19 +85,22 @@ def _ballots(message: object) -> list[Ballot]:
     return found
 
 
-def _ahead_refusal(core: Core, promise: Promise) -> str | None:
+def too_far_ahead(core: Core, message: object) -> bool:
+    """An Accept, NewView or Promise naming a slot more than slots_ahead_max
+    above this replica's commit point: dropped quietly (an honest leader or
+    promiser may be that far ahead of a replica that lags; it catches up
+    first), as acting on it would make this replica hold, and as leader fill,
+    every slot up to it."""
+    if isinstance(message, Accept):
+        slots = [message.slot]
+    elif isinstance(message, NewView):
+        slots = [e.slot for e in message.entries]
+    elif isinstance(message, Promise):
+        slots = [message.checkpoint_slot, message.commit_slot, *(e.slot for e in message.entries)]
+    else:
+        return False
     # The decided prefix: only entries raise it, never a number a peer names.
-    known = core.commit_slot
-    limit = known + constants.promise_slots_ahead_max
-    highest = max(
-        [promise.checkpoint_slot, promise.commit_slot, *(e.slot for e in promise.entries)]
-    )
-    if highest > limit:
-        return (
-            f"it names slot {highest}, more than {constants.promise_slots_ahead_max} "
-            f"above slot {known}, the commit point here"
-        )
-    return None
+    return max(slots, default=0) > core.commit_slot + constants.slots_ahead_max
 
 
 def _slot_refusal(slot: int) -> str | None:
