@@ -31,6 +31,7 @@ from ledgerpaxos.core.messages import (
     NewView,
     Prepare,
     PreVote,
+    PreVoteReply,
     Promise,
     Snapshot,
     Transfer,
@@ -138,29 +139,36 @@ def test_a_promise_or_proposal_of_a_slot_far_ahead_is_ignored_and_fills_no_memor
     naming a slot near 2**63 made a replica allocate 24 GB and be killed.
     Ignored, not refused: an honest peer may be that far ahead of a replica
     that lags, which catches up first."""
-    core = Core(settings("n1"), random.Random(1))
+    core = Core(settings("n1", n=3), random.Random(1))
+    while core.status().role.value != "candidate":
+        core.tick()
+    ballot = core.candidate_ballot
+    core.step(PreVoteReply(ballot=ballot, granted=True), "n2")  # now asking for promises
     core.take_ready()
     far = slots_ahead_max + 1
     for promise in (
         Promise(
-            ballot=Ballot(1, 1),
+            ballot=ballot,
             checkpoint_slot=0,
             commit_slot=0,
-            entries=(LogEntry(slot=far, ballot=Ballot(1, 1), batch=(command(1),)),),
+            entries=(LogEntry(slot=far, ballot=Ballot(1, 2), batch=(command(1),)),),
         ),
-        Promise(ballot=Ballot(1, 1), checkpoint_slot=far, commit_slot=far, entries=()),
+        Promise(ballot=ballot, checkpoint_slot=far, commit_slot=far, entries=()),
     ):
-        core.step(promise, "n2")
+        core.step(promise, "n2")  # with its own, a majority of three: it would lead
         ready = core.take_ready()
         assert ready.persist == [] and ready.send == [] and not ready.alarms, promise
+        assert core.status().role.value == "candidate" and core.last_slot() < far
     near = Promise(
-        ballot=Ballot(1, 1),
+        ballot=ballot,
         checkpoint_slot=0,
         commit_slot=0,
-        entries=(LogEntry(slot=far - 1, ballot=Ballot(1, 1), batch=(command(1),)),),
+        entries=(LogEntry(slot=3, ballot=Ballot(1, 2), batch=(command(1),)),),
     )
     core.step(near, "n2")
-    assert not core.take_ready().alarms
+    assert core.status().role.value == "leader" and core.last_slot() == 3
+    core = Core(settings("n1"), random.Random(1))
+    core.take_ready()
     # Nor may a leader's proposals reach that far: stored, they would be the
     # slots this replica's own promise names when it next runs for leader.
     for proposal in (
