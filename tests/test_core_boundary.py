@@ -185,6 +185,22 @@ def test_a_promise_or_proposal_of_a_slot_far_ahead_is_ignored_and_fills_no_memor
         assert ready.persist == [] and ready.send == [] and core.last_slot() < far, proposal
 
 
+def test_a_second_value_for_a_slot_under_the_same_ballot_is_refused() -> None:
+    """A leader proposes a slot once per ballot: a second, different batch
+    under the same ballot is forged (the fuzzer sent them in the leader's
+    name), and the first value stays."""
+    core = Core(settings("n2"), random.Random(1))
+    core.take_ready()
+    first = Accept(ballot=Ballot(1, 1), slot=1, batch=(command(1),), commit_slot=0, purge_slot=0)
+    core.step(first, "n1")
+    assert any(isinstance(m, Accepted) for _, m in core.take_ready().send)
+    core.step(attrs.evolve(first, batch=(command(2),)), "n1")
+    ready = core.take_ready()
+    assert any("proposed twice under ballot" in a for a in ready.alarms)
+    assert ready.persist == [] and not any(isinstance(m, Accepted) for _, m in ready.send)
+    assert core.log_view()[-1].batch == (command(1),)
+
+
 def test_a_proposal_under_another_nodes_ballot_is_refused() -> None:
     core = Core(settings("n2"), random.Random(1))
     core.take_ready()

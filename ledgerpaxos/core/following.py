@@ -92,8 +92,16 @@ def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
 
 def accept_entry(core: Core, entry: LogEntry, sender: str) -> bool:
     """Accept `entry` (stored before any Accepted leaves); False when it
-    must not be: a decided slot proposed with another value."""
+    must not be: a decided slot proposed with another value, or a second
+    value for a slot under the same ballot (a leader proposes a slot once
+    per ballot: the first value stays)."""
     mine = core.log.get(entry.slot)
+    if mine is not None and mine.ballot == entry.ballot and mine.batch != entry.batch:
+        core.ready.alarms.append(
+            f"slot {entry.slot} proposed twice under ballot {entry.ballot} by {sender}, "
+            "with another value the second time; refused"
+        )
+        return False
     if entry.slot <= core.commit_slot:
         if mine is None:
             return True  # purged: the checkpoint on disk holds its effect
