@@ -329,13 +329,10 @@ async def control(
     frame = wire.encode_frame(
         ControlRequest(op=control_op, argument=argument), cluster_id=config.cluster_id, sender=0
     )
-    context = _context(config, identity or tls.operator(tls.default_operator), tls_dir)
-    net = network if network is not None else TcpNetwork(config)
+    operator = identity or tls.operator(tls.default_operator)
     try:
         with trio.fail_after(timeout_s):
-            stream = await net.connect(node_id)
-            if context is not None:
-                stream = await authenticated(stream, context, tls.node(node_id))
+            stream = await connect_as(config, node_id, operator, network=network, tls_dir=tls_dir)
             async with stream:
                 await stream.send_all(frame)
                 decoder = wire.FrameDecoder(cluster_id=config.cluster_id)
@@ -350,6 +347,25 @@ async def control(
     except trio.BrokenResourceError as error:
         raise ConnectionError(f"connection to {node_id} broke: {error}") from None
     raise ConnectionError(f"{node_id} closed the connection without answering {control_op.name}")
+
+
+async def connect_as(
+    config: Config,
+    node_id: str,
+    identity: tls.Identity,
+    *,
+    network: Network | None = None,
+    tls_dir: str | os.PathLike[str] | None = None,
+) -> trio.abc.Stream:
+    """A connection to replica `node_id` as `identity` (its certificate from
+    `tls_dir`, by default the config's tls.dir), after a handshake in which the
+    replica showed its node's certificate; plaintext where the config turns
+    TLS off. ConnectionError (an OSError) when it cannot be made."""
+    stream = await (network if network is not None else TcpNetwork(config)).connect(node_id)
+    context = _context(config, identity, tls_dir)
+    if context is None:
+        return stream
+    return await authenticated(stream, context, tls.node(node_id))
 
 
 def _context(

@@ -21,7 +21,7 @@ import trio
 
 import wire
 from ledgerpaxos import constants, replicas, tls
-from ledgerpaxos.client import Client, authenticated, open_client
+from ledgerpaxos.client import Client, connect_as, open_client
 from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
@@ -73,11 +73,7 @@ def tls_processes(tmp_path: Path, *, initial_balance: int = 10) -> Iterator[Laun
 
 async def as_peer(config: Config, target: str, posing_as: str, *messages: object) -> None:
     """Frames to `target` on a peer connection with `posing_as`'s certificate."""
-    context = tls.client_context(tls.Files(config.tls_dir), tls.node(posing_as))
-    stream = await authenticated(
-        await TcpNetwork(config).connect(target), context, tls.node(target)
-    )
-    async with stream:
+    async with await connect_as(config, target, tls.node(posing_as)) as stream:
         for message in messages:
             frame = wire.encode_frame(
                 message, cluster_id=config.cluster_id, sender=config.index_of(posing_as)
@@ -142,11 +138,6 @@ async def test_a_peer_with_a_node_certificate_cannot_crash_freeze_or_rob_the_clu
         assert not promised.startswith(str(2**64 - 1))
         log = (tmp_path / "logs" / f"{victim}.log").read_text()
         assert "refused Prepare" in log and "is beyond" in log
-
-
-async def connect_as(config: Config, target: str, identity: tls.Identity) -> trio.abc.Stream:
-    context = tls.client_context(tls.Files(config.tls_dir), identity)
-    return await authenticated(await TcpNetwork(config).connect(target), context, tls.node(target))
 
 
 async def timed_transfers(client: Client, count: int) -> list[float]:

@@ -26,7 +26,7 @@ def test_mutated_frames_keep_valid_checksums_and_mostly_decode() -> None:
     kinds: set[type] = set()
     refused = 0
     for _ in range(2000):
-        frame = mutator.frame(mutator.peer_message, cluster_id=7, sender=3)
+        frame = mutator.frame(fuzz.Mutator.peer_message, cluster_id=7, sender=3)
         try:
             _, message = wire.decode_frame(frame, cluster_id=7)
         except wire.FrameError as error:

@@ -38,14 +38,14 @@ from typing import Any
 import attrs
 import trio
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 import wire
 from ledgerpaxos import replicas, tls
-from ledgerpaxos.client import authenticated, open_client
+from ledgerpaxos.client import connect_as, open_client
 from ledgerpaxos.config import Config
 from ledgerpaxos.core import messages as m
-from ledgerpaxos.runtime.network import TcpNetwork
 from tools.bench.cluster import LaunchedCluster
 from tools.cluster.launcher import wait_until_answering
 
@@ -230,12 +230,12 @@ class Mutator:
             )
         return value
 
-    def frame(self, make: Callable[[], m.Message], *, cluster_id: int, sender: int) -> bytes:
+    def frame(self, make: Callable[[Mutator], m.Message], *, cluster_id: int, sender: int) -> bytes:
         """One frame of a made message with valid checksums: fields mutated,
         or (byte_mutation_share of them) body bytes flipped."""
         rng = self.rng
         while True:
-            message = make()
+            message = make(self)
             for _ in range(rng.choice((0, 1, 1, 2, 3))):
                 message = self.mutate(message)
             try:
@@ -296,11 +296,6 @@ async def look(config: Config) -> View:
     )
 
 
-async def connect(config: Config, target: str, identity: tls.Identity) -> trio.abc.Stream:
-    context = tls.client_context(tls.Files(config.tls_dir), identity)
-    return await authenticated(await TcpNetwork(config).connect(target), context, tls.node(target))
-
-
 async def drain(stream: trio.abc.Stream) -> None:
     """Read and drop whatever the replica answers (a client that reads)."""
     try:
@@ -310,46 +305,69 @@ async def drain(stream: trio.abc.Stream) -> None:
         pass
 
 
-async def send_frames(
+@attrs.frozen
+class Phase:
+    """One kind of attacker: who it poses as, whom it sends to, what it sends."""
+
+    label: str
+    targets: tuple[str, ...]
+    identity: tls.Identity
+    sender: int  # the frames' header sender: the posed node's index, 0 for a client
+    message: Callable[[Mutator], m.Message]
+    follow_view: bool  # look at the cluster again every view_refresh_frames
+
+
+async def run_phase(
     config: Config,
-    *,
-    targets: Sequence[str],
-    identity_for: Callable[[str], tls.Identity],
-    make_frame: Callable[[str], bytes],
+    phase: Phase,
     total: int,
     rng: random.Random,
-    on_progress: Callable[[int], None],
+    honest: Honest,
+    console: Console,
 ) -> Counts:
-    """`total` frames, spread over `targets`, reconnecting when one is closed."""
+    """`total` frames of `phase`, spread over its targets, reconnecting when
+    a replica closes a connection, with a progress bar."""
     counts = Counts()
+    mutator = Mutator(rng, await look(config))
+    acknowledged = honest.acknowledged
     began = time.perf_counter()
+    since_look = 0
     open_streams: dict[str, trio.abc.Stream] = {}
-    async with trio.open_nursery() as nursery:
-        while counts.sent < total:
-            target = rng.choice(targets)
-            stream = open_streams.get(target)
-            if stream is None:
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(phase.label, total=total)
+        async with trio.open_nursery() as nursery:
+            while counts.sent < total:
+                if phase.follow_view and since_look >= view_refresh_frames:
+                    mutator.view, since_look = await look(config), 0
+                target = rng.choice(phase.targets)
+                stream = open_streams.get(target)
+                if stream is None:
+                    try:
+                        stream = await connect_as(config, target, phase.identity)
+                    except OSError:
+                        await trio.sleep(0.05)
+                        continue
+                    open_streams[target] = stream
+                    nursery.start_soon(drain, stream)
+                count = min(frames_per_send, total - counts.sent)
+                data = b"".join(
+                    mutator.frame(phase.message, cluster_id=config.cluster_id, sender=phase.sender)
+                    for _ in range(count)
+                )
                 try:
-                    stream = await connect(config, target, identity_for(target))
-                except OSError:
-                    await trio.sleep(0.05)
+                    await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    del open_streams[target]
+                    counts.reconnects += 1
+                    await stream.aclose()
                     continue
-                open_streams[target] = stream
-                nursery.start_soon(drain, stream)
-            count = min(frames_per_send, total - counts.sent)
-            data = b"".join(make_frame(target) for _ in range(count))
-            try:
-                await stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                del open_streams[target]
-                counts.reconnects += 1
+                counts.sent += count
+                since_look += count
+                progress.advance(task, count)
+            for stream in open_streams.values():
                 await stream.aclose()
-                continue
-            counts.sent += count
-            on_progress(count)
-        for stream in open_streams.values():
-            await stream.aclose()
     counts.seconds = time.perf_counter() - began
+    counts.honest_acknowledged = honest.acknowledged - acknowledged
     return counts
 
 
@@ -456,66 +474,38 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         async with trio.open_nursery() as nursery:
             for client_id in config.accounts[:honest_clients]:
                 nursery.start_soon(honest_load, config, client_id, honest)
-            nodes = list(config.node_ids)
-            if args.peer_frames:
-                poser = nodes[-1]  # its certificate is the attacker's
-                mutator = Mutator(rng, await look(config))
-                made = 0
-
-                def peer_frame(target: str) -> bytes:
-                    return mutator.frame(
-                        mutator.peer_message,
-                        cluster_id=config.cluster_id,
+            nodes = config.node_ids
+            poser = nodes[-1]  # its certificate is the attacker's
+            fuzzer_client = config.accounts[honest_clients]  # not one of the honest
+            phases = [
+                (
+                    "peer",
+                    args.peer_frames,
+                    Phase(
+                        label="peer frames",
+                        targets=tuple(n for n in nodes if n != poser),
+                        identity=tls.node(poser),
                         sender=config.index_of(poser),
-                    )
-
-                async def refresh(count: int) -> None:
-                    nonlocal made
-                    made += count
-                    if made >= view_refresh_frames:
-                        made = 0
-                        mutator.view = await look(config)
-
-                acknowledged = honest.acknowledged
-                results["peer"] = await _send_with_refresh(
-                    config,
-                    targets=[n for n in nodes if n != poser],
-                    identity_for=lambda _target: tls.node(poser),
-                    make_frame=peer_frame,
-                    total=args.peer_frames,
-                    rng=rng,
-                    refresh=refresh,
-                    console=console,
-                    label="peer frames",
-                )
-                results["peer"].honest_acknowledged = honest.acknowledged - acknowledged
-            if args.client_frames:
-                fuzzer_client = config.accounts[honest_clients]  # not one of the honest
-                mutator = Mutator(rng, await look(config))
-
-                def client_frame(target: str) -> bytes:
-                    return mutator.frame(
-                        lambda: mutator.client_message(fuzzer_client),
-                        cluster_id=config.cluster_id,
+                        message=Mutator.peer_message,
+                        follow_view=True,
+                    ),
+                ),
+                (
+                    "client",
+                    args.client_frames,
+                    Phase(
+                        label="client frames",
+                        targets=nodes,
+                        identity=tls.client(fuzzer_client),
                         sender=0,
-                    )
-
-                async def no_refresh(count: int) -> None:
-                    pass
-
-                acknowledged = honest.acknowledged
-                results["client"] = await _send_with_refresh(
-                    config,
-                    targets=nodes,
-                    identity_for=lambda _target: tls.client(fuzzer_client),
-                    make_frame=client_frame,
-                    total=args.client_frames,
-                    rng=rng,
-                    refresh=no_refresh,
-                    console=console,
-                    label="client frames",
-                )
-                results["client"].honest_acknowledged = honest.acknowledged - acknowledged
+                        message=lambda mutator: mutator.client_message(fuzzer_client),
+                        follow_view=False,
+                    ),
+                ),
+            ]
+            for kind, total, phase in phases:
+                if total:
+                    results[kind] = await run_phase(config, phase, total, rng, honest, console)
             before = honest.acknowledged
             with trio.move_on_after(settle_timeout_s):
                 while honest.acknowledged < before + 10:  # the honest go on afterwards
@@ -530,49 +520,6 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             cluster.keep_dir = True
             console.print(f"replica data and logs kept in {cluster.directory}")
         return 0 if passed else 1
-
-
-async def _send_with_refresh(
-    config: Config,
-    *,
-    targets: Sequence[str],
-    identity_for: Callable[[str], tls.Identity],
-    make_frame: Callable[[str], bytes],
-    total: int,
-    rng: random.Random,
-    refresh: Callable[[int], Any],
-    console: Console,
-    label: str,
-) -> Counts:
-    from rich.progress import Progress
-
-    pending: list[int] = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-
-        def on_progress(count: int) -> None:
-            progress.advance(task, count)
-            pending.append(count)
-
-        async def refresher() -> None:
-            while True:
-                await trio.sleep(0.5)
-                while pending:
-                    await refresh(pending.pop())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(refresher)
-            counts = await send_frames(
-                config,
-                targets=targets,
-                identity_for=identity_for,
-                make_frame=make_frame,
-                total=total,
-                rng=rng,
-                on_progress=on_progress,
-            )
-            nursery.cancel_scope.cancel()
-    return counts
 
 
 def report(console: Console, results: dict[str, Counts], honest: Honest, verdict: Verdict) -> None:

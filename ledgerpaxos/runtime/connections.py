@@ -139,14 +139,9 @@ class Inbound:
         replica = self.replica
         session = self.session
         if session is not None:
-            established = session.established
-            data = session.feed(data)  # HandshakeFailed: not one of ours
-            handshake = session.outgoing()
-            if handshake:
-                self.connection.deliver_raw(handshake)
-            identity = session.identity
-            if not established and identity is not None and identity.kind is tls.Kind.node:
-                self.decoder.body_size_max = None  # a peer: up to message_size_max
+            # Once established, what TLS has of its own to send (rare after
+            # the handshake) goes out ahead of the next reply (encrypt).
+            data = session.feed(data) if session.established else self._handshake(session, data)
         stepped = False
         try:
             for header, message in self.decoder.feed(data):
@@ -175,6 +170,18 @@ class Inbound:
                 self.partial_since = None
             elif self.partial_since is None:
                 self.partial_since = trio.current_time()
+
+    def _handshake(self, session: TlsSession, data: bytes | bytearray) -> bytes:
+        """Feed the handshake; its records out; a node's certificate lifts the
+        client frame bound. Returns the plaintext that followed it, if any."""
+        data = session.feed(data)  # HandshakeFailed: not one of ours
+        records = session.outgoing()
+        if records:
+            self.connection.deliver_raw(records)
+        identity = session.identity
+        if identity is not None and identity.kind is tls.Kind.node:
+            self.decoder.body_size_max = None  # a peer: up to message_size_max
+        return data
 
     @property
     def session(self) -> TlsSession | None:

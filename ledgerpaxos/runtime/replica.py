@@ -76,7 +76,7 @@ from ledgerpaxos.storage import Recovered, ReplicaStore
 
 @attrs.frozen
 class _Tick:
-    pass
+    size: int = 0  # weighs nothing in the inbox
 
 
 _TICK = _Tick()
@@ -359,7 +359,7 @@ class Replica:
         """The core loop took these from the inbox: room for what waits."""
         self._inbox_queued -= len(items)
         self._inbox_taken += len(items)
-        self._inbox_bytes -= sum(getattr(item, "size", 0) for item in items)
+        self._inbox_bytes -= sum(item.size for item in items)
         self._inbox_drained.set()
         self._inbox_drained = trio.Event()
 
@@ -589,7 +589,7 @@ class Replica:
         while it waits for room; a send that is cancelled or fails sent
         nothing (trio's channels guarantee it), so the counts come down."""
         self._inbox_queued += 1
-        size = getattr(item, "size", 0)
+        size = item.size
         weighed = 0
         try:
             while self._inbox_bytes and self._inbox_bytes + size > constants.inbox_bytes_max:
