@@ -48,6 +48,7 @@ client_ids = utf8_text(constants.client_id_length_max, min_size=1)
 node_ids = utf8_text(constants.node_id_length_max, min_size=1)
 reasons = utf8_text(constants.reason_length_max, min_size=1, chars_max=60)
 digests = st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=64))
+chains = st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=64))
 
 
 def ballots() -> st.SearchStrategy[m.Ballot]:
@@ -139,6 +140,7 @@ def snapshots(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.Snap
         balances=balance_tuples(accounts),
         clients=clients,
         digest=st.binary(min_size=32, max_size=32),
+        chain=st.binary(min_size=16, max_size=16),
     )
 
 
@@ -166,6 +168,7 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
             slot=slots,
             batch=batches(accounts),
             commit_slot=slots,
+            commit_chain=chains,
             purge_slot=slots,
         ),
         m.NewView: st.builds(
@@ -173,11 +176,18 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
             ballot=ballots(),
             entries=entry_tuples(accounts),
             commit_slot=slots,
+            commit_chain=chains,
             purge_slot=slots,
         ),
-        m.Accepted: st.builds(m.Accepted, ballot=ballots(), slot=slots),
+        m.Accepted: st.builds(m.Accepted, ballot=ballots(), slot=slots, digest=chains),
         m.Nack: st.builds(m.Nack, ballot=ballots(), promised=ballots()),
-        m.Heartbeat: st.builds(m.Heartbeat, ballot=ballots(), commit_slot=slots, purge_slot=slots),
+        m.Heartbeat: st.builds(
+            m.Heartbeat,
+            ballot=ballots(),
+            commit_slot=slots,
+            commit_chain=chains,
+            purge_slot=slots,
+        ),
         m.HeartbeatAck: st.builds(
             m.HeartbeatAck,
             ballot=ballots(),
@@ -185,11 +195,17 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
             checkpoint_slot=slots,
             checkpoint_digest=digests,
         ),
-        m.CatchupRequest: st.builds(m.CatchupRequest, after_slot=slots),
+        m.CatchupRequest: st.builds(m.CatchupRequest, after_slot=slots, nonce=u64),
         m.CatchupReply: st.builds(
-            m.CatchupReply, entries=entry_tuples(accounts), commit_slot=slots
+            m.CatchupReply,
+            entries=entry_tuples(accounts),
+            commit_slot=slots,
+            chain=chains,
+            nonce=u64,
         ),
-        m.InstallCheckpoint: st.builds(m.InstallCheckpoint, snapshot=snapshots(accounts)),
+        m.InstallCheckpoint: st.builds(
+            m.InstallCheckpoint, snapshot=snapshots(accounts), nonce=u64
+        ),
         m.ClientRequest: st.builds(m.ClientRequest, command=commands(accounts)),
         m.ClientReply: st.builds(
             m.ClientReply,

@@ -100,8 +100,13 @@ async def test_a_peer_with_a_node_certificate_cannot_crash_freeze_or_rob_the_clu
             Prepare(ballot=Ballot(2**64 - 1, config.index_of(leader))),
             InstallCheckpoint(
                 snapshot=Snapshot(
-                    slot=slot + 100, balances=minted, clients=(), digest=state_digest(minted, ())
-                )
+                    slot=slot + 100,
+                    balances=minted,
+                    clients=(),
+                    digest=state_digest(minted, ()),
+                    chain=bytes(16),
+                ),
+                nonce=0,
             ),
             Accept(
                 ballot=Ballot(10**6, config.index_of(leader)),
@@ -115,6 +120,7 @@ async def test_a_peer_with_a_node_certificate_cannot_crash_freeze_or_rob_the_clu
                     ),
                 ),
                 commit_slot=0,
+                commit_chain=bytes(16),
                 purge_slot=0,
             ),
         ]

@@ -288,7 +288,9 @@ BALLOT = m.Ballot(3, 1)
 
 
 def accept(batch: m.Batch) -> m.Accept:
-    return m.Accept(ballot=BALLOT, slot=9, batch=batch, commit_slot=8, purge_slot=0)
+    return m.Accept(
+        ballot=BALLOT, slot=9, batch=batch, commit_slot=8, commit_chain=bytes(16), purge_slot=0
+    )
 
 
 def frame_of(message: m.Message) -> bytes:

@@ -74,7 +74,9 @@ def test_follower_forwards_to_leader_and_replies_itself() -> None:
 
 def test_accept_is_persisted_in_the_same_ready_that_sends_accepted() -> None:
     core = Core(settings("n2"), random.Random(1))
-    accept = Accept(ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, purge_slot=0)
+    accept = Accept(
+        ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, commit_chain=bytes(16), purge_slot=0
+    )
     core.step(accept, "n1")
     ready = core.take_ready()
     assert PromiseRecord(ballot=Ballot(1, 1)) in ready.persist
@@ -84,7 +86,17 @@ def test_accept_is_persisted_in_the_same_ready_that_sends_accepted() -> None:
 
 def test_promise_persists_the_ballot_and_carries_accepted_entries() -> None:
     core = Core(settings("n2"), random.Random(1))
-    core.step(Accept(ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, purge_slot=0), "n1")
+    core.step(
+        Accept(
+            ballot=Ballot(1, 1),
+            slot=1,
+            batch=(),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
+        "n1",
+    )
     core.take_ready()
     core.step(Prepare(ballot=Ballot(2, 3)), "n3")
     ready = core.take_ready()
@@ -98,14 +110,18 @@ def test_lower_ballot_is_refused_with_a_nack() -> None:
     core = Core(settings("n2"), random.Random(1))
     core.step(Prepare(ballot=Ballot(5, 3)), "n3")
     core.take_ready()
-    core.step(Heartbeat(ballot=Ballot(4, 1), commit_slot=0, purge_slot=0), "n1")
+    core.step(
+        Heartbeat(ballot=Ballot(4, 1), commit_slot=0, commit_chain=bytes(16), purge_slot=0), "n1"
+    )
     ((to, nack),) = core.take_ready().send
     assert to == "n1" and nack == Nack(ballot=Ballot(4, 1), promised=Ballot(5, 3))
 
 
 def test_pre_vote_is_refused_while_the_leader_is_heard() -> None:
     core = Core(settings("n2"), random.Random(1))
-    core.step(Heartbeat(ballot=Ballot(1, 1), commit_slot=0, purge_slot=0), "n1")
+    core.step(
+        Heartbeat(ballot=Ballot(1, 1), commit_slot=0, commit_chain=bytes(16), purge_slot=0), "n1"
+    )
     core.take_ready()
     core.step(PreVote(ballot=Ballot(2, 3)), "n3")
     ((_, reply),) = core.take_ready().send
@@ -265,12 +281,12 @@ def test_the_ledger_digest_kept_between_checkpoints_is_the_full_digest(steps: li
             ledger.execute(Command(client_id=step[1], request_no=request_no, kind=CommandKind.read))
         elif step[0] == "install":
             other = Ledger(accounts, 10)
-            other.install(ledger.snapshot(request_no))
+            other.install(ledger.snapshot(request_no, chain=bytes(16)))
             ledger = other
         if step[0] == "digest" or step is steps[-1]:  # changes pile up in between
             full = ledger_rules.state_digest(tuple(ledger.balances.items()), ledger._client_rows())
             assert ledger.digest() == full
-            assert ledger.snapshot(request_no).digest == full
+            assert ledger.snapshot(request_no, chain=bytes(16)).digest == full
 
 
 @pytest.mark.parametrize(

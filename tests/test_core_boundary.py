@@ -69,7 +69,15 @@ def test_a_forged_accept_of_another_value_for_a_decided_slot_is_refused() -> Non
     before = core.balances()
     higher = Ballot(core.status().promised.round + 1, core.s.index_of(leader))
     core.step(
-        Accept(ballot=higher, slot=slot, batch=(command(99),), commit_slot=0, purge_slot=0), leader
+        Accept(
+            ballot=higher,
+            slot=slot,
+            batch=(command(99),),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
+        leader,
     )
     ready = core.take_ready()
     assert any("decided with another value" in a for a in ready.alarms)
@@ -89,6 +97,7 @@ def test_a_ballot_that_could_not_be_outbid_is_refused_and_the_cluster_goes_on() 
             ballot=Ballot(ballot_round_max + 1, core.s.index_of(leader)),
             entries=(),
             commit_slot=0,
+            commit_chain=bytes(16),
             purge_slot=0,
         ),
     ):
@@ -172,11 +181,19 @@ def test_a_promise_or_proposal_of_a_slot_far_ahead_is_ignored_and_fills_no_memor
     # Nor may a leader's proposals reach that far: stored, they would be the
     # slots this replica's own promise names when it next runs for leader.
     for proposal in (
-        Accept(ballot=Ballot(2, 2), slot=far, batch=(), commit_slot=0, purge_slot=0),
+        Accept(
+            ballot=Ballot(2, 2),
+            slot=far,
+            batch=(),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
         NewView(
             ballot=Ballot(2, 2),
             entries=(LogEntry(slot=far, ballot=Ballot(2, 2), batch=()),),
             commit_slot=0,
+            commit_chain=bytes(16),
             purge_slot=0,
         ),
     ):
@@ -191,20 +208,40 @@ def test_a_second_value_for_a_slot_under_the_same_ballot_is_refused() -> None:
     name), and the first value stays."""
     core = Core(settings("n2"), random.Random(1))
     core.take_ready()
-    first = Accept(ballot=Ballot(1, 1), slot=1, batch=(command(1),), commit_slot=0, purge_slot=0)
+    first = Accept(
+        ballot=Ballot(1, 1),
+        slot=1,
+        batch=(command(1),),
+        commit_slot=0,
+        commit_chain=bytes(16),
+        purge_slot=0,
+    )
     core.step(first, "n1")
     assert any(isinstance(m, Accepted) for _, m in core.take_ready().send)
     core.step(attrs.evolve(first, batch=(command(2),)), "n1")
     ready = core.take_ready()
     assert any("proposed twice under ballot" in a for a in ready.alarms)
-    assert ready.persist == [] and not any(isinstance(m, Accepted) for _, m in ready.send)
+    # The answer names the value held, the first: the leader counts it for no other.
+    first_digest = LogEntry(slot=1, ballot=Ballot(1, 1), batch=(command(1),)).digest
+    assert ready.persist == []
+    assert [m.digest for _, m in ready.send if isinstance(m, Accepted)] == [first_digest]
     assert core.log_view()[-1].batch == (command(1),)
 
 
 def test_a_proposal_under_another_nodes_ballot_is_refused() -> None:
     core = Core(settings("n2"), random.Random(1))
     core.take_ready()
-    core.step(Accept(ballot=Ballot(3, 3), slot=1, batch=(), commit_slot=0, purge_slot=0), "n1")
+    core.step(
+        Accept(
+            ballot=Ballot(3, 3),
+            slot=1,
+            batch=(),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
+        "n1",
+    )
     ready = core.take_ready()
     assert any("of another node" in a for a in ready.alarms) and ready.persist == []
 
@@ -219,25 +256,34 @@ def test_checkpoints_and_catch_up_replies_nobody_asked_for_are_ignored() -> None
         balances=tuple((a, 1000 if a == "J" else 10) for a in core.s.accounts),
         clients=(),
         digest=b"",
+        chain=bytes(16),
     )
     minted = attrs.evolve(minted, digest=state_digest(minted.balances, ()))
-    forged = [
-        InstallCheckpoint(snapshot=honest.snapshot(status.executed_slot + 10)),
-        CatchupReply(
-            entries=(
-                LogEntry(slot=status.commit_slot + 1, ballot=Ballot(1, 1), batch=(command(5),)),
-            ),
-            commit_slot=status.commit_slot + 1,
-        ),
-    ]
-    for message in forged:
+    forged_entry = LogEntry(slot=status.commit_slot + 1, ballot=Ballot(1, 1), batch=(command(5),))
+    install = InstallCheckpoint(
+        snapshot=honest.snapshot(status.executed_slot + 10, chain=bytes(16)), nonce=7
+    )
+    reply = CatchupReply(
+        entries=(forged_entry,), commit_slot=status.commit_slot + 1, chain=bytes(16), nonce=7
+    )
+    for message in (install, reply):  # not asked
         core.step(message, leader)
         assert core.take_ready().snapshots == []
+    # Asked, but by another request (its nonce is not theirs): still ignored.
+    core.catchup_source, core.catchup_nonce = leader, 8
+    for message in (install, reply):
+        core.step(message, leader)
+        ready = core.take_ready()
+        assert ready.snapshots == [] and ready.alarms == []
     assert core.balances() == before and core.status().commit_slot == status.commit_slot
-    # Asked, a checkpoint must still hold the cluster's money: this one is refused
-    # (before, Ledger.install asserted it, and the process died).
-    core.catchup_source = leader
-    core.step(InstallCheckpoint(snapshot=minted), leader)
+    # The answer to this request, with entries that do not chain onto ours: refused.
+    core.step(attrs.evolve(reply, nonce=8), leader)
+    ready = core.take_ready()
+    assert ready.persist == [] and core.status().commit_slot == status.commit_slot
+    assert any("does not chain onto our decided log" in a for a in ready.alarms)
+    # With its nonce, a checkpoint must still hold the cluster's money: this one
+    # is refused (before, Ledger.install asserted it, and the process died).
+    core.step(InstallCheckpoint(snapshot=minted, nonce=8), leader)
     ready = core.take_ready()
     assert ready.alarms == [
         f"refused InstallCheckpoint from {leader}: its balances sum to 1090, not 100"
@@ -255,16 +301,18 @@ def test_entries_out_of_order_or_of_another_ballot_are_refused() -> None:
             ballot=b,
             entries=(entry, LogEntry(slot=1, ballot=b, batch=())),
             commit_slot=0,
+            commit_chain=bytes(16),
             purge_slot=0,
         ),
         NewView(
             ballot=b,
             entries=(LogEntry(slot=1, ballot=Ballot(1, 1), batch=()),),
             commit_slot=0,
+            commit_chain=bytes(16),
             purge_slot=0,
         ),
-        Accept(ballot=b, slot=0, batch=(), commit_slot=0, purge_slot=0),
-        Accept(ballot=b, slot=1, batch=(), commit_slot=1, purge_slot=2),
+        Accept(ballot=b, slot=0, batch=(), commit_slot=0, commit_chain=bytes(16), purge_slot=0),
+        Accept(ballot=b, slot=1, batch=(), commit_slot=1, commit_chain=bytes(16), purge_slot=2),
     ]
     for message in bad:
         core.step(message, "n1")

@@ -65,7 +65,7 @@ def _promise(ballot: Ballot) -> Promise:
 @pytest.mark.parametrize(
     "message",
     [
-        Accepted(ballot=Ballot(1, 1), slot=1),
+        Accepted(ballot=Ballot(1, 1), slot=1, digest=bytes(16)),
         HeartbeatAck(
             ballot=Ballot(1, 1), executed_slot=0, checkpoint_slot=0, checkpoint_digest=b""
         ),
@@ -115,7 +115,7 @@ def test_a_candidate_that_stepped_down_ignores_the_promises_of_its_round() -> No
     round_ballot = prepared.promised  # the ballot it now asks promises for
     core.take_ready()
     newer = Ballot(round_ballot.round + 1, 5)
-    core.step(Heartbeat(ballot=newer, commit_slot=0, purge_slot=0), "n5")
+    core.step(Heartbeat(ballot=newer, commit_slot=0, commit_chain=bytes(16), purge_slot=0), "n5")
     assert core.status().role == Role.follower
     core.take_ready()
     for voter in ("n1", "n3", "n4"):

@@ -67,7 +67,7 @@ def executor(recorder: Recorder) -> ReadyExecutor[str]:
 
 
 def snapshot(slot: int) -> Snapshot:
-    return Snapshot(slot=slot, balances=(("A", 1),), clients=(), digest=b"d")
+    return Snapshot(slot=slot, balances=(("A", 1),), clients=(), digest=b"d", chain=bytes(16))
 
 
 def entry(slot: int) -> LogEntry:
@@ -81,13 +81,23 @@ def test_a_ready_is_carried_out_in_the_contract_order() -> None:
     promise = PromiseRecord(ballot=B)
     ready = Ready(
         send_early=[
-            ("n2", Accept(ballot=Ballot(1, 1), slot=1, batch=(), commit_slot=0, purge_slot=0))
+            (
+                "n2",
+                Accept(
+                    ballot=Ballot(1, 1),
+                    slot=1,
+                    batch=(),
+                    commit_slot=0,
+                    commit_chain=bytes(16),
+                    purge_slot=0,
+                ),
+            )
         ],
         persist=[promise, AcceptRecord(entry=entry(1))],
         snapshots=[snapshot(1)],
         compact=(promise,),
         send=[
-            ("n2", Accepted(ballot=B, slot=1)),
+            ("n2", Accepted(ballot=B, slot=1, digest=bytes(16))),
             ("n3", Promise(ballot=B, checkpoint_slot=0, commit_slot=0, entries=())),
         ],
         replies=[ClientReply(client_id="c", request_no=1, outcome=Outcome(), leader=None)],
@@ -122,10 +132,10 @@ def test_a_promise_that_is_not_on_disk_never_leaves() -> None:
     with pytest.raises(UnpersistedSend, match="Promise"):
         run.send([("n2", promise)])
     with pytest.raises(UnpersistedSend, match="Accepted"):
-        run.send([("n2", Accepted(ballot=B, slot=3))])
+        run.send([("n2", Accepted(ballot=B, slot=3, digest=bytes(16)))])
     assert recorder.calls == []  # nothing of it was sent
     run.carry_out(Ready(persist=[PromiseRecord(ballot=B), AcceptRecord(entry=entry(3))]))
-    run.send([("n2", promise), ("n2", Accepted(ballot=B, slot=3))])
+    run.send([("n2", promise), ("n2", Accepted(ballot=B, slot=3, digest=bytes(16)))])
     assert recorder.calls[-1] == ("send", ("Promise", "Accepted"))
 
 
@@ -136,7 +146,7 @@ def test_a_muted_replica_sends_nothing_and_forgets_its_waiters() -> None:
     run.waiters.wait(("c", 1), "client")
     run.carry_out(
         Ready(
-            send=[("n2", Accepted(ballot=Ballot.zero(), slot=0))],
+            send=[("n2", Accepted(ballot=Ballot.zero(), slot=0, digest=bytes(16)))],
             replies=[ClientReply(client_id="c", request_no=1, outcome=Outcome(), leader=None)],
         )
     )
@@ -169,29 +179,49 @@ def test_the_audit_knows_what_each_fsync_made_durable() -> None:
     audit = DurableAudit(Recovered.empty())
     b2 = Ballot(3, 1)
     with pytest.raises(UnpersistedSend, match="Accept "):
-        audit.check_send("n2", Accept(ballot=B, slot=1, batch=(), commit_slot=0, purge_slot=0))
+        audit.check_send(
+            "n2",
+            Accept(ballot=B, slot=1, batch=(), commit_slot=0, commit_chain=bytes(16), purge_slot=0),
+        )
     audit.synced([PromiseRecord(ballot=B)])
-    audit.check_send("n2", Accept(ballot=B, slot=1, batch=(), commit_slot=0, purge_slot=0))
+    audit.check_send(
+        "n2",
+        Accept(ballot=B, slot=1, batch=(), commit_slot=0, commit_chain=bytes(16), purge_slot=0),
+    )
     with pytest.raises(UnpersistedSend, match="Promise"):
         audit.check_send("n2", Promise(ballot=b2, checkpoint_slot=0, commit_slot=0, entries=()))
     with pytest.raises(UnpersistedSend, match="NewView"):
         audit.check_send(
-            "n2", NewView(ballot=B, entries=(entry(1), entry(2)), commit_slot=0, purge_slot=0)
+            "n2",
+            NewView(
+                ballot=B,
+                entries=(entry(1), entry(2)),
+                commit_slot=0,
+                commit_chain=bytes(16),
+                purge_slot=0,
+            ),
         )
     audit.synced([AcceptRecord(entry=entry(1)), AcceptRecord(entry=entry(2))])
     audit.check_send(
-        "n2", NewView(ballot=B, entries=(entry(1), entry(2)), commit_slot=0, purge_slot=0)
+        "n2",
+        NewView(
+            ballot=B,
+            entries=(entry(1), entry(2)),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
     )
     # An acceptance at another ballot is another promise kept: not covered.
     with pytest.raises(UnpersistedSend, match="Accepted"):
-        audit.check_send("n2", Accepted(ballot=b2, slot=1))
+        audit.check_send("n2", Accepted(ballot=b2, slot=1, digest=bytes(16)))
     # Decided on disk (a CommitRecord, or a snapshot): any Accepted for it is true.
     audit.synced([CommitRecord(commit_slot=5)])
-    audit.check_send("n2", Accepted(ballot=b2, slot=5))
+    audit.check_send("n2", Accepted(ballot=b2, slot=5, digest=bytes(16)))
     audit.snapshot_written(snapshot(9))
-    audit.check_send("n2", Accepted(ballot=b2, slot=9))
+    audit.check_send("n2", Accepted(ballot=b2, slot=9, digest=bytes(16)))
     with pytest.raises(UnpersistedSend):
-        audit.check_send("n2", Accepted(ballot=b2, slot=10))
+        audit.check_send("n2", Accepted(ballot=b2, slot=10, digest=bytes(16)))
 
 
 def test_the_audit_starts_from_what_recovery_found_and_stays_bounded() -> None:
@@ -203,8 +233,10 @@ def test_the_audit_starts_from_what_recovery_found_and_stays_bounded() -> None:
         torn_tail_cut=False,
     )
     audit = DurableAudit(recovered)
-    audit.check_send("n2", Accepted(ballot=B, slot=3))
+    audit.check_send("n2", Accepted(ballot=B, slot=3, digest=bytes(16)))
     for slot in range(4, 5000):
         audit.synced([AcceptRecord(entry=entry(slot)), CommitRecord(commit_slot=slot - 1)])
     assert len(audit.accepted) < 3000  # decided slots are pruned as it goes
-    audit.check_send("n2", Accepted(ballot=B, slot=4999))  # the undecided one is kept
+    audit.check_send(
+        "n2", Accepted(ballot=B, slot=4999, digest=bytes(16))
+    )  # the undecided one is kept

@@ -258,7 +258,12 @@ async def test_a_garbage_frame_closes_that_connection_and_the_replica_keeps_serv
     assert any("memory:client" in w and "magic" in w for w in warnings)
     # a peer connection: one good frame, then a corrupted one
     caplog.clear()
-    heartbeat = Heartbeat(ballot=cluster.replicas[leader].core.ballot, commit_slot=0, purge_slot=0)
+    heartbeat = Heartbeat(
+        ballot=cluster.replicas[leader].core.ballot,
+        commit_slot=0,
+        commit_chain=bytes(16),
+        purge_slot=0,
+    )
     frame = wire.encode_frame(heartbeat, cluster_id=1, sender=cluster.config.index_of(leader))
     follower = next(n for n in cluster.node_ids if n != leader)
     async with await cluster.network.connect(follower, source=leader) as stream:
@@ -284,7 +289,7 @@ async def test_a_peer_claiming_an_unknown_index_is_refused(
 ) -> None:
     await cluster.wait_for_leader()
     caplog.set_level(logging.WARNING)
-    heartbeat = Heartbeat(ballot=Ballot(1, 1), commit_slot=0, purge_slot=0)
+    heartbeat = Heartbeat(ballot=Ballot(1, 1), commit_slot=0, commit_chain=bytes(16), purge_slot=0)
     frame = wire.encode_frame(heartbeat, cluster_id=1, sender=9)
     async with await cluster.network.connect("n1") as stream:
         await stream.send_all(frame)
@@ -415,7 +420,7 @@ async def test_a_peer_using_another_nodes_ballot_is_refused_and_the_replica_goes
     follower = next(n for n in cluster.node_ids if n != leader)
     impostor = next(n for n in cluster.node_ids if n not in (leader, follower))
     ballot = cluster.replicas[leader].core.ballot  # not the impostor's to use
-    heartbeat = Heartbeat(ballot=ballot, commit_slot=0, purge_slot=0)
+    heartbeat = Heartbeat(ballot=ballot, commit_slot=0, commit_chain=bytes(16), purge_slot=0)
     frame = wire.encode_frame(heartbeat, cluster_id=1, sender=cluster.config.index_of(impostor))
     async with await cluster.network.connect(follower, source=impostor) as stream:
         await stream.send_all(frame)
@@ -480,7 +485,7 @@ async def test_the_inbox_is_bounded_in_bytes_and_always_takes_one_item(tmp_path:
     than the bound gets in alone."""
     config = make_local_config(3, 7001, tmp_path)
     replica = Replica(config, "n1", rng=random.Random(1))
-    heartbeat = Heartbeat(ballot=Ballot(1, 2), commit_slot=0, purge_slot=0)
+    heartbeat = Heartbeat(ballot=Ballot(1, 2), commit_slot=0, commit_chain=bytes(16), purge_slot=0)
     third = constants.inbox_bytes_max // 3
     for _ in range(3):
         await replica._to_inbox(replica_module._FromPeer(heartbeat, "n2", third))

@@ -211,9 +211,9 @@ def test_a_state_past_the_replay_is_a_replay_failure() -> None:
 def test_a_checkpoint_with_another_digest_is_caught() -> None:
     safety = checker()
     core = Core(settings("n1"), random.Random(1))
-    good = core.ledger.snapshot(0)
+    good = core.ledger.snapshot(0, chain=bytes(16))
     safety.snapshot("n1", good)
-    bad = Snapshot(slot=0, balances=good.balances, clients=(), digest=bytes(32))
+    bad = Snapshot(slot=0, balances=good.balances, clients=(), digest=bytes(32), chain=bytes(16))
     violated("checkpoint", lambda: safety.snapshot("n1", bad))
     checker("checkpoint").snapshot("n1", bad)
 

@@ -60,7 +60,11 @@ def snapshot_at(slot: int) -> Snapshot:
         ),
     )
     return Snapshot(
-        slot=slot, balances=balances, clients=clients, digest=state_digest(balances, clients)
+        slot=slot,
+        balances=balances,
+        clients=clients,
+        digest=state_digest(balances, clients),
+        chain=bytes(16),
     )
 
 

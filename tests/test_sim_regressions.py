@@ -179,14 +179,15 @@ def test_leader_resending_a_slot_that_a_checkpoint_purged() -> None:
     assert core.checkpoint_slot == 10
     ballot = _elect(core, ("n2", "n3"))
     core.take_ready()
-    core.step(Accepted(ballot=ballot, slot=11), "n2")
+    core.step(Accepted(ballot=ballot, slot=11, digest=core.log[11].digest), "n2")
     for peer in ("n2", "n3"):
-        core.step(Accepted(ballot=ballot, slot=12), peer)
+        core.step(Accepted(ballot=ballot, slot=12, digest=core.log[12].digest), peer)
     for request_no in range(13, 21):
         core.step(ClientRequest(command=_command(request_no, "c2")), None)
         core.take_ready()
         for peer in ("n2", "n3"):
-            core.step(Accepted(ballot=ballot, slot=request_no), peer)
+            vote = Accepted(ballot=ballot, slot=request_no, digest=core.log[request_no].digest)
+            core.step(vote, peer)
     assert core.commit_slot == 20 and core.checkpoint_slot == 20
     for peer in ("n2", "n3"):
         core.step(
@@ -213,7 +214,14 @@ def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:
     stale = Ballot(1, 1)
     for slot in range(1, 6):
         core.step(
-            Accept(ballot=stale, slot=slot, batch=(_command(slot),), commit_slot=0, purge_slot=0),
+            Accept(
+                ballot=stale,
+                slot=slot,
+                batch=(_command(slot),),
+                commit_slot=0,
+                commit_chain=bytes(16),
+                purge_slot=0,
+            ),
             "n1",
         )
     ready = core.take_ready()
@@ -222,8 +230,13 @@ def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:
 
     chosen = Ledger(core.s.accounts, core.s.initial_balance)  # ten no-op slots were chosen
     # n2 leads and has decided up to 10: n3 asks it (only an asked peer may install).
-    core.step(Heartbeat(ballot=Ballot(2, 2), commit_slot=10, purge_slot=10), "n2")
-    core.step(InstallCheckpoint(snapshot=chosen.snapshot(10)), "n2")
+    core.step(
+        Heartbeat(ballot=Ballot(2, 2), commit_slot=10, commit_chain=bytes(16), purge_slot=10), "n2"
+    )
+    install = InstallCheckpoint(
+        snapshot=chosen.snapshot(10, chain=bytes(16)), nonce=core.catchup_nonce
+    )
+    core.step(install, "n2")
     assert core.executed_slot == 10
     ready = core.take_ready()
     store.append(ready.persist)

@@ -114,6 +114,7 @@ def make_snapshot(slot: int) -> Snapshot:
             ),
         ),
         digest=bytes(range(32)),
+        chain=bytes(range(16)),
     )
 
 

@@ -174,7 +174,9 @@ async def test_a_certificate_speaks_only_for_its_own_identity(
     config = tls_config(tmp_path)
     async with tls_cluster(config) as network:
         before = await balances(config, network)
-        heartbeat = Heartbeat(ballot=Ballot(99, 2), commit_slot=0, purge_slot=0)
+        heartbeat = Heartbeat(
+            ballot=Ballot(99, 2), commit_slot=0, commit_chain=bytes(16), purge_slot=0
+        )
         attempts = [
             (tls.client("A"), transfer("B", "B"), 0),  # client A as client B
             (tls.client("A"), heartbeat, 2),  # a client as node n2

@@ -96,22 +96,32 @@ SNAPSHOT = m.Snapshot(
         ),
     ),
     digest=bytes(range(32)),
+    chain=bytes(range(16)),
 )
 EXAMPLES: list[m.Message] = [
     m.PreVote(ballot=BALLOT),
     m.PreVoteReply(ballot=BALLOT, granted=True),
     m.Prepare(ballot=BALLOT),
     m.Promise(ballot=BALLOT, checkpoint_slot=2, commit_slot=3, entries=(ENTRY,)),
-    m.Accept(ballot=BALLOT, slot=5, batch=(COMMAND, COMMAND), commit_slot=4, purge_slot=0),
-    m.Accept(ballot=BALLOT, slot=6, batch=m.NOOP, commit_slot=4, purge_slot=0),
-    m.NewView(ballot=BALLOT, entries=(ENTRY,), commit_slot=3, purge_slot=0),
-    m.Accepted(ballot=BALLOT, slot=5),
+    m.Accept(
+        ballot=BALLOT,
+        slot=5,
+        batch=(COMMAND, COMMAND),
+        commit_slot=4,
+        commit_chain=bytes(16),
+        purge_slot=0,
+    ),
+    m.Accept(
+        ballot=BALLOT, slot=6, batch=m.NOOP, commit_slot=4, commit_chain=bytes(16), purge_slot=0
+    ),
+    m.NewView(ballot=BALLOT, entries=(ENTRY,), commit_slot=3, commit_chain=bytes(16), purge_slot=0),
+    m.Accepted(ballot=BALLOT, slot=5, digest=bytes(16)),
     m.Nack(ballot=BALLOT, promised=m.Ballot(8, 1)),
-    m.Heartbeat(ballot=BALLOT, commit_slot=5, purge_slot=0),
+    m.Heartbeat(ballot=BALLOT, commit_slot=5, commit_chain=bytes(16), purge_slot=0),
     m.HeartbeatAck(ballot=BALLOT, executed_slot=5, checkpoint_slot=0, checkpoint_digest=b""),
-    m.CatchupRequest(after_slot=3),
-    m.CatchupReply(entries=(ENTRY,), commit_slot=4),
-    m.InstallCheckpoint(snapshot=SNAPSHOT),
+    m.CatchupRequest(after_slot=3, nonce=1),
+    m.CatchupReply(entries=(ENTRY,), commit_slot=4, chain=bytes(16), nonce=1),
+    m.InstallCheckpoint(snapshot=SNAPSHOT, nonce=7),
     m.ClientRequest(command=COMMAND),
     m.ClientRequest(command=m.Command(client_id="c2", request_no=1, kind=m.CommandKind.read)),
     m.ClientReply(
@@ -204,21 +214,25 @@ def test_decoded_collections_are_tuples_and_enums_are_members() -> None:
 def test_golden_heartbeat_bytes() -> None:
     """Pins the format: if this changes, bump constants.wire_version."""
     frame = encode_frame(
-        m.Heartbeat(ballot=m.Ballot(3, 2), commit_slot=10, purge_slot=5), cluster_id=7, sender=2
+        m.Heartbeat(ballot=m.Ballot(3, 2), commit_slot=10, commit_chain=bytes(16), purge_slot=5),
+        cluster_id=7,
+        sender=2,
     )
     assert frame.hex() == (
         "4c504158"  # magic "LPAX"
-        "01"  # version
+        "02"  # version
         "00000007"  # cluster id
         "09"  # message type: heartbeat
         "02"  # sender
-        "00000019"  # body length: 25
-        "32313d3b"  # crc32 of the body
-        "09f6c607"  # crc32 of the 19 header bytes above
+        "0000002a"  # body length: 42
+        "95702ac7"  # crc32 of the body
+        "ee6692c2"  # crc32 of the 19 header bytes above
         "0000000000000003"
         "02"  # ballot 3.2
         "000000000000000a"  # commit slot
         "0000000000000005"  # purge slot
+        "10"  # commit chain: 16 bytes
+        "00000000000000000000000000000000"
     )
     assert zlib.crc32(frame[:19]).to_bytes(4, "big") == frame[19:23]
     assert HEADER_SIZE == 23
@@ -453,7 +467,7 @@ def test_decode_frame_wants_exactly_one_frame() -> None:
 
 # ---------------------------------------------------------------- refused bodies (valid checksums)
 
-HEARTBEAT = m.Heartbeat(ballot=BALLOT, commit_slot=5, purge_slot=0)
+HEARTBEAT = m.Heartbeat(ballot=BALLOT, commit_slot=5, commit_chain=bytes(16), purge_slot=0)
 
 
 def body_refused(frame: bytes, match: str | None = None) -> None:
@@ -526,7 +540,7 @@ def test_unknown_control_op_refused() -> None:
 
 
 def test_invalid_utf8_refused() -> None:
-    message = m.CatchupReply(entries=(ENTRY,), commit_slot=4)
+    message = m.CatchupReply(entries=(ENTRY,), commit_slot=4, chain=bytes(16), nonce=1)
     body = body_of(message)
     at = body.index(b"c1")
     for bad in (b"\xff\xfe", b"\xc0\x80", b"\xed\xa0"):  # invalid, overlong NUL, surrogate half
@@ -567,7 +581,11 @@ def test_string_longer_than_its_maximum_refused() -> None:
 
 def test_element_count_above_its_maximum_refused_before_elements() -> None:
     count = constants.batch_commands_max + 1
-    body = body_of(m.Accept(ballot=BALLOT, slot=1, batch=(), commit_slot=0, purge_slot=0))
+    body = body_of(
+        m.Accept(
+            ballot=BALLOT, slot=1, batch=(), commit_slot=0, commit_chain=bytes(16), purge_slot=0
+        )
+    )
     assert body[-4:] == b"\x00\x00\x00\x00"
     forged = body[:-4] + count.to_bytes(4, "big")  # no elements follow: refused on the count
     body_refused(forge_frame(forged, message_type=MessageType.accept), "validation")
@@ -576,7 +594,9 @@ def test_element_count_above_its_maximum_refused_before_elements() -> None:
 
 
 def test_catchup_reply_above_catchup_slots_max_refused() -> None:
-    body = (0).to_bytes(8, "big") + (constants.catchup_slots_max + 1).to_bytes(4, "big")
+    nonce, commit_slot, chain = bytes(8), bytes(8), bytes((16,)) + bytes(16)
+    count = (constants.catchup_slots_max + 1).to_bytes(4, "big")
+    body = nonce + commit_slot + chain + count
     body_refused(forge_frame(body, message_type=MessageType.catchup_reply), "validation")
 
 
@@ -633,12 +653,17 @@ def encode(message: object) -> bytes:
 @pytest.mark.parametrize(
     "message",
     [
-        m.Heartbeat(ballot=m.Ballot(-1, 1), commit_slot=0, purge_slot=0),
-        m.Heartbeat(ballot=m.Ballot(2**64, 1), commit_slot=0, purge_slot=0),
-        m.Heartbeat(ballot=m.Ballot(1, constants.replicas_max + 1), commit_slot=0, purge_slot=0),
-        m.Heartbeat(ballot=BALLOT, commit_slot=-1, purge_slot=0),
-        m.Heartbeat(ballot=BALLOT, commit_slot="5", purge_slot=0),  # type: ignore[arg-type]
-        m.Heartbeat(ballot=None, commit_slot=0, purge_slot=0),  # type: ignore[arg-type]
+        m.Heartbeat(ballot=m.Ballot(-1, 1), commit_slot=0, commit_chain=bytes(16), purge_slot=0),
+        m.Heartbeat(ballot=m.Ballot(2**64, 1), commit_slot=0, commit_chain=bytes(16), purge_slot=0),
+        m.Heartbeat(
+            ballot=m.Ballot(1, constants.replicas_max + 1),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
+        m.Heartbeat(ballot=BALLOT, commit_slot=-1, commit_chain=bytes(16), purge_slot=0),
+        m.Heartbeat(ballot=BALLOT, commit_slot="5", commit_chain=bytes(16), purge_slot=0),  # type: ignore[arg-type]
+        m.Heartbeat(ballot=None, commit_slot=0, commit_chain=bytes(16), purge_slot=0),  # type: ignore[arg-type]
         m.PreVoteReply(ballot=BALLOT, granted=1),  # type: ignore[arg-type]
         m.ClientRequest(
             command=m.Command(
@@ -677,9 +702,15 @@ def encode(message: object) -> bytes:
             slot=1,
             batch=(COMMAND,) * (constants.batch_commands_max + 1),
             commit_slot=0,
+            commit_chain=bytes(16),
             purge_slot=0,
         ),
-        m.CatchupReply(entries=(ENTRY,) * (constants.catchup_slots_max + 1), commit_slot=0),
+        m.CatchupReply(
+            entries=(ENTRY,) * (constants.catchup_slots_max + 1),
+            commit_slot=0,
+            chain=bytes(16),
+            nonce=1,
+        ),
         m.ClientReply(client_id="c", request_no=1, outcome=m.Outcome(), leader="n" * 33),
         m.HeartbeatAck(
             ballot=BALLOT, executed_slot=0, checkpoint_slot=0, checkpoint_digest=bytes(256)
@@ -707,10 +738,12 @@ def test_encode_refuses_bad_header_arguments_and_non_messages() -> None:
     with pytest.raises(ValueError):
         wire.encode_record(m.CommitRecord(commit_slot=-1))
     with pytest.raises(ValueError):
-        wire.encode_snapshot(m.Snapshot(slot=0, balances=(("A", 2**63),), clients=(), digest=b""))
+        wire.encode_snapshot(
+            m.Snapshot(slot=0, balances=(("A", 2**63),), clients=(), digest=b"", chain=b"")
+        )
 
 
 def test_encode_errors_are_not_frame_errors() -> None:
     with pytest.raises(ValueError) as info:
-        encode(m.Heartbeat(ballot=BALLOT, commit_slot=-1, purge_slot=0))
+        encode(m.Heartbeat(ballot=BALLOT, commit_slot=-1, commit_chain=bytes(16), purge_slot=0))
     assert not isinstance(info.value, FrameError)

@@ -97,6 +97,12 @@ class Mutator:
     def slot(self) -> int:
         return max(0, self.view.commit_slot + self.rng.randint(-4, 4))
 
+    def digest(self) -> bytes:
+        """A digest or chain digest: it cannot know the cluster's, so a guess."""
+        if self.rng.random() < 0.9:
+            return self.rng.randbytes(16)
+        return self.rng.choice((b"", bytes(16), self.rng.randbytes(32)))
+
     def account(self) -> str:
         if self.rng.random() < 0.9:
             return self.rng.choice(self.view.accounts)
@@ -141,7 +147,9 @@ class Mutator:
         balances = tuple((a, self.rng.randint(0, 100)) for a in sorted(set(self.view.accounts)))
         slot = max(0, self.view.checkpoint_slot + self.rng.randint(-10, 20))
         digest = state_digest(balances, ()) if self.rng.random() < 0.5 else bytes(32)
-        return m.Snapshot(slot=slot, balances=balances, clients=(), digest=digest)
+        return m.Snapshot(
+            slot=slot, balances=balances, clients=(), digest=digest, chain=self.digest()
+        )
 
     # ---------------------------------------------------------------- messages
 
@@ -167,6 +175,7 @@ class Mutator:
                 slot=self.slot(),
                 batch=self.batch(),
                 commit_slot=self.slot(),
+                commit_chain=self.digest(),
                 purge_slot=self.view.checkpoint_slot,
             )
         if kind == 5:
@@ -174,15 +183,19 @@ class Mutator:
                 ballot=self.ballot(),
                 entries=self.entries(),
                 commit_slot=self.slot(),
+                commit_chain=self.digest(),
                 purge_slot=self.view.checkpoint_slot,
             )
         if kind == 6:
-            return m.Accepted(ballot=self.ballot(), slot=self.slot())
+            return m.Accepted(ballot=self.ballot(), slot=self.slot(), digest=self.digest())
         if kind == 7:
             return m.Nack(ballot=self.ballot(), promised=self.ballot())
         if kind == 8:
             return m.Heartbeat(
-                ballot=self.ballot(), commit_slot=self.slot(), purge_slot=self.view.checkpoint_slot
+                ballot=self.ballot(),
+                commit_slot=self.slot(),
+                commit_chain=self.digest(),
+                purge_slot=self.view.checkpoint_slot,
             )
         if kind == 9:
             return m.HeartbeatAck(
@@ -192,10 +205,15 @@ class Mutator:
                 checkpoint_digest=rng.randbytes(32),
             )
         if kind == 10:
-            return m.CatchupRequest(after_slot=self.slot())
+            return m.CatchupRequest(after_slot=self.slot(), nonce=self.integer(0))
         if kind == 11:
-            return m.CatchupReply(entries=self.entries(), commit_slot=self.slot())
-        return m.InstallCheckpoint(snapshot=self.snapshot())
+            return m.CatchupReply(
+                entries=self.entries(),
+                commit_slot=self.slot(),
+                chain=self.digest(),
+                nonce=self.integer(0),
+            )
+        return m.InstallCheckpoint(snapshot=self.snapshot(), nonce=self.integer(0))
 
     def client_message(self, client_id: str) -> m.ClientRequest | m.ControlRequest:
         if self.rng.random() < 0.1:

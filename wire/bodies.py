@@ -86,6 +86,7 @@ _CODECS = (
         "slot" / Slot,
         "commit_slot" / Slot,
         "purge_slot" / Slot,
+        "commit_chain" / Digest,
         "batch" / Batch_,
     ),
     _body(
@@ -94,9 +95,16 @@ _CODECS = (
         "ballot" / BallotField,
         "commit_slot" / Slot,
         "purge_slot" / Slot,
+        "commit_chain" / Digest,
         "entries" / LogEntries(),
     ),
-    _body(MessageType.accepted, m.Accepted, "ballot" / BallotField, "slot" / Slot),
+    _body(
+        MessageType.accepted,
+        m.Accepted,
+        "ballot" / BallotField,
+        "slot" / Slot,
+        "digest" / Digest,
+    ),
     _body(MessageType.nack, m.Nack, "ballot" / BallotField, "promised" / BallotField),
     _body(
         MessageType.heartbeat,
@@ -104,6 +112,7 @@ _CODECS = (
         "ballot" / BallotField,
         "commit_slot" / Slot,
         "purge_slot" / Slot,
+        "commit_chain" / Digest,
     ),
     _body(
         MessageType.heartbeat_ack,
@@ -113,14 +122,21 @@ _CODECS = (
         "checkpoint_slot" / Slot,
         "checkpoint_digest" / Digest,
     ),
-    _body(MessageType.catchup_request, m.CatchupRequest, "after_slot" / Slot),
+    _body(MessageType.catchup_request, m.CatchupRequest, "after_slot" / Slot, "nonce" / U64),
     _body(
         MessageType.catchup_reply,
         m.CatchupReply,
+        "nonce" / U64,
         "commit_slot" / Slot,
+        "chain" / Digest,
         "entries" / LogEntries(constants.catchup_slots_max),
     ),
-    _body(MessageType.install_checkpoint, m.InstallCheckpoint, "snapshot" / SnapshotField),
+    _body(
+        MessageType.install_checkpoint,
+        m.InstallCheckpoint,
+        "nonce" / U64,
+        "snapshot" / SnapshotField,
+    ),
     _body(MessageType.client_request, m.ClientRequest, "command" / CommandField),
     _body(
         MessageType.client_reply,

@@ -330,6 +330,24 @@ class _OutcomeField(Construct):  # type: ignore[misc]  # construct is untyped
 Outcome_ = _OutcomeField()
 
 
+def _pack_digest(value: Any, what: str) -> bytes:
+    """A digest as the construct field `Digest` writes it: u8 length, the bytes."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ValueError(f"{what}: expected bytes, found {value!r}")
+    data = bytes(value)
+    if len(data) > _digest_max:
+        raise ValueError(f"{what} of {len(data)} bytes exceeds {_digest_max}")
+    return bytes((len(data),)) + data
+
+
+def _unpack_digest(data: bytes, offset: int, what: str) -> tuple[bytes, int]:
+    length = data[offset]
+    end = offset + 1 + length
+    if end > len(data):
+        raise FrameError(f"{what} truncated")
+    return data[offset + 1 : end], end
+
+
 # ---------------------------------------------------------------- message bodies
 
 
@@ -367,71 +385,75 @@ def _pack_accept(message: Any) -> bytes:
     _check(message, m.Accept)
     round_, node = _pack_ballot(message.ballot)
     head = _BALLOT_3_SLOTS.pack(round_, node, message.slot, message.commit_slot, message.purge_slot)
-    return head + encode_batch(message.batch)
+    chain = _pack_digest(message.commit_chain, "commit chain")
+    return head + chain + encode_batch(message.batch)
 
 
 def _unpack_accept(data: bytes, offset: int) -> tuple[m.Accept, int]:
     round_, node, slot, commit_slot, purge_slot = _BALLOT_3_SLOTS.unpack_from(data, offset)
     ballot = _ballot(round_, node)
+    chain, offset = _unpack_digest(data, offset + _BALLOT_3_SLOTS.size, "commit chain")
     # The batch is the rest of the body. A follower writes it to its WAL next,
     # and may get the same Accept again (a re-send): both find it remembered.
-    batch = batch_of_bytes(data[offset + _BALLOT_3_SLOTS.size :])
+    batch = batch_of_bytes(data[offset:])
     accept = m.Accept(
-        ballot=ballot, slot=slot, batch=batch, commit_slot=commit_slot, purge_slot=purge_slot
+        ballot=ballot,
+        slot=slot,
+        batch=batch,
+        commit_slot=commit_slot,
+        commit_chain=chain,
+        purge_slot=purge_slot,
     )
     return accept, len(data)
 
 
 def _pack_accepted(message: Any) -> bytes:
     _check(message, m.Accepted)
-    return _BALLOT_SLOT.pack(*_pack_ballot(message.ballot), message.slot)
+    head = _BALLOT_SLOT.pack(*_pack_ballot(message.ballot), message.slot)
+    return head + _pack_digest(message.digest, "digest")
 
 
 def _unpack_accepted(data: bytes, offset: int) -> tuple[m.Accepted, int]:
     round_, node, slot = _BALLOT_SLOT.unpack_from(data, offset)
-    return m.Accepted(ballot=_ballot(round_, node), slot=slot), offset + _BALLOT_SLOT.size
+    digest, end = _unpack_digest(data, offset + _BALLOT_SLOT.size, "digest")
+    return m.Accepted(ballot=_ballot(round_, node), slot=slot, digest=digest), end
 
 
 def _pack_heartbeat(message: Any) -> bytes:
     _check(message, m.Heartbeat)
     round_, node = _pack_ballot(message.ballot)
-    return _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot)
+    head = _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot)
+    return head + _pack_digest(message.commit_chain, "commit chain")
 
 
 def _unpack_heartbeat(data: bytes, offset: int) -> tuple[m.Heartbeat, int]:
     round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
+    chain, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
     heartbeat = m.Heartbeat(
-        ballot=_ballot(round_, node), commit_slot=commit_slot, purge_slot=purge_slot
+        ballot=_ballot(round_, node),
+        commit_slot=commit_slot,
+        commit_chain=chain,
+        purge_slot=purge_slot,
     )
-    return heartbeat, offset + _BALLOT_2_SLOTS.size
+    return heartbeat, end
 
 
 def _pack_heartbeat_ack(message: Any) -> bytes:
     _check(message, m.HeartbeatAck)
     round_, node = _pack_ballot(message.ballot)
-    digest = message.checkpoint_digest
-    if not isinstance(digest, bytes | bytearray | memoryview):
-        raise ValueError(f"checkpoint digest: expected bytes, found {digest!r}")
-    digest = bytes(digest)
-    if len(digest) > _digest_max:
-        raise ValueError(f"checkpoint digest of {len(digest)} bytes exceeds {_digest_max}")
     head = _BALLOT_2_SLOTS.pack(round_, node, message.executed_slot, message.checkpoint_slot)
-    return head + bytes((len(digest),)) + digest
+    return head + _pack_digest(message.checkpoint_digest, "checkpoint digest")
 
 
 def _unpack_heartbeat_ack(data: bytes, offset: int) -> tuple[m.HeartbeatAck, int]:
     round_, node, executed_slot, checkpoint_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
     ballot = _ballot(round_, node)
-    offset += _BALLOT_2_SLOTS.size
-    length = data[offset]
-    end = offset + 1 + length
-    if end > len(data):
-        raise FrameError("checkpoint digest truncated")
+    digest, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "checkpoint digest")
     ack = m.HeartbeatAck(
         ballot=ballot,
         executed_slot=executed_slot,
         checkpoint_slot=checkpoint_slot,
-        checkpoint_digest=data[offset + 1 : end],
+        checkpoint_digest=digest,
     )
     return ack, end
 
@@ -467,14 +489,8 @@ def _pack_snapshot(snapshot: Any) -> bytes:
         out.append(_pack_text(entry.client_id, _client_id_max, "client id"))
         out.append(_U64.pack(entry.request_no))
         _pack_outcome(entry.outcome, out)
-    digest = snapshot.digest
-    if not isinstance(digest, bytes | bytearray | memoryview):
-        raise ValueError(f"digest: expected bytes, found {digest!r}")
-    digest = bytes(digest)
-    if len(digest) > _digest_max:
-        raise ValueError(f"digest of {len(digest)} bytes exceeds {_digest_max}")
-    out.append(bytes((len(digest),)))
-    out.append(digest)
+    out.append(_pack_digest(snapshot.digest, "digest"))
+    out.append(_pack_digest(snapshot.chain, "chain"))
     return b"".join(out)
 
 
@@ -491,12 +507,10 @@ def _unpack_snapshot(data: bytes, offset: int) -> tuple[m.Snapshot, int]:
         (request_no,) = _U64.unpack_from(data, offset)
         outcome, offset = _unpack_outcome(data, offset + 8)
         clients.append(m.ClientEntry(client_id=client_id, request_no=request_no, outcome=outcome))
-    length = data[offset]
-    end = offset + 1 + length
-    if end > len(data):
-        raise FrameError("digest truncated")
+    digest, offset = _unpack_digest(data, offset, "digest")
+    chain, end = _unpack_digest(data, offset, "chain")
     snapshot = m.Snapshot(
-        slot=slot, balances=balances, clients=tuple(clients), digest=data[offset + 1 : end]
+        slot=slot, balances=balances, clients=tuple(clients), digest=digest, chain=chain
     )
     return snapshot, end
 

@@ -72,6 +72,7 @@ SnapshotField = AttrsAdapter(
         "balances" / Balances,
         "clients" / BoundedArray(ClientEntryField),
         "digest" / Digest,
+        "chain" / Digest,
     ),
 )
 

@@ -7,6 +7,12 @@ a reply showed there is more. The answer is the decided entries (bounded in
 slots and transfers) or, once they are purged, the newest checkpoint, which
 the receiver checks against its digest and installs in place of its state.
 
+Only the answer to the request asked last counts: from the peer asked, with
+the request's random nonce (as in Viewstamped Replication's recovery), so no
+frame that was not asked for can replace entries or the state. Entries are
+committed only when they chain onto our decided log to the chain digest the
+reply names (core/digests.py).
+
 Functions of a `Core`; any role serves and uses these.
 """
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import execution, leading
+from ledgerpaxos.core import digests, execution, leading
 from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import CatchupReply, CatchupRequest, InstallCheckpoint, LogEntry
 from ledgerpaxos.core.status import Role
@@ -45,7 +51,8 @@ def ask_if_stuck(core: Core) -> None:
 def ask(core: Core, source: str) -> None:
     core.catchup_retry.arm(core.now, core.s.catchup_retry_ticks)
     core.catchup_source = source
-    core.send(source, CatchupRequest(after_slot=core.commit_slot))
+    core.catchup_nonce = core.rng.getrandbits(64)
+    core.send(source, CatchupRequest(after_slot=core.commit_slot, nonce=core.catchup_nonce))
 
 
 def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
@@ -57,7 +64,7 @@ def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
         s not in core.log for s in range(after + 1, core.checkpoint_slot + 1)
     ):
         assert core.last_snapshot is not None
-        core.send(sender, InstallCheckpoint(snapshot=core.last_snapshot))
+        core.send(sender, InstallCheckpoint(snapshot=core.last_snapshot, nonce=m.nonce))
         return
     entries: list[LogEntry] = []
     transfers = 0
@@ -67,37 +74,50 @@ def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
             break
         entries.append(entry)
         transfers += sum(len(c.transfers) for c in entry.batch)
-    if entries:
-        core.send(sender, CatchupReply(entries=tuple(entries), commit_slot=core.commit_slot))
+    chain = execution.chain_at(core, entries[-1].slot) if entries else None
+    if chain is not None:
+        reply = CatchupReply(
+            entries=tuple(entries), commit_slot=core.commit_slot, chain=chain, nonce=m.nonce
+        )
+        core.send(sender, reply)
 
 
 def on_catchup_reply(core: Core, m: CatchupReply, sender: str) -> None:
-    if sender != core.catchup_source:
-        return  # ignore: not asked (or asked before someone else): its slots are not vouched for
+    if sender != core.catchup_source or m.nonce != core.catchup_nonce:
+        return  # ignore: not the answer to our last request: its slots are not vouched for
+    entries = [e for e in m.entries if e.slot > core.commit_slot]
+    if not entries or entries[0].slot != core.commit_slot + 1:
+        return  # ignore: a gap, or decided here already (the entries are consecutive)
+    chain = execution.chain_at(core, core.commit_slot)
+    assert chain is not None, "the chain at the commit point is always known"
+    for entry in entries:
+        chain = digests.chain_next(chain, entry.slot, entry.digest)
+    if chain != m.chain:
+        core.ready.alarms.append(
+            f"catch-up reply from {sender} for slots {entries[0].slot}..{entries[-1].slot} "
+            "does not chain onto our decided log; ignored"
+        )
+        return
     core.known_commit = max(core.known_commit, m.commit_slot)
-    progressed = False
-    for entry in m.entries:
-        if entry.slot != core.commit_slot + 1:
-            continue  # ignore: a gap or already decided here
+    for entry in entries:
         if core.log.get(entry.slot) != entry:
             core.store(entry)
         core.commit_slot += 1
-        progressed = True
         # A leader may have proposed the slot again; it is decided now.
         core.decided.discard(entry.slot)
         core.votes.pop(entry.slot, None)
-    if progressed:
-        if core.role == Role.leader:
-            leading.advance_commit(core)  # decided slots of ours may follow
-        else:
-            execution.execute_decided(core)
-        if core.commit_slot < core.known_commit:
-            ask(core, sender)
+        core.other_values.pop(entry.slot, None)
+    if core.role == Role.leader:
+        leading.advance_commit(core)  # decided slots of ours may follow
+    else:
+        execution.execute_decided(core)
+    if core.commit_slot < core.known_commit:
+        ask(core, sender)
 
 
 def on_install_checkpoint(core: Core, m: InstallCheckpoint, sender: str) -> None:
     snapshot = m.snapshot
-    if sender != core.catchup_source:
+    if sender != core.catchup_source or m.nonce != core.catchup_nonce:
         return  # ignore: not asked: a checkpoint replaces our whole state
     if snapshot.slot <= core.executed_slot:
         return  # ignore: we are past it

@@ -14,7 +14,7 @@ Functions of a `Core` (etcd raft's step functions), called by its dispatch.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
@@ -113,6 +113,23 @@ def on_pre_vote_reply(core: Core, m: PreVoteReply, sender: str) -> None:
 def check_pre_votes(core: Core) -> None:
     if not core.quorum.reached(core.pre_votes):
         return
+    start_prepare(core)
+
+
+def prepare_again(core: Core, why: str) -> None:
+    """The leader's ballot can no longer decide a slot (leading.on_other_value):
+    prepare a higher one at once. No pre-votes: they ask whether a leader was
+    heard lately, and every peer has heard this one."""
+    core.ready.events.append(f"{why}: preparing a new ballot")
+    become_follower(core, leader=None, ballot=Ballot.zero())
+    core.role = Role.candidate
+    core.candidate_ballot = outbid(core, max(core.promised, core.highest_seen))
+    core.pre_votes = {core.me}
+    reset_election_timer(core)
+    start_prepare(core)
+
+
+def start_prepare(core: Core) -> None:
     core.phase = Phase.prepare
     core.candidate_ballot = max(core.candidate_ballot, outbid(core, core.highest_seen))
     promise(core, core.candidate_ballot)
@@ -170,14 +187,33 @@ def check_promises(core: Core) -> None:
         become_leader(core)
 
 
-def highest_ballot_values(promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
+def highest_ballot_values(
+    promises: Mapping[str, Promise], start: int, node_ids: Sequence[str]
+) -> dict[int, LogEntry]:
     """Per slot above `start`, the value of the highest ballot any promise
-    reports: the only value that may have been chosen there (Paxos phase 1)."""
+    reports: the only value that may have been chosen there (Paxos phase 1).
+
+    One ballot has one value per slot, unless a forged Accept put another in
+    some acceptors (following.accept_entry): then the entry the ballot's own
+    node reports wins, as only it proposed under that ballot."""
     best: dict[int, LogEntry] = {}
-    for p in promises.values():
+    own: set[int] = set()  # slots whose best entry is its ballot's own node's
+    for sender, p in promises.items():
+        mine = node_ids.index(sender) + 1
         for e in p.entries:
-            if e.slot > start and (e.slot not in best or e.ballot > best[e.slot].ballot):
+            if e.slot <= start:
+                continue
+            held = best.get(e.slot)
+            if (
+                held is None
+                or e.ballot > held.ballot
+                or (e.ballot == held.ballot and e.ballot.node == mine and e.slot not in own)
+            ):
                 best[e.slot] = e
+                if e.ballot.node == mine:
+                    own.add(e.slot)
+                else:
+                    own.discard(e.slot)
     return best
 
 
@@ -209,6 +245,7 @@ def become_leader(core: Core) -> None:
     core.heartbeat.arm(core.now, core.s.heartbeat_ticks)
     core.peer_heard = {p: Stamp(core.now) for p in core.peers}
     core.votes = {}
+    core.other_values = {}
     core.decided = set()
     core.pending = OrderedDict()
     core.pending_transfers = 0
@@ -242,6 +279,7 @@ def become_leader(core: Core) -> None:
                 ballot=b,
                 entries=tuple(entries),
                 commit_slot=core.commit_slot,
+                commit_chain=leading.commit_chain(core),
                 purge_slot=core.purge_slot,
             ),
         )
@@ -263,6 +301,7 @@ def become_follower(core: Core, *, leader: str | None, ballot: Ballot) -> None:
         core.pending.clear()
         core.pending_transfers = 0
         core.votes.clear()
+        core.other_values.clear()
         core.decided = {s for s in core.decided if s > core.commit_slot}
         core.in_flight.clear()
         core.ready.events.append(

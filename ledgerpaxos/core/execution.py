@@ -1,7 +1,9 @@
 """The learner: applying decided slots in order, checkpoints, purging the log.
 
 Slots are applied strictly in slot order, each once: `executed_slot` follows
-`commit_slot`. Every `checkpoint_interval` slots the ledger is checkpointed
+`commit_slot`, and `chain` follows `executed_slot` (the chain digest of the
+decided log, core/digests.py; `chains` keeps it per executed slot still in
+the log, for the catch-up replies this replica serves). Every `checkpoint_interval` slots the ledger is checkpointed
 (a digest compared across replicas, and the snapshot a lagging replica
 installs); some checkpoints are also written as snapshot files, and only
 entries at or below a written snapshot are ever purged from the log.
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import clients, leading
+from ledgerpaxos.core import clients, digests, leading
 from ledgerpaxos.core.messages import (
     AcceptRecord,
     CommitRecord,
@@ -47,6 +49,8 @@ def execute_decided(core: Core) -> None:
                 if reply is not None:
                     clients.reply(core, command, reply)
         core.executed_slot = slot
+        core.chain = digests.chain_next(core.chain, slot, entry.digest)
+        core.chains[slot] = core.chain
         core.ready.executed.append(Executed(slot=slot, batch=entry.batch, outcomes=tuple(outcomes)))
         if slot % core.s.checkpoint_interval == 0:
             checkpoint(core, slot)
@@ -59,7 +63,7 @@ def checkpoint(core: Core, slot: int) -> None:
     `snapshot_transfers_min` transfers have been executed since the last one.
     The WAL holds everything in between, and the log is purged only up to a
     written snapshot."""
-    snapshot = core.ledger.snapshot(slot)
+    snapshot = core.ledger.snapshot(slot, chain=core.chain)
     core.checkpoint_slot = slot
     core.last_snapshot = snapshot
     remember_digest(core, slot, snapshot.digest)
@@ -73,6 +77,22 @@ def checkpoint(core: Core, slot: int) -> None:
         core.transfers_since_snapshot = 0
     if core.role == Role.leader:
         leading.purge_to_majority_checkpoint(core)
+
+
+def chain_at(core: Core, slot: int) -> bytes | None:
+    """The chain digest of the decided log up to `slot`, at or above the
+    checkpoint we started from; None for a slot purged from the log here."""
+    if slot == core.executed_slot:
+        return core.chain
+    if slot < core.executed_slot:
+        return core.chains.get(slot)
+    chain = core.chain
+    for s in range(core.executed_slot + 1, slot + 1):
+        entry = core.log.get(s)
+        if entry is None:
+            return None
+        chain = digests.chain_next(chain, s, entry.digest)
+    return chain
 
 
 def remember_digest(core: Core, slot: int, digest: bytes) -> None:
@@ -90,8 +110,11 @@ def purge_to(core: Core, purge_slot: int) -> None:
     core.purge_slot = target
     for slot in [s for s in core.log if s <= target]:
         del core.log[slot]
+    for slot in [s for s in core.chains if s <= target]:
+        del core.chains[slot]
     for slot in [s for s in core.votes if s <= target]:
         del core.votes[slot]  # executed here, so decided: no more Accepts for it
+        core.other_values.pop(slot, None)
     core.compact_wanted = True
 
 
@@ -99,6 +122,8 @@ def adopt_snapshot(core: Core, snapshot: Snapshot) -> None:
     """Make `snapshot` our state: recovered from disk, or installed from a peer."""
     core.ledger.install(snapshot)
     core.executed_slot = snapshot.slot
+    core.chain = snapshot.chain
+    core.chains = {snapshot.slot: snapshot.chain}
     core.commit_slot = max(core.commit_slot, snapshot.slot)
     core.checkpoint_slot = snapshot.slot
     core.snapshot_slot = snapshot.slot  # recovered from disk, or installed and written now
@@ -111,6 +136,7 @@ def adopt_snapshot(core: Core, snapshot: Snapshot) -> None:
     core.decided = {s for s in core.decided if s > core.commit_slot}
     for slot in [s for s in core.votes if s <= core.commit_slot]:
         del core.votes[slot]
+        core.other_values.pop(slot, None)
     # Walk on through decided entries we may already hold.
     while core.commit_slot + 1 in core.decided:
         core.commit_slot += 1

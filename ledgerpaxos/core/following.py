@@ -6,7 +6,10 @@ leader and is promised (a NewView or an Accept is also a Prepare of its
 ballot, so a follower that missed the election still votes safely). The
 commit point the leader announces is applied only to entries of the leader's
 own ballot: any other entry for a slot may hold a value that was not chosen,
-and is fetched by catch-up instead.
+and is fetched by catch-up instead. And only when the chain digest of those
+entries is the one the leader announces with its commit point
+(core/digests.py): an entry that is not the leader's value (a forged Accept
+came first) is never executed; the decided values are fetched instead.
 
 Functions of a `Core`; any role handles these messages (they make it a
 follower of their sender when they carry a ballot it may not refuse).
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledgerpaxos.core import catchup, clients, election, execution
+from ledgerpaxos.core import catchup, clients, digests, election, execution
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
@@ -61,24 +64,26 @@ def accept_leader(core: Core, ballot: Ballot, sender: str) -> bool:
 def on_accept(core: Core, m: Accept, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
-    if accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch), sender):
-        core.send(sender, Accepted(ballot=m.ballot, slot=m.slot))
-    learn_commit(core, m.commit_slot, m.purge_slot)
+    held = accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch), sender)
+    if held is not None:
+        core.send(sender, Accepted(ballot=m.ballot, slot=m.slot, digest=held.digest))
+    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
 
 
 def on_new_view(core: Core, m: NewView, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
     for entry in m.entries:  # each of ballot m.ballot (core/validation.py)
-        if accept_entry(core, entry, sender):
-            core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot))
-    learn_commit(core, m.commit_slot, m.purge_slot)
+        held = accept_entry(core, entry, sender)
+        if held is not None:
+            core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot, digest=held.digest))
+    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
 
 
 def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
-    learn_commit(core, m.commit_slot, m.purge_slot)
+    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
     core.send(
         sender,
         HeartbeatAck(
@@ -90,21 +95,24 @@ def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
     )
 
 
-def accept_entry(core: Core, entry: LogEntry, sender: str) -> bool:
-    """Accept `entry` (stored before any Accepted leaves); False when it
-    must not be: a decided slot proposed with another value, or a second
-    value for a slot under the same ballot (a leader proposes a slot once
-    per ballot: the first value stays)."""
+def accept_entry(core: Core, entry: LogEntry, sender: str) -> LogEntry | None:
+    """Accept `entry` (stored before any Accepted leaves) and return what we
+    hold for its slot under its ballot: the entry, or the value we accepted
+    first when the slot comes again with another value under the same ballot
+    (a leader proposes a slot once per ballot, so one of the two is not its
+    value; the Accepted we answer names the first, and the leader counts it for
+    no value of its own). None: refused, no Accepted (a decided slot proposed
+    with another value)."""
     mine = core.log.get(entry.slot)
     if mine is not None and mine.ballot == entry.ballot and mine.batch != entry.batch:
         core.ready.alarms.append(
             f"slot {entry.slot} proposed twice under ballot {entry.ballot} by {sender}, "
             "with another value the second time; refused"
         )
-        return False
+        return mine
     if entry.slot <= core.commit_slot:
         if mine is None:
-            return True  # purged: the checkpoint on disk holds its effect
+            return entry  # purged: the checkpoint on disk holds its effect
         # Decided here already: by Paxos the same value. Still stored at the
         # new ballot, so the Accepted we answer is true on disk too.
         if mine.batch != entry.batch:
@@ -113,25 +121,39 @@ def accept_entry(core: Core, entry: LogEntry, sender: str) -> bool:
                 f"slot {entry.slot} decided with another value: {sender} proposes a "
                 f"different batch under ballot {entry.ballot}; refused"
             )
-            return False
+            return None
     if mine != entry:
         core.store(entry)
-    return True
+    return entry
 
 
-def learn_commit(core: Core, leader_commit: int, purge_slot: int) -> None:
-    """The leader decided every slot up to `leader_commit`; our entries of
-    its ballot are its values, anything else we have to fetch."""
+def learn_commit(core: Core, leader_commit: int, leader_chain: bytes, purge_slot: int) -> None:
+    """The leader decided every slot up to `leader_commit`, and `leader_chain`
+    is the chain digest of its decided log there. Our entries of its ballot
+    up to that slot are committed when they give the same chain; otherwise
+    (one is missing, of another ballot, or not the leader's value) we fetch
+    the decided values by catch-up."""
     core.known_commit = max(core.known_commit, leader_commit)
     advanced = False
-    while core.commit_slot < leader_commit:
-        entry = core.log.get(core.commit_slot + 1)
-        if entry is None or entry.ballot != core.leader_ballot:
-            break
-        core.commit_slot += 1
-        advanced = True
-    if advanced:
-        execution.execute_decided(core)
+    if leader_commit > core.commit_slot:
+        slot = core.commit_slot
+        chain = execution.chain_at(core, slot)
+        assert chain is not None, "the chain at the commit point is always known"
+        while slot < leader_commit:
+            entry = core.log.get(slot + 1)
+            if entry is None or entry.ballot != core.leader_ballot:
+                break
+            slot += 1
+            chain = digests.chain_next(chain, slot, entry.digest)
+        if slot == leader_commit and chain == leader_chain:
+            core.commit_slot = slot
+            advanced = True
+            execution.execute_decided(core)
+        elif slot == leader_commit:
+            core.ready.alarms.append(
+                f"our entries up to slot {leader_commit} are not the values {core.leader} "
+                "decided there (their chain digest differs); fetching the decided values"
+            )
     execution.purge_to(core, purge_slot)
     if core.commit_slot < core.known_commit and not advanced:
         catchup.ask_if_stuck(core)

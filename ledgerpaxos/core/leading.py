@@ -2,7 +2,8 @@
 
 The leader cuts its queue of client commands into slots (batching), sends
 each as an Accept without waiting for the previous one (pipelining), and
-decides a slot once a majority accepted it (`Core.is_chosen`). Heartbeats
+decides a slot once a majority accepted it (`Core.is_chosen`), counting a
+vote only when it names the digest of the value proposed. Heartbeats
 carry the commit point when no Accept did, and their acknowledgements tell
 the leader which checkpoint each follower holds (so the log can be purged
 below the one a majority holds) and whether its digest agrees.
@@ -118,14 +119,22 @@ def propose_pending(core: Core) -> None:
         propose(core, tuple(batch))
 
 
-def _accept(core: Core, slot: int, batch: Batch) -> Accept:
+def _accept(core: Core, slot: int, batch: Batch, commit_chain: bytes) -> Accept:
     return Accept(
         ballot=core.ballot,
         slot=slot,
         batch=batch,
         commit_slot=core.commit_slot,
+        commit_chain=commit_chain,
         purge_slot=core.purge_slot,
     )
+
+
+def commit_chain(core: Core) -> bytes:
+    """The chain digest of our decided log at the commit point we announce."""
+    chain = execution.chain_at(core, core.commit_slot)
+    assert chain is not None, "a leader holds every slot up to its commit point"
+    return chain
 
 
 def propose(core: Core, batch: Batch) -> None:
@@ -135,10 +144,11 @@ def propose(core: Core, batch: Batch) -> None:
     core.store(LogEntry(slot=slot, ballot=core.ballot, batch=batch))
     core.votes[slot] = {core.me}
     core.resend[slot] = _resend_deadline(core)
+    accept = _accept(core, slot, batch, commit_chain(core))
     for peer in core.peers:
         # Early (ready.py): take_ready() moves them behind the persist when
         # this Ready also holds the promise of our ballot.
-        core.ready.send_early.append((peer, _accept(core, slot, batch)))
+        core.ready.send_early.append((peer, accept))
     core.commit_announced = core.commit_slot
     check_decided(core, slot)
 
@@ -153,6 +163,7 @@ def resend_undecided(core: Core) -> None:
     not answered for a slot that is still open."""
     for slot in [s for s in core.resend if s not in core.votes]:
         del core.resend[slot]
+    chain = commit_chain(core)
     for slot in sorted(core.votes)[: core.s.pipeline_slots_max]:
         deadline = core.resend.get(slot)
         if deadline is not None and deadline.pending(core.now):
@@ -160,8 +171,8 @@ def resend_undecided(core: Core) -> None:
         core.resend[slot] = _resend_deadline(core)
         entry = core.log[slot]
         for peer in core.peers:
-            if peer not in core.votes[slot]:
-                core.send(peer, _accept(core, slot, entry.batch))
+            if peer not in core.votes[slot] and peer not in core.other_values.get(slot, ()):
+                core.send(peer, _accept(core, slot, entry.batch, chain))
 
 
 # ---------------------------------------------------------------- deciding
@@ -174,14 +185,36 @@ def on_accepted(core: Core, m: Accepted, sender: str) -> None:
     voters = core.votes.get(m.slot)
     if voters is None:
         return  # ignore: already decided
+    if m.digest != core.log[m.slot].digest:
+        on_other_value(core, m, sender)
+        return
     voters.add(sender)
     check_decided(core, m.slot)
+
+
+def on_other_value(core: Core, m: Accepted, sender: str) -> None:
+    """`sender` accepted for an open slot, under our ballot, a value we never
+    proposed: a forged Accept reached it first, and it refuses ours for good
+    under this ballot (following.accept_entry). Its vote counts for nothing.
+    When too many hold another value for our value still to be chosen, the
+    slot can never be decided under this ballot: a new one re-proposes our
+    value (our own promise reports it, and election.highest_ballot_values
+    prefers the entry of a ballot's own node)."""
+    core.ready.alarms.append(
+        f"{sender} accepted for slot {m.slot} under our ballot {core.ballot} a value "
+        f"we did not propose (digest {m.digest.hex()[:16]}); its vote is not counted"
+    )
+    holders = core.other_values.setdefault(m.slot, set())
+    holders.add(sender)
+    if not core.quorum.reached(set(core.s.node_ids) - holders):
+        election.prepare_again(core, f"slot {m.slot} cannot be decided under ballot {core.ballot}")
 
 
 def check_decided(core: Core, slot: int) -> None:
     if not core.is_chosen(slot, core.votes[slot]):
         return
     del core.votes[slot]
+    core.other_values.pop(slot, None)
     if slot > core.commit_slot:
         core.decided.add(slot)
         advance_commit(core)
@@ -201,11 +234,14 @@ def advance_commit(core: Core) -> None:
 def broadcast_heartbeat(core: Core) -> None:
     core.heartbeat.arm(core.now, core.s.heartbeat_ticks)
     core.commit_announced = core.commit_slot
+    heartbeat = Heartbeat(
+        ballot=core.ballot,
+        commit_slot=core.commit_slot,
+        commit_chain=commit_chain(core),
+        purge_slot=core.purge_slot,
+    )
     for peer in core.peers:
-        core.send(
-            peer,
-            Heartbeat(ballot=core.ballot, commit_slot=core.commit_slot, purge_slot=core.purge_slot),
-        )
+        core.send(peer, heartbeat)
 
 
 def on_heartbeat_ack(core: Core, m: HeartbeatAck, sender: str) -> None:

@@ -125,7 +125,8 @@ class Ledger:
         assert sum(self.balances.values()) == self.total, "balances no longer sum to their total"
         assert min(self.balances.values(), default=0) >= 0, "a balance went below zero"
 
-    def snapshot(self, slot: int) -> Snapshot:
+    def snapshot(self, slot: int, *, chain: bytes) -> Snapshot:
+        """The state after `slot`; `chain`: the decided log's chain digest there."""
         self.check_conservation()
         clients = self._client_rows()
         return Snapshot(
@@ -133,6 +134,7 @@ class Ledger:
             balances=tuple(self.balances.items()),
             clients=clients,
             digest=self._digest_rows.digest(self.balances, clients),
+            chain=chain,
         )
 
     def install(self, snapshot: Snapshot) -> None:

@@ -8,8 +8,11 @@ bodies. Node ids are strings ("n1"); a ballot names its leader by the node's
 from __future__ import annotations
 
 import enum
+import functools
 
 import attrs
+
+from ledgerpaxos.core import digests
 
 
 @attrs.frozen
@@ -128,6 +131,11 @@ class LogEntry:
     ballot: Ballot
     batch: Batch
 
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """What a vote for this entry names (core/digests.py); hashed once."""
+        return digests.batch_digest(self.batch)
+
 
 @attrs.frozen(kw_only=True)
 class ClientEntry:
@@ -146,6 +154,7 @@ class Snapshot:
     balances: tuple[tuple[str, int], ...]
     clients: tuple[ClientEntry, ...]
     digest: bytes  # sha256 of the canonical encoding of balances and clients
+    chain: bytes  # the chain digest of the decided log up to `slot` (core/digests.py)
 
 
 # ---------------------------------------------------------------- client messages
@@ -200,6 +209,7 @@ class Accept:
     slot: int
     batch: Batch
     commit_slot: int  # the leader's commit point (piggybacked)
+    commit_chain: bytes  # the chain digest of the decided log up to commit_slot
     purge_slot: int  # checkpoint held by a majority: entries at or below may go
 
 
@@ -210,6 +220,7 @@ class NewView:
     ballot: Ballot
     entries: tuple[LogEntry, ...]  # each entry's ballot equals `ballot`
     commit_slot: int
+    commit_chain: bytes
     purge_slot: int
 
 
@@ -217,6 +228,7 @@ class NewView:
 class Accepted:
     ballot: Ballot
     slot: int
+    digest: bytes  # of the value accepted (LogEntry.digest): a vote counts only for it
 
 
 @attrs.frozen(kw_only=True)
@@ -231,6 +243,7 @@ class Nack:
 class Heartbeat:
     ballot: Ballot
     commit_slot: int
+    commit_chain: bytes
     purge_slot: int
 
 
@@ -247,12 +260,15 @@ class CatchupRequest:
     """Send me the committed values of the slots after `after_slot`."""
 
     after_slot: int
+    nonce: int  # echoed by the answer: only the answer to this request counts
 
 
 @attrs.frozen(kw_only=True)
 class CatchupReply:
     entries: tuple[LogEntry, ...]  # committed values, consecutive slots
     commit_slot: int  # the sender's commit point
+    chain: bytes  # the chain digest of the decided log up to the last entry
+    nonce: int  # the request's
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +276,7 @@ class InstallCheckpoint:
     """Sent instead of entries that were purged: take this state and go on from it."""
 
     snapshot: Snapshot
+    nonce: int  # the request's
 
 
 # ---------------------------------------------------------------- control messages

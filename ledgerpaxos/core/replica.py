@@ -43,7 +43,7 @@ from typing import Any
 
 import attrs
 
-from ledgerpaxos.core import catchup, election, execution, following, leading, validation
+from ledgerpaxos.core import catchup, digests, election, execution, following, leading, validation
 from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.messages import (
     Accept,
@@ -164,6 +164,8 @@ class Core:
         self.asked_here: OrderedDict[CommandKey, None] = OrderedDict()
         self.commit_slot = 0
         self.executed_slot = 0
+        self.chain = digests.chain_start  # the decided log's chain digest at executed_slot
+        self.chains: dict[int, bytes] = {}  # the same per executed slot still in the log
         self.checkpoint_slot = 0
         self.snapshot_slot = 0
         self.purge_slot = 0
@@ -192,6 +194,7 @@ class Core:
         self.leader_heard = Stamp()  # never, so pre-votes are granted
         self.catchup_retry = Deadline()  # no new catch-up request before it
         self.catchup_source: str | None = None  # the peer asked last: only its answers count
+        self.catchup_nonce = 0  # and only its answer to that request
 
         # Candidate.
         self.phase = Phase.pre_vote
@@ -203,6 +206,8 @@ class Core:
         self.ballot = Ballot.zero()
         self.next_slot = 1
         self.votes: dict[int, set[str]] = {}  # undecided proposed slot -> acceptors
+        # Undecided slot -> peers that accepted another value for it under our ballot.
+        self.other_values: dict[int, set[str]] = {}
         self.resend: dict[int, Deadline] = {}  # undecided slot -> no re-send before
         self.decided: set[int] = set()  # decided slots above commit_slot
         self.pending: OrderedDict[CommandKey, Command] = OrderedDict()
@@ -289,7 +294,7 @@ class Core:
     def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
         """A new leader's values for the slots above `start` that the promises
         report: per slot, the one of the highest ballot."""
-        return election.highest_ballot_values(promises, start)
+        return election.highest_ballot_values(promises, start, self.s.node_ids)
 
     def adopt_snapshot(self, snapshot: Snapshot, *, source: str | None) -> None:
         """Make `snapshot` our state; `source`: the peer that sent it, None
@@ -336,6 +341,7 @@ class Core:
         if self.role == Role.leader:
             assert self.ballot == self.promised == self.leader_ballot
             assert all(self.commit_slot < s < self.next_slot and s in self.log for s in self.votes)
+            assert all(s in self.votes for s in self.other_values)
             assert all(s > self.commit_slot for s in self.decided)
             assert self.pending_transfers == sum(len(c.transfers) for c in self.pending.values())
 

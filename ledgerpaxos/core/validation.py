@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
+from ledgerpaxos.core.digests import digest_bytes
 from ledgerpaxos.core.messages import (
     Accept,
     Ballot,
@@ -56,6 +57,11 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
         message, Prepare | PreVote | Accept | NewView | Heartbeat
     ) and message.ballot.node != core.s.index_of(sender):
         return f"{type(message).__name__} for ballot {message.ballot} of another node"
+    # Accept, NewView, Heartbeat: commit_chain; Accepted: digest; CatchupReply: chain.
+    for name in ("commit_chain", "chain", "digest"):
+        value = getattr(message, name, None)
+        if isinstance(value, bytes) and len(value) != digest_bytes:
+            return f"its {name.replace('_', ' ')} has {len(value)} bytes, not {digest_bytes}"
     if isinstance(message, Accept):
         return _slot_refusal(message.slot) or _points_refusal(
             message.commit_slot, message.purge_slot
@@ -139,6 +145,8 @@ def snapshot_refusal(core: Core, snapshot: Snapshot) -> str | None:
     accounts = [account for account, _ in snapshot.balances]
     if accounts != list(core.s.accounts):
         return "its accounts are not the cluster's"
+    if len(snapshot.chain) != digest_bytes:
+        return f"its chain digest has {len(snapshot.chain)} bytes, not {digest_bytes}"
     if any(balance < 0 for _, balance in snapshot.balances):
         return "a balance below zero"
     total = sum(balance for _, balance in snapshot.balances)

@@ -180,7 +180,7 @@ class PeerLink:
 def same_frame_key(message: object) -> object:
     """A key under which equal messages of one Ready share their frame.
 
-    Accepts are compared by their batch's identity (the core builds one per
+    Accepts are compared by their batch's identity (a re-sent one is built per
     follower around the same batch; hashing thousands of transfers would cost
     more than encoding them). Small fixed-size messages are keys themselves
     (frozen attrs: hashable, cheap). Anything else is encoded on its own."""
@@ -191,6 +191,7 @@ def same_frame_key(message: object) -> object:
             message.slot,
             id(message.batch),
             message.commit_slot,
+            message.commit_chain,
             message.purge_slot,
         )
     if type(message) in _SMALL_MESSAGES:

@@ -76,7 +76,7 @@ class LowestBallotWinsCore(Core):
     pre-vote, its "own decided values win" rule and prompt catch-up make that
     rare; most seeds that reach it have a follower that decided the slot
     refuse the other value with an alarm (`core-alarm`) before any replica
-    executes it; seed 966 (5 replicas) is the first the agreement check
+    executes it; seed 1453 (5 replicas) is the first the agreement check
     catches. A fault schedule aimed at dueling leaders would reach it sooner."""
 
     def values_to_adopt(self, promises: Mapping[str, Promise], start: int) -> dict[int, LogEntry]:
@@ -148,9 +148,10 @@ class CheckpointWithoutClientsLedger(Ledger):
     """Takes checkpoints of the balances only: the client table is left out
     (with a digest to match, so an install verifies)."""
 
-    def snapshot(self, slot: int) -> Snapshot:
+    def snapshot(self, slot: int, *, chain: bytes) -> Snapshot:
         balances = tuple(self.balances.items())
-        return Snapshot(slot=slot, balances=balances, clients=(), digest=state_digest(balances, ()))
+        digest = state_digest(balances, ())
+        return Snapshot(slot=slot, balances=balances, clients=(), digest=digest, chain=chain)
 
 
 class CheckpointWithoutClientsCore(Core):

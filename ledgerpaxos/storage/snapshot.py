@@ -6,7 +6,7 @@ little-endian; checksums are 64-bit BLAKE2b (files.checksum64).
 Header, 40 bytes, then `body_length` bytes of body (wire.encode_snapshot):
 
      0  u32  magic            "LPSN"
-     4  u32  version          1
+     4  u32  version          2 (1 had no chain digest; refused)
      8  u64  slot             equals the snapshot's slot and the number in the name
     16  u64  body_length
     24  u64  body_checksum    of the body
@@ -41,7 +41,7 @@ SNAPSHOT_HEADER = struct.Struct("<IIQQQQ")
 assert SNAPSHOT_HEADER.size == 40
 
 snapshot_magic = int.from_bytes(b"LPSN", "little")
-snapshot_version = 1
+snapshot_version = 2  # 2: the chain digest after the state digest
 _person_header = b"lpax-snap-hdr"
 _person_body = b"lpax-snap-body"
 

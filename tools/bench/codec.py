@@ -118,14 +118,20 @@ def measure() -> list[tuple[str, float, float, int, int]]:
                 ballot=ballot,
                 slot=10,
                 commit_slot=9,
+                commit_chain=bytes(16),
                 purge_slot=0,
                 batch=tuple(_command(i, 1) for i in range(64)),
             ),
             64,
             64,
         ),
-        ("Accepted", m.Accepted(ballot=ballot, slot=10), 0, 0),
-        ("Heartbeat", m.Heartbeat(ballot=ballot, commit_slot=9, purge_slot=0), 0, 0),
+        ("Accepted", m.Accepted(ballot=ballot, slot=10, digest=bytes(16)), 0, 0),
+        (
+            "Heartbeat",
+            m.Heartbeat(ballot=ballot, commit_slot=9, commit_chain=bytes(16), purge_slot=0),
+            0,
+            0,
+        ),
     ]
     for name, message, commands, transfers in frames:
 
