@@ -12,8 +12,10 @@ commit names the checksum of the prepare it commits.
 These are checks against values that are wrong, not against a peer that
 lies with care: a peer that holds a node's key and computes digests of its
 own values can still make them look right (docs/security.md). blake2b with
-16 bytes: a collision by accident is out of the question, and the digests are
-hashed once per entry per replica.
+16 bytes: a collision by accident is out of the question. A batch is hashed
+once per entry per replica, over its wire encoding (about 0.1 ms for 6,400
+transfers, against 2.5 ms for a text form built in Python: at 64 x 100 that
+was 6% of the cluster's CPU).
 """
 
 from __future__ import annotations
@@ -29,13 +31,26 @@ chain_start = bytes(digest_bytes)  # the chain before slot 1: nothing decided
 
 
 def batch_digest(batch: Batch) -> bytes:
-    """blake2b over a canonical text form of the batch: every field of every
-    command and transfer, separated so that no two batches share a form."""
+    """blake2b of the batch's wire encoding (wire/batch.py): canonical, and
+    nearly free, as every batch a replica holds was just encoded (the leader's
+    WAL record and Accepts) or decoded (a follower's Accept) and the codec
+    remembers the bytes of recent batches. A batch the wire cannot carry never
+    comes from a peer; it is digested in a text form instead (tests build such)."""
+    from wire.batch import encode_batch  # here: wire imports these messages
+
+    try:
+        data = encode_batch(batch)
+    except ValueError:
+        data = _text_form(batch)
+    return hashlib.blake2b(data, digest_size=digest_bytes).digest()
+
+
+def _text_form(batch: Batch) -> bytes:
     parts: list[str] = []
     for c in batch:
-        parts.append(f"{c.client_id}\x1f{c.request_no}\x1f{int(c.kind)}\x1f{len(c.transfers)}\x1e")
-        parts.extend(f"{t.sender}\x1f{t.receiver}\x1f{t.amount}\x1e" for t in c.transfers)
-    return hashlib.blake2b("".join(parts).encode(), digest_size=digest_bytes).digest()
+        parts.append(f"{c.client_id!r}\x1f{c.request_no!r}\x1f{c.kind!r}\x1e")
+        parts.extend(f"{t.sender!r}\x1f{t.receiver!r}\x1f{t.amount!r}\x1e" for t in c.transfers)
+    return "".join(parts).encode("utf-8", "surrogatepass")
 
 
 def chain_next(chain: bytes, slot: int, digest: bytes) -> bytes:
