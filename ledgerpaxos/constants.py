@@ -36,6 +36,7 @@ pending_commands_max = 65536  # client commands queued at the leader
 pending_transfers_max = 262_144  # and their transfers (32 full slots): the queue's bound in size
 catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
+rejoin_retry_ms = 1000  # a rejoining replica asks its peers again this often
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
 # A connection that has not finished its TLS handshake by then is closed.

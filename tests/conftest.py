@@ -30,6 +30,7 @@ from ledgerpaxos.client import Client, control, open_client
 from ledgerpaxos.config import Config, make_local_config
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, ControlOp
 from ledgerpaxos.runtime import Replica, RuntimeOptions
+from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.cluster.ports import PortReservation
 
@@ -53,6 +54,7 @@ class Cluster:
         self._scopes: dict[str, trio.CancelScope] = {}
         self._stopped: dict[str, trio.Event] = {}
         self._starts = 0
+        self._formatted: set[str] = set()
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -60,17 +62,26 @@ class Cluster:
 
     # ------------------------------------------------------------ lifetime
 
-    async def start(self, node_id: str) -> Replica:
-        """Start (or restart, on the same data directory) one replica."""
+    async def start(self, node_id: str, *, recover: bool = False) -> Replica:
+        """Start (or restart, on the same data directory) one replica: the
+        first start formats its directory; `recover`: it lost its disk."""
         assert node_id not in self._scopes, f"{node_id} is running"
         self._starts += 1
         rng = random.Random(self.seed * 1000 + self._starts)
+        if recover:
+            start = Start.recover
+        elif node_id in self._formatted:
+            start = Start.existing
+        else:
+            start = Start.format
+        self._formatted.add(node_id)
         replica = Replica(
             self.config,
             node_id,
             network=self.network,
             rng=rng,
             options=RuntimeOptions(thorough_checks=True),
+            start=start,
         )
         self.replicas[node_id] = replica
         await self._nursery.start(self._run, replica)

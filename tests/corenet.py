@@ -186,8 +186,13 @@ class CoreNet:
     def crash(self, node: str) -> None:
         self.alive.discard(node)
 
-    def restart(self, node: str) -> None:
-        recovered = self.storages[node].recovered()
+    def restart(self, node: str, *, disk_lost: bool = False) -> None:
+        """Start a crashed node again on its storage; `disk_lost`: on an empty
+        one, as after --recover (it rejoins)."""
+        if disk_lost:
+            self.storages[node] = MemoryStorage(rejoining=True)
+        storage = self.storages[node]
+        recovered = storage.recovered()
         self.cores[node] = Core(
             settings(node, self.n, **self.kw),
             random.Random(f"restart-{node}-{self.rng.random()}"),
@@ -195,6 +200,7 @@ class CoreNet:
             promised=recovered.promised,
             entries=dict(recovered.entries),
             commit_slot=recovered.commit_slot,
+            rejoining=storage.rejoining,
         )
         self.executors[node] = self._executor(node)
         self.alive.add(node)

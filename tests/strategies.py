@@ -206,6 +206,15 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
         m.InstallCheckpoint: st.builds(
             m.InstallCheckpoint, snapshot=snapshots(accounts), nonce=u64
         ),
+        m.RejoinRequest: st.builds(m.RejoinRequest, nonce=u64),
+        m.RejoinReply: st.builds(
+            m.RejoinReply,
+            nonce=u64,
+            promised=ballots(),
+            checkpoint_slot=slots,
+            commit_slot=slots,
+            entries=entry_tuples(accounts),
+        ),
         m.ClientRequest: st.builds(m.ClientRequest, command=commands(accounts)),
         m.ClientReply: st.builds(
             m.ClientReply,

@@ -20,6 +20,7 @@ from ledgerpaxos.client import open_client
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import Transfer
 from ledgerpaxos.runtime import Replica, RuntimeOptions
+from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
 from tools.bench import profile as bench_profile
@@ -331,7 +332,14 @@ async def test_every_runtime_option_keeps_replicas_consistent(
     monkeypatch.setattr(trio.to_thread, "run_sync", counting_run_sync)
     async with trio.open_nursery() as nursery:
         replicas = [
-            Replica(config, node_id, network=network, rng=random.Random(i), options=options)
+            Replica(
+                config,
+                node_id,
+                network=network,
+                rng=random.Random(i),
+                options=options,
+                start=Start.format,
+            )
             for i, node_id in enumerate(config.node_ids)
         ]
         for replica in replicas:

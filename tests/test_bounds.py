@@ -18,6 +18,7 @@ from ledgerpaxos.client import authenticated, open_client
 from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import ControlOp, ControlRequest
 from ledgerpaxos.runtime import Replica, TcpNetwork
+from ledgerpaxos.storage.identity import Start
 from tests.conftest import Cluster, ReservePorts
 from tests.test_tls_runtime import tls_cluster, tls_config
 
@@ -139,7 +140,11 @@ async def test_a_client_that_does_not_read_its_replies_is_disconnected(
         1, reserve_ports(1), tmp_path / "data", fsync=False, initial_balance=10**6
     )
     replica = Replica(
-        config, "n1", network=TcpNetwork(config, reuse_port=True), rng=random.Random(1)
+        config,
+        "n1",
+        network=TcpNetwork(config, reuse_port=True),
+        rng=random.Random(1),
+        start=Start.format,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(replica.run)

@@ -16,6 +16,7 @@ from ledgerpaxos.config import make_local_config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.replicas import ask
 from ledgerpaxos.runtime import Replica, TcpNetwork
+from ledgerpaxos.storage.identity import Start
 from tools.cluster.ports import PortReservation
 
 
@@ -45,9 +46,13 @@ async def test_a_replica_listens_on_its_reserved_port_again_after_a_restart(
     with PortReservation(1) as reserved:
         (port,) = reserved.ports
         config = make_local_config(1, reserved.ports, tmp_path / "data", fsync=False)
-        for _ in range(2):  # start, stop, start again on the same port
+        for start in (Start.format, Start.existing):  # start, stop, start again on the same port
             replica = Replica(
-                config, "n1", network=TcpNetwork(config, reuse_port=True), rng=random.Random(1)
+                config,
+                "n1",
+                network=TcpNetwork(config, reuse_port=True),
+                rng=random.Random(1),
+                start=start,
             )
             async with trio.open_nursery() as nursery:
                 assert await nursery.start(replica.run) == port

@@ -25,6 +25,7 @@ from ledgerpaxos.core.messages import (
 from ledgerpaxos.runtime import Replica, TcpNetwork
 from ledgerpaxos.runtime import replica as replica_module
 from ledgerpaxos.storage import StorageError
+from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tests.conftest import Cluster, ReservePorts, open_cluster
 
@@ -310,7 +311,7 @@ async def test_a_storage_failure_stops_the_replica_before_it_acknowledges(
 ) -> None:
     config = make_local_config(1, 7001, tmp_path / "data", fsync=False)
     network = MemoryNetwork()
-    replica = Replica(config, "n1", network=network, rng=random.Random(1))
+    replica = Replica(config, "n1", network=network, rng=random.Random(1), start=Start.format)
     failures: list[BaseException] = []
 
     async def run(*, task_status: trio.TaskStatus[int]) -> None:
@@ -340,7 +341,7 @@ async def test_a_follower_whose_disk_fails_stops_and_the_others_go_on(
     config = make_local_config(3, 7001, tmp_path / "data", fsync=False)
     network = MemoryNetwork()
     replicas = {
-        n: Replica(config, n, network=network, rng=random.Random(i))
+        n: Replica(config, n, network=network, rng=random.Random(i), start=Start.format)
         for i, n in enumerate(config.node_ids)
     }
     failures: dict[str, list[BaseException]] = {n: [] for n in replicas}
@@ -379,7 +380,7 @@ async def test_over_tcp_one_task_reads_every_connection_and_drops_only_the_bad_o
     connection that sends garbage is closed and forgotten, the rest go on."""
     config = make_local_config(1, reserve_ports(1), tmp_path / "data", fsync=False)
     network = TcpNetwork(config, reuse_port=True)
-    replica = Replica(config, "n1", network=network, rng=random.Random(1))
+    replica = Replica(config, "n1", network=network, rng=random.Random(1), start=Start.format)
     async with trio.open_nursery() as nursery:
         await nursery.start(replica.run)
         poller = replica._poller

@@ -15,7 +15,8 @@ import pytest
 from ledgerpaxos.config import make_local_config, write_config
 from ledgerpaxos.core.messages import Ballot, PromiseRecord
 from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE
-from ledgerpaxos.storage import ReplicaStore
+from ledgerpaxos.storage import ReplicaStore, identity
+from ledgerpaxos.storage.identity import Start
 from tests.conftest import REPO, ReservePorts
 
 pytestmark = pytest.mark.processes
@@ -68,7 +69,7 @@ def test_an_address_in_use_is_a_user_error(tmp_path: Path, reserve_ports: Reserv
         taken.listen()
         base = taken.getsockname()[1]
         path = write_local_config(tmp_path, (base, *reserve_ports(2)))
-        status, stderr = finish(replica("--id", "n1", "--config", str(path)))
+        status, stderr = finish(replica("--id", "n1", "--config", str(path), "--format"))
     assert status == 2
     last = stderr.strip().splitlines()[-1]
     assert f"n1 cannot listen on 127.0.0.1:{base}" in last and "Traceback" not in stderr
@@ -77,6 +78,7 @@ def test_an_address_in_use_is_a_user_error(tmp_path: Path, reserve_ports: Reserv
 def test_corrupt_storage_is_fatal(tmp_path: Path, reserve_ports: ReservePorts) -> None:
     path = write_local_config(tmp_path, reserve_ports(3))
     data = tmp_path / "data" / "n1"
+    identity.prepare(data, cluster_id=1, node_id="n1", start=Start.format, fsync=False)
     store, _ = ReplicaStore.open(data, fsync=False)
     store.append([PromiseRecord(ballot=Ballot(round, 1)) for round in range(1, 6)])
     store.sync()
@@ -91,13 +93,33 @@ def test_corrupt_storage_is_fatal(tmp_path: Path, reserve_ports: ReservePorts) -
     assert stderr.strip().splitlines()[-1].startswith("ledgerpaxos-replica: n1: storage corruption")
 
 
+def test_a_directory_that_is_not_formatted_or_not_ours_is_a_user_error(
+    tmp_path: Path, reserve_ports: ReservePorts
+) -> None:
+    path = write_local_config(tmp_path, reserve_ports(3))
+    status, stderr = finish(replica("--id", "n1", "--config", str(path)))
+    assert status == 2 and stderr.count("\n") == 1
+    assert "holds no replica state" in stderr and "--format" in stderr and "--recover" in stderr
+    assert not (tmp_path / "data" / "n1").exists()
+    # --format and --recover refuse a directory that holds state.
+    data = tmp_path / "data" / "n1"
+    identity.prepare(data, cluster_id=1, node_id="n1", start=Start.format, fsync=False)
+    for flag in ("--format", "--recover"):
+        status, stderr = finish(replica("--id", "n1", "--config", str(path), flag))
+        assert status == 2 and f"{flag} refused" in stderr and "already holds" in stderr
+    # Another node's directory (a config naming the wrong data_dir).
+    data.rename(tmp_path / "data" / "n2")
+    status, stderr = finish(replica("--id", "n2", "--config", str(path)))
+    assert status == 2 and "belongs to node n1" in stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_replica_cleanly(
     tmp_path: Path, signum: int, reserve_ports: ReservePorts
 ) -> None:
     ports = reserve_ports(3)
     path = write_local_config(tmp_path, ports)
-    process = replica("--id", "n2", "--config", str(path))
+    process = replica("--id", "n2", "--config", str(path), "--format")
     try:
         deadline = time.monotonic() + 20
         while True:  # until it listens

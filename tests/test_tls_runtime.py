@@ -36,6 +36,7 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.replicas import wait_for_leader
 from ledgerpaxos.runtime import Replica
+from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools import certs
 
@@ -53,7 +54,9 @@ async def tls_cluster(config: Config) -> AsyncIterator[MemoryNetwork]:
     network = MemoryNetwork()
     async with trio.open_nursery() as nursery:
         for i, node_id in enumerate(config.node_ids):
-            replica = Replica(config, node_id, network=network, rng=random.Random(i))
+            replica = Replica(
+                config, node_id, network=network, rng=random.Random(i), start=Start.format
+            )
             await nursery.start(replica.run)
         await wait_for_leader(config, timeout_s=10, network=network)
         yield network

@@ -122,6 +122,8 @@ EXAMPLES: list[m.Message] = [
     m.CatchupRequest(after_slot=3, nonce=1),
     m.CatchupReply(entries=(ENTRY,), commit_slot=4, chain=bytes(16), nonce=1),
     m.InstallCheckpoint(snapshot=SNAPSHOT, nonce=7),
+    m.RejoinRequest(nonce=2**64 - 1),
+    m.RejoinReply(nonce=3, promised=BALLOT, checkpoint_slot=2, commit_slot=4, entries=(ENTRY,)),
     m.ClientRequest(command=COMMAND),
     m.ClientRequest(command=m.Command(client_id="c2", request_no=1, kind=m.CommandKind.read)),
     m.ClientReply(

@@ -54,6 +54,8 @@ class MessageType(enum.IntEnum):
     client_reply = 15
     control_request = 16
     control_reply = 17
+    rejoin_request = 18
+    rejoin_reply = 19
 
 
 @attrs.frozen
@@ -136,6 +138,16 @@ _CODECS = (
         m.InstallCheckpoint,
         "nonce" / U64,
         "snapshot" / SnapshotField,
+    ),
+    _body(MessageType.rejoin_request, m.RejoinRequest, "nonce" / U64),
+    _body(
+        MessageType.rejoin_reply,
+        m.RejoinReply,
+        "nonce" / U64,
+        "promised" / BallotField,
+        "checkpoint_slot" / Slot,
+        "commit_slot" / Slot,
+        "entries" / LogEntries(),
     ),
     _body(MessageType.client_request, m.ClientRequest, "command" / CommandField),
     _body(

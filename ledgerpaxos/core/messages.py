@@ -279,6 +279,26 @@ class InstallCheckpoint:
     nonce: int  # the request's
 
 
+@attrs.frozen(kw_only=True)
+class RejoinRequest:
+    """From a replica that lost its disk: what have you promised and accepted?"""
+
+    nonce: int  # echoed: only answers given after the loss count
+
+
+@attrs.frozen(kw_only=True)
+class RejoinReply:
+    """What the answering replica has promised and accepted (a Promise that
+    promises nothing): enough, from a majority, for the asker to vote again
+    without breaking a promise or an acceptance it forgot."""
+
+    nonce: int
+    promised: Ballot
+    checkpoint_slot: int  # all slots at or below are decided
+    commit_slot: int
+    entries: tuple[LogEntry, ...]  # accepted entries above checkpoint_slot
+
+
 # ---------------------------------------------------------------- control messages
 
 
@@ -320,6 +340,8 @@ PeerMessage = (
     | CatchupRequest
     | CatchupReply
     | InstallCheckpoint
+    | RejoinRequest
+    | RejoinReply
 )
 Message = PeerMessage | ClientRequest | ClientReply | ControlRequest | ControlReply
 

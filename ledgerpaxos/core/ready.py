@@ -65,6 +65,11 @@ class Ready:
     checkpoints: list[Snapshot] = attrs.field(factory=list)
     events: list[str] = attrs.field(factory=list)
     alarms: list[str] = attrs.field(factory=list)
+    # A rejoin after a lost disk is done (core/rejoin.py): once `persist` is
+    # durable, the data directory may say so (it votes again after a restart).
+    rejoined: bool = False
 
     def needs_sync(self) -> bool:
-        return bool(self.persist) or bool(self.snapshots) or self.compact is not None
+        return (
+            bool(self.persist) or bool(self.snapshots) or self.compact is not None or self.rejoined
+        )

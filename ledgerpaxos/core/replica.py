@@ -43,7 +43,16 @@ from typing import Any
 
 import attrs
 
-from ledgerpaxos.core import catchup, digests, election, execution, following, leading, validation
+from ledgerpaxos.core import (
+    catchup,
+    digests,
+    election,
+    execution,
+    following,
+    leading,
+    rejoin,
+    validation,
+)
 from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.messages import (
     Accept,
@@ -68,6 +77,8 @@ from ledgerpaxos.core.messages import (
     PreVoteReply,
     Promise,
     PromiseRecord,
+    RejoinReply,
+    RejoinRequest,
     Snapshot,
 )
 from ledgerpaxos.core.quorum import Quorum
@@ -88,6 +99,7 @@ _ANY_ROLE: dict[type, Handler] = {
     CatchupRequest: catchup.on_catchup_request,
     CatchupReply: catchup.on_catchup_reply,
     InstallCheckpoint: catchup.on_install_checkpoint,
+    RejoinRequest: rejoin.on_rejoin_request,
 }
 
 # Per role, every message it acts on; any other is dropped on arrival (a late
@@ -115,6 +127,17 @@ _STEPS: dict[Role, dict[type, Handler]] = {
         HeartbeatAck: leading.on_heartbeat_ack,
         Nack: leading.on_nack,
     },
+    # Votes for nothing: no Prepare, PreVote or proposal is answered (core/rejoin.py).
+    Role.rejoining: {
+        ClientRequest: following.on_client_request,
+        Accept: rejoin.on_accept,
+        NewView: rejoin.on_new_view,
+        Heartbeat: rejoin.on_heartbeat,
+        CatchupRequest: catchup.on_catchup_request,
+        CatchupReply: catchup.on_catchup_reply,
+        InstallCheckpoint: catchup.on_install_checkpoint,
+        RejoinReply: rejoin.on_rejoin_reply,
+    },
 }
 
 _KNOWN_MESSAGES = frozenset(t for steps in _STEPS.values() for t in steps)
@@ -134,9 +157,13 @@ class Core:
         promised: Ballot | None = None,
         entries: dict[int, LogEntry] | None = None,
         commit_slot: int = 0,
+        rejoining: bool = False,
         thorough_checks: bool = True,
     ) -> None:
         """A replica core, fresh or restored from what storage recovered.
+
+        `rejoining`: its data directory was lost (--recover) and it has not
+        rejoined yet: it votes for nothing until it has (core/rejoin.py).
 
         `thorough_checks`: check every invariant after each step and tick,
         including those that walk the log (tests, the simulator); False checks
@@ -196,6 +223,12 @@ class Core:
         self.catchup_source: str | None = None  # the peer asked last: only its answers count
         self.catchup_nonce = 0  # and only its answer to that request
 
+        # Rejoining after a lost disk (rejoin.py).
+        self.rejoin_nonce = 0
+        self.rejoin_asked = False
+        self.rejoin_after = Deadline()  # ask (again) then
+        self.rejoin_answers: dict[str, RejoinReply] = {}
+
         # Candidate.
         self.phase = Phase.pre_vote
         self.candidate_ballot = Ballot.zero()
@@ -231,6 +264,8 @@ class Core:
             self.commit_slot += 1
         self.commit_persisted = self.commit_slot
         execution.execute_decided(self)
+        if rejoining:
+            rejoin.begin(self)
         self.invariants()
 
     # ================================================================ inputs
@@ -240,6 +275,8 @@ class Core:
         self.now += 1
         if self.role == Role.leader:
             leading.tick(self)
+        elif self.role == Role.rejoining:
+            rejoin.tick(self)
         else:
             election.tick(self)
         catchup.ask_if_stuck(self)
@@ -371,6 +408,7 @@ class Core:
             log_slots=len(self.log),
             slots_in_flight=len(self.votes),
             commands_queued=len(self.pending),
+            rejoin=rejoin.describe(self),
         )
 
     @property

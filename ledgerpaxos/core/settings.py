@@ -27,6 +27,7 @@ class CoreSettings:
     election_timeout_ticks_min: int
     election_timeout_ticks_max: int
     catchup_retry_ticks: int = ticks_for(constants.catchup_retry_ms)
+    rejoin_retry_ticks: int = ticks_for(constants.rejoin_retry_ms)
     batch_commands_max: int = constants.batch_commands_max
     pipeline_slots_max: int = constants.pipeline_slots_max
     pending_commands_max: int = constants.pending_commands_max
@@ -46,6 +47,12 @@ class CoreSettings:
         assert self.snapshot_interval >= 1 and self.snapshot_transfers_min >= 1
         assert 0 < self.heartbeat_ticks < self.election_timeout_ticks_min
         assert self.election_timeout_ticks_min <= self.election_timeout_ticks_max
+
+    @property
+    def rejoin_wait_ticks(self) -> int:
+        """A rejoining replica asks only once every candidacy that may hold a
+        promise it forgot has ended (core/rejoin.py): twice the longest one."""
+        return 2 * self.election_timeout_ticks_max
 
     @property
     def majority(self) -> int:

@@ -18,6 +18,9 @@ class Role(enum.Enum):
     follower = "follower"
     candidate = "candidate"
     leader = "leader"
+    # Lost its disk: learns what it may have promised and accepted from a
+    # majority before it votes again (core/rejoin.py).
+    rejoining = "rejoining"
 
 
 class Phase(enum.Enum):
@@ -62,6 +65,7 @@ class Status(BasicStatus):
     log_slots: int  # entries held in the log
     slots_in_flight: int  # a leader's proposed, undecided slots
     commands_queued: int  # a leader's commands not yet in a slot
+    rejoin: str | None = None  # where a rejoin after a lost disk stands; None: not rejoining
 
 
 @attrs.frozen(kw_only=True)

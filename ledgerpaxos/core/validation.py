@@ -30,6 +30,7 @@ from ledgerpaxos.core.messages import (
     Prepare,
     PreVote,
     Promise,
+    RejoinReply,
     Snapshot,
 )
 
@@ -76,6 +77,8 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
         return _entries_refusal(message.entries, above=message.checkpoint_slot)
     if isinstance(message, CatchupReply):
         return _entries_refusal(message.entries, consecutive=True)
+    if isinstance(message, RejoinReply):
+        return _entries_refusal(message.entries, above=message.checkpoint_slot)
     if isinstance(message, InstallCheckpoint):
         return snapshot_refusal(core, message.snapshot)
     return None  # Accepted, HeartbeatAck, CatchupRequest, PreVoteReply, Nack: ballots only
@@ -84,6 +87,8 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
 def _ballots(message: object) -> list[Ballot]:
     if isinstance(message, Nack):
         return [message.ballot, message.promised]
+    if isinstance(message, RejoinReply):
+        return [message.promised, *(entry.ballot for entry in message.entries)]
     ballot = getattr(message, "ballot", None)
     found = [ballot] if isinstance(ballot, Ballot) else []
     for entry in getattr(message, "entries", ()):
@@ -101,7 +106,7 @@ def too_far_ahead(core: Core, message: object) -> bool:
         slots = [message.slot]
     elif isinstance(message, NewView):
         slots = [e.slot for e in message.entries]
-    elif isinstance(message, Promise):
+    elif isinstance(message, Promise | RejoinReply):
         slots = [message.checkpoint_slot, message.commit_slot, *(e.slot for e in message.entries)]
     else:
         return False

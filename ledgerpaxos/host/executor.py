@@ -64,6 +64,9 @@ class Storage(Protocol):
 
     def compact(self, seed_records: Sequence[WalRecord]) -> bool: ...
 
+    def mark_rejoined(self) -> None:
+        """The replica rejoined after a lost disk (core/rejoin.py): say so durably."""
+
 
 class Transport(Protocol[W_contra]):
     """How messages leave: to peers by node id, replies to waiters."""
@@ -139,6 +142,8 @@ class ReadyExecutor(Generic[W]):
             self.snapshots_written += 1
         if ready.compact is not None and storage.compact(ready.compact):
             self.audit.synced(ready.compact)  # the new segment restates the state, durably
+        if ready.rejoined:
+            storage.mark_rejoined()  # only now: what it learned is durable above
         self._durable_due = False
 
     def finish(self, ready: Ready) -> None:

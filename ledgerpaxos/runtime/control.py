@@ -9,7 +9,7 @@ is a JSON object; the keys per operation:
     print_db      {"node", "alive", "balances": {account: balance}}
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
-                   "commit_slot", "executed_slot", "checkpoint_slot", "wal_fsyncs", "snapshots_written",
+                   "commit_slot", "executed_slot", "checkpoint_slot", "rejoin", "wal_fsyncs", "snapshots_written",
                    "checkpoint_digests": {"<slot>": hex}}   the newest checkpoints' state digests
     set_alive     {"node", "alive"}                              argument: 1 alive, 0 dead
     kill_leader   {"node", "alive"}, or ok=false and {"node", "reason"} when not the leader
@@ -179,4 +179,5 @@ def describe_view(status: Status) -> dict[str, Any]:
         "commit_slot": status.commit_slot,
         "executed_slot": status.executed_slot,
         "checkpoint_slot": status.checkpoint_slot,
+        "rejoin": status.rejoin,
     }

@@ -1,10 +1,18 @@
 """ledgerpaxos-replica: run one replica of a cluster until SIGTERM or SIGINT.
 
-    ledgerpaxos-replica --id n1 --config configs/cluster.toml [--log-level INFO]
+    ledgerpaxos-replica --id n1 --config configs/cluster.toml [--format | --recover] [--log-level INFO]
+
+A data directory is formatted once: `--format` for a replica of a new cluster
+(refused on a directory that holds state), `--recover` for a replica that lost
+its disk (the directory is formatted anew and the replica rejoins without
+voting until a majority of the others has told it what it may have promised
+and accepted: docs/protocol.md). Without a flag the directory must be
+formatted already.
 
 Exit status: 0 after a signal, 2 for a mistake of the user (config file,
-unknown node id, address in use), 1 for a fatal error (storage corruption or
-an I/O failure). Errors are one line on stderr, without a traceback.
+unknown node id, address in use, a data directory that is not formatted or not
+this replica's), 1 for a fatal error (storage corruption or an I/O failure).
+Errors are one line on stderr, without a traceback.
 
 The environment variable LEDGERPAXOS_RUNTIME, a comma-separated list of
 `RuntimeOptions` names (runtime/replica.py), changes how the runtime carries
@@ -30,6 +38,7 @@ from ledgerpaxos.config import Config, ConfigError, load_config
 from ledgerpaxos.runtime.network import ListenError, TcpNetwork, reuse_port_wanted
 from ledgerpaxos.runtime.replica import RuntimeOptions, serve_replica
 from ledgerpaxos.storage import StorageCorruption, StorageError
+from ledgerpaxos.storage.identity import IdentityError, Start
 from ledgerpaxos.tls import TlsError
 
 prog = "ledgerpaxos-replica"
@@ -42,6 +51,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--id", required=True, help="node id of this replica, e.g. n1")
     parser.add_argument(
         "--config", default="configs/cluster.toml", help="cluster config file (TOML)"
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--format",
+        dest="start",
+        action="store_const",
+        const=Start.format,
+        default=Start.existing,
+        help="format the (missing or empty) data directory for a new cluster",
+    )
+    start.add_argument(
+        "--recover",
+        dest="start",
+        action="store_const",
+        const=Start.recover,
+        help="this replica lost its disk: format anew and rejoin without voting until safe",
     )
     parser.add_argument(
         "--log-level",
@@ -72,13 +97,16 @@ async def run(
     options: RuntimeOptions | None = None,
     *,
     reuse_port: bool = False,
+    start: Start = Start.existing,
 ) -> None:
     """The replica, until a signal cancels it."""
     network = TcpNetwork(config, reuse_port=reuse_port)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(
-            functools.partial(serve_replica, config, node_id, network=network, options=options)
+            functools.partial(
+                serve_replica, config, node_id, network=network, options=options, start=start
+            )
         )
 
 
@@ -132,10 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("ledgerpaxos.runtime").warning("runtime options: %s", options)
     tune_garbage_collector()
     try:
-        trio.run(functools.partial(run, config, args.id, options, reuse_port=reuse_port_wanted()))
+        trio.run(
+            functools.partial(
+                run, config, args.id, options, reuse_port=reuse_port_wanted(), start=args.start
+            )
+        )
     except BaseException as error:
         for leaf in _leaves(error):
-            if isinstance(leaf, ListenError | TlsError):
+            if isinstance(leaf, ListenError | TlsError | IdentityError):
                 print(f"{prog}: {leaf}", file=sys.stderr)
                 return exit_user_error
             if isinstance(leaf, (StorageCorruption, StorageError)):

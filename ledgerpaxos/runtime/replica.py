@@ -71,7 +71,8 @@ from ledgerpaxos.runtime.connections import (
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
 from ledgerpaxos.runtime.tls_session import TlsSession
-from ledgerpaxos.storage import Recovered, ReplicaStore
+from ledgerpaxos.storage import Recovered, ReplicaStore, identity
+from ledgerpaxos.storage.identity import Start
 
 
 @attrs.frozen
@@ -170,8 +171,13 @@ class Replica:
         network: Network | None = None,
         rng: random.Random | None = None,
         options: RuntimeOptions | None = None,
+        start: Start = Start.existing,
     ) -> None:
+        """`start`: on a formatted data directory (the default), or format it
+        first: for a new cluster (Start.format) or after a lost disk
+        (Start.recover; the replica then rejoins, storage/identity.py)."""
         self.config = config
+        self.start = start
         self.options = options if options is not None else RuntimeOptions()
         self.node_id = node_id
         self.index = config.index_of(node_id)
@@ -252,9 +258,25 @@ class Replica:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         directory = self.config.data_dir_for(self.node_id)
+        mine = identity.prepare(
+            directory,
+            cluster_id=self.config.cluster_id,
+            node_id=self.node_id,
+            start=self.start,
+            fsync=self.config.fsync,
+        )
+        if self.start is not Start.existing:
+            self.log.warning(
+                "formatted %s as incarnation %s%s",
+                directory,
+                mine.incarnation,
+                " (rejoining: votes for nothing until a majority has answered)"
+                if mine.rejoining
+                else "",
+            )
         self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync)
         try:
-            self._core = self._restore_core(recovered)
+            self._core = self._restore_core(recovered, rejoining=mine.rejoining)
             self._executor = ReadyExecutor(
                 self._store,
                 _Transport(self),
@@ -283,7 +305,7 @@ class Replica:
             self._store.close()
             self.log.info("stopped")
 
-    def _restore_core(self, recovered: Recovered) -> Core:
+    def _restore_core(self, recovered: Recovered, *, rejoining: bool) -> Core:
         core = Core(
             self.settings,
             self.rng,
@@ -291,6 +313,7 @@ class Replica:
             promised=recovered.promised,
             entries=recovered.entries,
             commit_slot=recovered.commit_slot,
+            rejoining=rejoining,
             thorough_checks=self.options.thorough_checks,
         )
         if recovered.torn_tail_cut:
@@ -703,8 +726,9 @@ async def serve_replica(
     network: Network | None = None,
     rng: random.Random | None = None,
     options: RuntimeOptions | None = None,
+    start: Start = Start.existing,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run replica `node_id` until cancelled; reports its port once listening."""
-    replica = Replica(config, node_id, network=network, rng=rng, options=options)
+    replica = Replica(config, node_id, network=network, rng=rng, options=options, start=start)
     await replica.run(task_status=task_status)

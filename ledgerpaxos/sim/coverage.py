@@ -13,6 +13,8 @@ CHECKPOINT_INSTALL = "checkpoint install"
 TORN_TAIL_CUT = "torn WAL tail cut on recovery"
 DUPLICATE_FROM_TABLE = "duplicate answered from the client table"
 PARTITION_HEALED = "partition healed"
+DISK_LOST = "restart on a lost disk"
+REJOINED = "rejoined after a lost disk"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -21,6 +23,8 @@ REQUIRED: tuple[str, ...] = (
     TORN_TAIL_CUT,
     DUPLICATE_FROM_TABLE,
     PARTITION_HEALED,
+    DISK_LOST,
+    REJOINED,
 )
 
 # Reported, not required.

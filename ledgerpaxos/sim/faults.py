@@ -50,6 +50,8 @@ class FaultInjector:
         self.kinds = tuple(kind for kind, _ in plan.weights)
         self.weights = tuple(weight for _, weight in plan.weights)
         self.churning = 0  # active leader-churn faults
+        # Storage faults draw from their own stream, so the others stay as they were.
+        self.storage_rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/faults/storage")
 
     @property
     def budget(self) -> int:
@@ -139,7 +141,16 @@ class FaultInjector:
         host.disk.disarm()
         if host.status != DOWN:
             host.crash("crash (no I/O came)")
-        host.start()
+        # Its disk is lost (replaced, wiped) with the seed's probability, but
+        # never while another replica still rejoins: a replica that cannot
+        # vote yet is faulty too, and f of them at most may be.
+        rejoining = any(h.rejoining for h in self.sim.hosts.values())
+        if not rejoining and self.storage_rng.random() < self.plan.disk_loss_probability:
+            host.lose_disk()
+            host.start(recover=True)
+            self.sim.marks.hit(coverage.DISK_LOST)
+        else:
+            host.start()
         self.sim.marks.hit(coverage.CRASH_RESTART)
 
     def _start_leader_kill(self) -> None:

@@ -37,6 +37,9 @@ class FaultPlan:
     io_error_probability: float  # instead of a crash, an fsync/write fails with EIO
     torn_probability: float  # the first lost write survives in part
     writeback_probability: float  # a write not fsynced reached the disk anyway
+    # A crashed replica comes back on an empty disk (lost, replaced) and
+    # starts with --recover: it rejoins (core/rejoin.py).
+    disk_loss_probability: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -160,6 +163,9 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
     snapshot_checkpoints = rng.choice((1, 2, 4))
     snapshot_transfers_min = rng.choice((40, constants.snapshot_transfers_min))
     batch_commands_max = rng.choice((1, 1, 2, 4, constants.batch_commands_max))
+    # Storage faults draw from a stream of their own: the draws above stay as they were.
+    storage_rng = random.Random(f"ledgerpaxos-sim/{seed}/plan/storage")
+    faults = attrs.evolve(faults, disk_loss_probability=storage_rng.choice((0.0, 0.2, 0.5)))
     return SimPlan(
         seed=seed,
         replicas=replicas,

@@ -12,6 +12,7 @@ not; `ledgerpaxos-sim --planted NAME --seeds N` runs one from the console.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -154,6 +155,15 @@ class CheckpointWithoutClientsLedger(Ledger):
         return Snapshot(slot=slot, balances=balances, clients=(), digest=digest, chain=chain)
 
 
+class NaiveRejoinCore(Core):
+    """A replica that lost its disk votes at once (what ledgerpaxos did before
+    --recover): it may break a promise it forgot, or leave out of its promises
+    a value chosen with its vote."""
+
+    def __init__(self, *args: Any, rejoining: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, rejoining=False, **kwargs)
+
+
 class CheckpointWithoutClientsCore(Core):
     ledger_class = CheckpointWithoutClientsLedger
 
@@ -261,6 +271,11 @@ PLANTED: dict[str, PlantedBug] = {
         "catch-up requests are never sent",
         "liveness",
         executor_class=NoCatchupExecutor,
+    ),
+    "naive-rejoin": PlantedBug(
+        "a replica restarted on a lost disk votes at once instead of rejoining",
+        "agreement",
+        core_class=NaiveRejoinCore,
     ),
     "swapped-replies": PlantedBug(
         "replies of one Ready carry each other's outcomes",

@@ -36,7 +36,8 @@ from ledgerpaxos.sim import coverage
 from ledgerpaxos.sim.checkers import Violation
 from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
 from ledgerpaxos.sim.trace import describe
-from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError
+from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError, identity
+from ledgerpaxos.storage.identity import Start
 
 if TYPE_CHECKING:
     from ledgerpaxos.sim.harness import Simulation
@@ -100,12 +101,42 @@ class ReplicaHost:
 
     # ================================================================ lifetime
 
-    def start(self) -> None:
-        """Start (or restart) the process: recover from the disk, build a core."""
+    @property
+    def rejoining(self) -> bool:
+        """Up, and not voting yet: it lost its disk and has not rejoined."""
+        return self.core is not None and self.core.basic_status().role is Role.rejoining
+
+    def lose_disk(self) -> None:
+        """The machine comes back with an empty disk (replaced, wiped)."""
+        assert self.status == DOWN
+        self.disk = SimDisk()
+        self.disk.makedirs(self.directory)
+        if self.sim.trace is not None:
+            self.sim.trace.add(self.sim.queue.now, f"{self.node} DISK LOST: an empty one instead")
+
+    def start(self, *, recover: bool = False) -> None:
+        """Start (or restart) the process: recover from the disk, build a core.
+        The first start formats the disk; `recover`: it was lost (--recover)."""
         assert self.status == DOWN
         sim = self.sim
         self.incarnation += 1
         self.disk.disarm()
+        if recover:
+            start = Start.recover
+        elif self.incarnation == 1 and identity.load(self.disk, self.directory) is None:
+            start = Start.format  # the first start of a new cluster
+        else:
+            start = Start.existing
+        mine = identity.prepare(
+            self.directory,
+            cluster_id=1,
+            node_id=self.node,
+            start=start,
+            rng=random.Random(
+                f"ledgerpaxos-sim/{sim.seed}/identity/{self.node}/{self.incarnation}"
+            ),
+            fs=self.disk,
+        )
         try:
             store, recovered = ReplicaStore.open(
                 self.directory,
@@ -125,6 +156,7 @@ class ReplicaHost:
                 promised=recovered.promised,
                 entries=recovered.entries,
                 commit_slot=recovered.commit_slot,
+                rejoining=mine.rejoining,
             )
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} restoring: {_where(error)}") from error
@@ -301,6 +333,8 @@ class ReplicaHost:
         assert core is not None
         status = core.basic_status()
         self.sim.observe(self, ready, status)
+        if ready.rejoined:
+            self.sim.marks.hit(coverage.REJOINED)
         if status.is_leader and status.ballot != self.led_ballot:
             self.led_ballot = status.ballot
             self.sim.leader_elected(self.node, status.ballot)

@@ -1,6 +1,7 @@
 """One replica's data directory: its lock, its WAL and its snapshots.
 
     data/<node>/replica.lock                      flock'ed while a process uses it
+    data/<node>/identity.toml                     whose directory this is (identity.py)
     data/<node>/wal-<sequence:020d>.log           see wal.py
     data/<node>/snapshot-<slot:020d>.snap         see snapshot.py
 
@@ -14,10 +15,12 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
+import attrs
+
 import wire
 from ledgerpaxos import constants
 from ledgerpaxos.core.messages import Snapshot, WalRecord
-from ledgerpaxos.storage import files
+from ledgerpaxos.storage import files, identity
 from ledgerpaxos.storage import snapshot as snapshots
 from ledgerpaxos.storage.errors import StorageError
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, DirectoryLock, FileSystem
@@ -162,8 +165,11 @@ class ReplicaStore:
         wal.close()
         self._wal = None
         for name in files.list_directory(self.fs, self.directory):
-            if name == lock_file_name:
-                continue  # still ours: deleting it would let a second process lock a new one
+            if name in (lock_file_name, identity.identity_file_name):
+                # The lock is still ours: deleting it would let a second
+                # process lock a new one. The identity stays: a reset starts
+                # the same replica over (every replica at once), it loses no disk.
+                continue
             path = os.path.join(self.directory, name)
             try:
                 if self.fs.is_directory(path):
@@ -174,8 +180,17 @@ class ReplicaStore:
                 raise StorageError(path, "remove", error) from error
         if self.fsync_enabled:
             files.fsync_directory(self.fs, self.directory)
+        self.mark_rejoined()  # every replica starts over at once: nobody counts on us
         log = self._open_log()
         assert not log.records and not log.torn_tail_cut
+
+    def mark_rejoined(self) -> None:
+        """The rejoin after a lost disk is done: the identity file says so, so
+        a restart votes at once (core/rejoin.py)."""
+        mine = identity.load(self.fs, self.directory)
+        if mine is not None and mine.rejoining:
+            rejoined = attrs.evolve(mine, rejoining=False)
+            identity.write(self.fs, self.directory, rejoined, fsync=self.fsync_enabled)
 
     def close(self) -> None:
         """Close the WAL (without a sync) and release the directory lock."""

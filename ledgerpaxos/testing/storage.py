@@ -15,10 +15,11 @@ class MemoryStorage:
     `compacts=False` behaves like a ReplicaStore whose WAL stays under
     compact_size_min: compaction is skipped and old entries stay."""
 
-    def __init__(self, *, compacts: bool = True) -> None:
+    def __init__(self, *, compacts: bool = True, rejoining: bool = False) -> None:
         self.records: list[WalRecord] = []
         self.snapshot: Snapshot | None = None
         self.compacts = compacts
+        self.rejoining = rejoining  # as the identity file says (storage/identity.py)
 
     def append(self, records: Sequence[WalRecord]) -> None:
         self.records.extend(records)
@@ -35,6 +36,9 @@ class MemoryStorage:
             return False
         self.records = list(seed_records)
         return True
+
+    def mark_rejoined(self) -> None:
+        self.rejoining = False
 
     def recovered(self) -> Recovered:
         """What a restart finds, as ReplicaStore.open() would fold it."""

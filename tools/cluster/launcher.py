@@ -47,6 +47,7 @@ from ledgerpaxos.client import ClientTimeout, control
 from ledgerpaxos.config import Config
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE, Network, reuse_port_wanted
+from ledgerpaxos.storage import identity
 from tools.cluster.ports import PortReservation
 
 log = logging.getLogger("ledgerpaxos.launcher")
@@ -92,6 +93,8 @@ class Launcher:
             assert set(ports) <= set(reserved.ports), "the config's ports are not the reserved ones"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._preexec = _parent_death_signal()
+        self._new_cluster: bool | None = None  # no replica had state when the first started
+        self._formatted: set[str] = set()
 
     # ------------------------------------------------------------ before the start
 
@@ -103,6 +106,8 @@ class Launcher:
                 shutil.rmtree(self.config.data_dir_for(node_id), ignore_errors=True)
                 with contextlib.suppress(FileNotFoundError):
                     self.log_path(node_id).unlink()
+            self._new_cluster = None  # a new cluster again: formatted at the first start
+            self._formatted.clear()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
 
     def check_ports_free(self, node_ids: Iterable[str] | None = None) -> None:
@@ -136,8 +141,26 @@ class Launcher:
     def log_path(self, node_id: str) -> Path:
         return self.logs_dir / f"{node_id}.log"
 
+    def start_flags(self, node_id: str) -> list[str]:
+        """How a replica starts on its data directory: as it is; `--format`
+        when no replica of the config has any state (a new cluster); or
+        `--recover` when this one has none and others do (it lost its disk:
+        it rejoins without voting until that is safe)."""
+        if self._new_cluster is None:  # decided before the first replica starts
+            self._new_cluster = not any(
+                identity.holds_state(self.config.data_dir_for(n)) for n in self.config.node_ids
+            )
+        if identity.holds_state(self.config.data_dir_for(node_id)):
+            return []
+        if self._new_cluster and node_id not in self._formatted:
+            self._formatted.add(node_id)
+            return ["--format"]
+        log.warning("%s has lost its data directory: starting it with --recover", node_id)
+        return ["--recover"]
+
     def start(self, node_id: str) -> subprocess.Popen[bytes]:
-        """Start one replica (on whatever its data directory holds), logging to logs/<id>.log."""
+        """Start one replica (on whatever its data directory holds, see
+        start_flags), logging to logs/<id>.log."""
         self.config.node(node_id)  # ConfigError for an unknown node
         if self.running(node_id):
             raise LaunchError(f"{node_id} is already running (pid {self.processes[node_id].pid})")
@@ -154,6 +177,7 @@ class Launcher:
             node_id,
             "--config",
             str(self.config_path),
+            *self.start_flags(node_id),
             *(["--log-level", self.log_level] if self.log_level else []),
         ]
         with open(self.log_path(node_id), "ab") as log_file:
