@@ -1,14 +1,18 @@
-"""Real replica processes: a replica whose data directory was deleted, formatted or not.
+"""Real replica processes whose disk is lost or damaged: they rejoin and the cluster keeps every transfer.
 
-It refuses to start without a flag (exit status 2, the message names
---recover), rejoins with --recover, and the cluster keeps every acknowledged
-transfer. Marked `processes` (real time, a few seconds).
+A replica whose data directory was deleted refuses to start without a flag
+(exit status 2, the message names --recover) and rejoins with --recover; one
+whose WAL has a flipped byte in the middle comes back by itself. Either way it
+votes again only after a majority answered, and then its vote decides.
+Marked `processes` (real time, a few seconds each).
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ import trio
 
 from ledgerpaxos import replicas
 from ledgerpaxos.client import open_client
-from ledgerpaxos.config import make_local_config, write_config
+from ledgerpaxos.config import Config, make_local_config, write_config
 from ledgerpaxos.core.messages import ControlOp
 from tests.conftest import REPO, TREASURER
 from tools.cluster.launcher import Launcher, wait_until_answering
@@ -25,23 +29,8 @@ from tools.cluster.ports import PortReservation
 pytestmark = pytest.mark.processes
 
 
-def replica_command(config_path: Path, node_id: str, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ledgerpaxos.runtime.main",
-        "--id",
-        node_id,
-        "--config",
-        str(config_path),
-        *flags,
-    ]
-
-
-@pytest.mark.trio
-async def test_a_deleted_data_directory_needs_recover_and_rejoins_keeping_every_transfer(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def three_replicas(tmp_path: Path) -> Iterator[Launcher]:
     with PortReservation(3) as ports:
         config = make_local_config(
             3, ports.ports, tmp_path / "data", fsync=True, clients=TREASURER, initial_balance=100
@@ -59,64 +48,7 @@ async def test_a_deleted_data_directory_needs_recover_and_rejoins_keeping_every_
         try:
             for node_id in config.node_ids:
                 launcher.start(node_id)  # a new cluster: --format
-            leader = await replicas.wait_for_leader(config, timeout_s=30)
-            victim, other = [n for n in config.node_ids if n != leader]
-            acknowledged = 0
-            async with open_client(config, "A") as client:
-                with trio.fail_after(30):
-                    for _ in range(12):  # across a checkpoint
-                        assert (await client.transfer("A", "B", 1)).ok
-                        acknowledged += 1
-
-            launcher.crash(victim)
-            shutil.rmtree(config.data_dir_for(victim))
-            with trio.fail_after(60):
-                refused = await trio.run_process(
-                    replica_command(config_path, victim),
-                    cwd=REPO,
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                )
-            stderr = refused.stderr.decode()
-            assert refused.returncode == 2, stderr
-            assert "--recover" in stderr and "--format" in stderr
-            assert not await trio.Path(config.data_dir_for(victim)).exists()  # nothing made
-
-            async with open_client(config, "A") as client:  # the other two go on
-                with trio.fail_after(30):
-                    for _ in range(5):
-                        assert (await client.transfer("A", "C", 1)).ok
-                        acknowledged += 1
-
-            assert launcher.start_flags(victim) == ["--recover"]
-            launcher.start(victim)
-            await wait_until_answering(launcher, [victim])
-            with trio.fail_after(30):
-                while True:
-                    view = await replicas.ask(config, victim, ControlOp.print_view, timeout_s=2)
-                    if view["role"] == "follower":
-                        break
-                    assert view["role"] == "rejoining" and view["rejoin"], view
-                    await trio.sleep(0.1)
-            # Now its vote is needed: with the other follower gone, only the
-            # leader and the rejoined replica make a majority.
-            launcher.crash(other)
-            async with open_client(config, "A") as client:
-                with trio.fail_after(30):
-                    assert (await client.transfer("A", "D", 1)).ok
-                    acknowledged += 1
-                    balances = await client.balances()
-            assert balances["A"] == 100 - acknowledged
-            assert (balances["B"], balances["C"], balances["D"]) == (112, 105, 101)
-            with trio.fail_after(10):
-                while True:
-                    db = await replicas.ask(config, victim, ControlOp.print_db, timeout_s=2)
-                    if db["balances"] == balances:
-                        break
-                    await trio.sleep(0.05)
-            log = (tmp_path / "logs" / f"{victim}.log").read_text()
-            assert "rejoined: answers from" in log
+            yield launcher
         except BaseException:
             for path in sorted((tmp_path / "logs").iterdir()):
                 print(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
@@ -125,3 +57,98 @@ async def test_a_deleted_data_directory_needs_recover_and_rejoins_keeping_every_
             for node_id in config.node_ids:
                 if launcher.running(node_id):
                     launcher.crash(node_id)
+
+
+async def transfers(config: Config, count: int, receiver: str) -> None:
+    async with open_client(config, "A") as client:
+        with trio.fail_after(30):
+            for _ in range(count):
+                assert (await client.transfer("A", receiver, 1)).ok
+
+
+async def rejoins_and_decides(launcher: Launcher, victim: str, other: str) -> dict[str, int]:
+    """`victim` was started again: it rejoins, then with `other` gone its vote
+    is needed for a transfer; every replica left holds the same balances."""
+    config = launcher.config
+    await wait_until_answering(launcher, [victim])
+    with trio.fail_after(30):
+        while True:
+            view = await replicas.ask(config, victim, ControlOp.print_view, timeout_s=2)
+            if view["role"] == "follower":
+                break
+            assert view["role"] == "rejoining" and view["rejoin"], view
+            await trio.sleep(0.1)
+    launcher.crash(other)  # now only the leader and the victim make a majority
+    async with open_client(config, "A") as client:
+        with trio.fail_after(30):
+            assert (await client.transfer("A", "D", 1)).ok
+            balances = await client.balances()
+    with trio.fail_after(10):
+        while True:
+            db = await replicas.ask(config, victim, ControlOp.print_db, timeout_s=2)
+            if db["balances"] == balances:
+                return balances
+            await trio.sleep(0.05)
+
+
+@pytest.mark.trio
+async def test_a_deleted_data_directory_needs_recover_and_rejoins_keeping_every_transfer(
+    tmp_path: Path,
+) -> None:
+    with three_replicas(tmp_path) as launcher:
+        config = launcher.config
+        leader = await replicas.wait_for_leader(config, timeout_s=30)
+        victim, other = [n for n in config.node_ids if n != leader]
+        await transfers(config, 12, "B")  # across a checkpoint
+
+        launcher.crash(victim)
+        shutil.rmtree(config.data_dir_for(victim))
+        command = [sys.executable, "-m", "ledgerpaxos.runtime.main", "--id", victim]
+        with trio.fail_after(60):
+            refused = await trio.run_process(
+                [*command, "--config", str(launcher.config_path)],
+                cwd=REPO,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        stderr = refused.stderr.decode()
+        assert refused.returncode == 2, stderr
+        assert "--recover" in stderr and "--format" in stderr
+        assert not await trio.Path(config.data_dir_for(victim)).exists()  # nothing made
+
+        await transfers(config, 5, "C")  # the other two go on
+        assert launcher.start_flags(victim) == ["--recover"]
+        launcher.start(victim)
+        balances = await rejoins_and_decides(launcher, victim, other)
+        assert (balances["A"], balances["B"], balances["C"], balances["D"]) == (82, 112, 105, 101)
+        log = await trio.Path(launcher.log_path(victim)).read_text()
+        assert "rejoined: answers from" in log
+
+
+@pytest.mark.trio
+async def test_a_flipped_byte_in_the_middle_of_the_wal_is_repaired_and_the_replica_rejoins(
+    tmp_path: Path,
+) -> None:
+    with three_replicas(tmp_path) as launcher:
+        config = launcher.config
+        leader = await replicas.wait_for_leader(config, timeout_s=30)
+        victim, other = [n for n in config.node_ids if n != leader]
+        await transfers(config, 12, "B")
+
+        launcher.crash(victim)
+        directory = trio.Path(config.data_dir_for(victim))
+        (segment,) = [p for p in await directory.iterdir() if p.name.startswith("wal-")]
+        data = bytearray(await segment.read_bytes())
+        data[len(data) // 2] ^= 0x10  # a record in the middle, good ones after it
+        await segment.write_bytes(bytes(data))
+
+        await transfers(config, 5, "C")
+        assert launcher.start_flags(victim) == []  # no flag: it repairs itself
+        launcher.start(victim)
+        balances = await rejoins_and_decides(launcher, victim, other)
+        assert (balances["A"], balances["B"], balances["C"], balances["D"]) == (82, 112, 105, 101)
+        log = await trio.Path(launcher.log_path(victim)).read_text()
+        assert f"WAL damaged in {segment} at byte offset" in log
+        assert "rejoined: answers from" in log
+        assert await trio.Path(f"{segment}.damaged").exists()

@@ -16,6 +16,7 @@ from ledgerpaxos.config import make_local_config, write_config
 from ledgerpaxos.core.messages import Ballot, PromiseRecord
 from ledgerpaxos.runtime.network import REUSE_PORT_VARIABLE
 from ledgerpaxos.storage import ReplicaStore, identity
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM
 from ledgerpaxos.storage.identity import Start
 from tests.conftest import REPO, ReservePorts
 
@@ -75,8 +76,11 @@ def test_an_address_in_use_is_a_user_error(tmp_path: Path, reserve_ports: Reserv
     assert f"n1 cannot listen on 127.0.0.1:{base}" in last and "Traceback" not in stderr
 
 
-def test_corrupt_storage_is_fatal(tmp_path: Path, reserve_ports: ReservePorts) -> None:
-    path = write_local_config(tmp_path, reserve_ports(3))
+def test_a_wal_broken_in_the_middle_is_salvaged_and_the_replica_rejoins(
+    tmp_path: Path, reserve_ports: ReservePorts
+) -> None:
+    ports = reserve_ports(3)
+    path = write_local_config(tmp_path, ports)
     data = tmp_path / "data" / "n1"
     identity.prepare(data, cluster_id=1, node_id="n1", start=Start.format, fsync=False)
     store, _ = ReplicaStore.open(data, fsync=False)
@@ -87,10 +91,29 @@ def test_corrupt_storage_is_fatal(tmp_path: Path, reserve_ports: ReservePorts) -
     damaged = bytearray(wal.read_bytes())
     damaged[len(damaged) // 3] ^= 0xFF  # a broken record with good ones after it
     wal.write_bytes(bytes(damaged))
-    status, stderr = finish(replica("--id", "n1", "--config", str(path)))
-    assert status == 1
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("ledgerpaxos-replica: n1: storage corruption")
+    process = replica("--id", "n1", "--config", str(path))
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # it starts, and listens
+            try:
+                socket.create_connection(("127.0.0.1", ports[0]), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        status, stderr = finish(process)
+    finally:
+        process.kill()
+    assert status == 0 and "Traceback" not in stderr
+    assert f"WAL damaged in {wal} at byte offset" in stderr  # file and offset
+    assert "rejoining: the WAL was damaged" in stderr
+    assert (data / (wal.name + ".damaged")).exists()  # kept for a look
+    assert identity.load(OS_FILE_SYSTEM, str(data)).rejoining  # type: ignore[union-attr]
+    # The records before the damage were kept: the promises of rounds 1 and 2 at least.
+    store, recovered = ReplicaStore.open(data, fsync=False)
+    store.close()
+    assert recovered.promised >= Ballot(1, 1) and recovered.damaged is None
 
 
 def test_a_directory_that_is_not_formatted_or_not_ours_is_a_user_error(

@@ -32,8 +32,6 @@ from ledgerpaxos.sim.checkers import (
 )
 from ledgerpaxos.sim.harness import ACCOUNTS, INITIAL_BALANCE, Simulation
 from ledgerpaxos.sim.replica import DOWN
-from ledgerpaxos.storage import identity
-from ledgerpaxos.storage.identity import Start
 from tests.corenet import settings
 
 OK = Outcome(results=(TransferResult(ok=True),))
@@ -253,13 +251,12 @@ def test_a_replica_that_cannot_recover_its_disk_is_caught() -> None:
     for disabled in ((), ("recovery",)):
         simulation = Simulation(0, 3, disabled=disabled)
         host = simulation.hosts["n1"]
-        identity.prepare(
-            host.directory, cluster_id=1, node_id="n1", start=Start.format, fs=host.disk
-        )
-        segment = host.disk.create(f"{host.directory}/wal-{1:020d}.log")
-        segment.write(b"not a WAL segment header, and long enough to be read as one")
-        segment.fsync()
-        segment.close()
+        # A damaged WAL is salvaged (the replica rejoins); an identity file
+        # that is not one stops it.
+        damaged = host.disk.create(f"{host.directory}/identity.toml")
+        damaged.write(b"cluster_id = [")
+        damaged.fsync()
+        damaged.close()
         if disabled:
             host.start()
             assert host.status == DOWN  # stays down: liveness will say so

@@ -26,7 +26,7 @@ from tests.test_sim_regressions import known_bug_of
 CASES: dict[str, tuple[int, int]] = {
     "quorum-one-short": (3, 6),
     "promise-before-fsync": (5, 0),
-    "ignores-highest-ballot": (5, 3),
+    "ignores-highest-ballot": (3, 7),
     "lowest-ballot-wins": (5, 1453),  # two ballots' values in one open slot: rare
     "stale-client-table": (5, 0),
     "executes-duplicates": (5, 0),

@@ -655,3 +655,41 @@ def test_fsync_failure_stops_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(StorageError):
         store.append([CommitRecord(commit_slot=1)])
     store.close()
+
+
+# ---------------------------------------------------------------- salvage (the replica's way)
+
+
+def test_a_broken_record_in_the_middle_is_salvaged_keeping_what_verifies(tmp_path: Path) -> None:
+    records = sample_records(9)
+    boundaries = write_one_by_one(tmp_path, records)
+    middle = 4
+    flip_byte(tmp_path / FIRST_SEGMENT, boundaries[middle] + RECORD_HEADER.size + 2)
+    log, recovered = WriteAheadLog.open(tmp_path, fsync=False, salvage=True)
+    assert list(recovered.records) == records[:middle]
+    assert recovered.damaged is not None
+    assert f"{tmp_path / FIRST_SEGMENT} at byte offset {boundaries[middle]}" in recovered.damaged
+    assert (tmp_path / (FIRST_SEGMENT + ".damaged")).exists()  # kept for a look
+    log.append(records[middle:])  # it goes on from what it kept
+    log.sync()
+    log.close()
+    # The repair is durable and complete: an ordinary recovery finds no damage.
+    log, again = WriteAheadLog.open(tmp_path, fsync=False)
+    log.close()
+    assert list(again.records) == records and again.damaged is None
+
+
+def test_a_store_without_a_snapshot_that_verifies_starts_without_one(tmp_path: Path) -> None:
+    store, _ = ReplicaStore.open(tmp_path, fsync=False)
+    store.append([PromiseRecord(ballot=Ballot(3, 1))])
+    store.sync()
+    store.write_snapshot(make_snapshot(10))
+    store.close()
+    flip_byte(tmp_path / snapshot_file_name(10), 50)
+    with pytest.raises(StorageCorruption, match="no snapshot verifies"):
+        ReplicaStore.open(tmp_path, fsync=False)
+    store, recovered = ReplicaStore.open(tmp_path, fsync=False, salvage=True)
+    store.close()
+    # Its WAL still holds its promise: nothing it promised is lost, the state it fetches.
+    assert recovered.snapshot is None and recovered.promised == Ballot(3, 1)
+    assert recovered.damaged is None

@@ -274,9 +274,22 @@ class Replica:
                 if mine.rejoining
                 else "",
             )
-        self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync)
+        self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync, salvage=True)
         try:
-            self._core = self._restore_core(recovered, rejoining=mine.rejoining)
+            rejoining = mine.rejoining
+            if recovered.damaged is not None and not rejoining:
+                # It may have lost promises and acceptances with the records
+                # after the damage: as after a lost disk, it rejoins, and says
+                # so on disk first, so a crash meanwhile rejoins again.
+                self.log.error("rejoining: the WAL was damaged (%s)", recovered.damaged)
+                identity.write(
+                    self._store.fs,
+                    str(directory),
+                    attrs.evolve(mine, rejoining=True),
+                    fsync=self.config.fsync,
+                )
+                rejoining = True
+            self._core = self._restore_core(recovered, rejoining=rejoining)
             self._executor = ReadyExecutor(
                 self._store,
                 _Transport(self),

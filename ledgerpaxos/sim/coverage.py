@@ -14,7 +14,9 @@ TORN_TAIL_CUT = "torn WAL tail cut on recovery"
 DUPLICATE_FROM_TABLE = "duplicate answered from the client table"
 PARTITION_HEALED = "partition healed"
 DISK_LOST = "restart on a lost disk"
-REJOINED = "rejoined after a lost disk"
+REJOINED = "rejoined after a lost or damaged disk"
+WAL_SALVAGED = "damaged WAL salvaged, replica rejoining"
+WAL_BIT_FLIPPED = "bit flipped in a WAL segment"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -56,6 +58,8 @@ INFORMATIONAL: tuple[str, ...] = (
     RESEND_ACROSS_LEADER_CHANGE,
     RESEND_ACROSS_CRASH,
     RESEND_ACROSS_INSTALL,
+    WAL_SALVAGED,
+    WAL_BIT_FLIPPED,
 )
 
 ALL: tuple[str, ...] = REQUIRED + INFORMATIONAL

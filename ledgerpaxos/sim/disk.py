@@ -276,6 +276,15 @@ class SimDisk:
         data = self._inode(path).data
         return bytes(data if size < 0 else data[:size])
 
+    def flip_bit(self, path: str, offset: int, bit: int) -> None:
+        """Bit rot: one bit of a file changes, in memory and on the platter."""
+        inode = self._inode(path)
+        assert 0 <= offset < len(inode.data) and len(inode.durable) == len(inode.data)
+        inode.data[offset] ^= 1 << bit
+        durable = bytearray(inode.durable)
+        durable[offset] ^= 1 << bit
+        inode.durable = bytes(durable)
+
     def create(self, path: str) -> SimFile:
         directory, name = self._split(path)
         entries = self._directory(directory)

@@ -145,12 +145,18 @@ class FaultInjector:
         # never while another replica still rejoins: a replica that cannot
         # vote yet is faulty too, and f of them at most may be.
         rejoining = any(h.rejoining for h in self.sim.hosts.values())
-        if not rejoining and self.storage_rng.random() < self.plan.disk_loss_probability:
+        roll = self.storage_rng.random()
+        if not rejoining and roll < self.plan.disk_loss_probability:
             host.lose_disk()
             host.start(recover=True)
             self.sim.marks.hit(coverage.DISK_LOST)
-        else:
-            host.start()
+            return
+        if (
+            not rejoining
+            and roll < self.plan.disk_loss_probability + self.plan.wal_flip_probability
+        ):
+            host.flip_wal_bit(self.storage_rng)
+        host.start()
         self.sim.marks.hit(coverage.CRASH_RESTART)
 
     def _start_leader_kill(self) -> None:

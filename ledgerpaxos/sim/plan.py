@@ -40,6 +40,9 @@ class FaultPlan:
     # A crashed replica comes back on an empty disk (lost, replaced) and
     # starts with --recover: it rejoins (core/rejoin.py).
     disk_loss_probability: float = 0.0
+    # Or its WAL comes back with one bit flipped (bit rot): the replica keeps
+    # the records that verify and rejoins (storage/wal.py, salvage).
+    wal_flip_probability: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -165,7 +168,11 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
     batch_commands_max = rng.choice((1, 1, 2, 4, constants.batch_commands_max))
     # Storage faults draw from a stream of their own: the draws above stay as they were.
     storage_rng = random.Random(f"ledgerpaxos-sim/{seed}/plan/storage")
-    faults = attrs.evolve(faults, disk_loss_probability=storage_rng.choice((0.0, 0.2, 0.5)))
+    faults = attrs.evolve(
+        faults,
+        disk_loss_probability=storage_rng.choice((0.0, 0.2, 0.5)),
+        wal_flip_probability=storage_rng.choice((0.0, 0.1, 0.3)),
+    )
     return SimPlan(
         seed=seed,
         replicas=replicas,

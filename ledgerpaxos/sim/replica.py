@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+import attrs
+
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready, Role
 from ledgerpaxos.core.messages import (
@@ -37,7 +39,7 @@ from ledgerpaxos.sim.checkers import Violation
 from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
 from ledgerpaxos.sim.trace import describe
 from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError, identity
-from ledgerpaxos.storage.identity import Start
+from ledgerpaxos.storage.identity import IdentityError, Start
 
 if TYPE_CHECKING:
     from ledgerpaxos.sim.harness import Simulation
@@ -114,6 +116,24 @@ class ReplicaHost:
         if self.sim.trace is not None:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} DISK LOST: an empty one instead")
 
+    def flip_wal_bit(self, rng: random.Random) -> None:
+        """Bit rot in the WAL while the replica is down: one bit of a segment
+        past its header, the newest segment most often."""
+        assert self.status == DOWN
+        segments = sorted(
+            name for name in self.disk.listdir(self.directory) if name.startswith("wal-")
+        )
+        sizes = {name: len(self.disk.read(f"{self.directory}/{name}")) for name in segments}
+        candidates = [name for name in segments if sizes[name] > 64]
+        if not candidates:
+            return
+        name = candidates[-1] if rng.random() < 0.7 else rng.choice(candidates)
+        offset = rng.randrange(48, sizes[name])
+        self.disk.flip_bit(f"{self.directory}/{name}", offset, rng.randrange(8))
+        self.sim.marks.hit(coverage.WAL_BIT_FLIPPED)
+        if self.sim.trace is not None:
+            self.sim.trace.add(self.sim.queue.now, f"{self.node} BIT FLIP in {name} at {offset}")
+
     def start(self, *, recover: bool = False) -> None:
         """Start (or restart) the process: recover from the disk, build a core.
         The first start formats the disk; `recover`: it was lost (--recover)."""
@@ -121,32 +141,41 @@ class ReplicaHost:
         sim = self.sim
         self.incarnation += 1
         self.disk.disarm()
-        if recover:
-            start = Start.recover
-        elif self.incarnation == 1 and identity.load(self.disk, self.directory) is None:
-            start = Start.format  # the first start of a new cluster
-        else:
-            start = Start.existing
-        mine = identity.prepare(
-            self.directory,
-            cluster_id=1,
-            node_id=self.node,
-            start=start,
-            rng=random.Random(
-                f"ledgerpaxos-sim/{sim.seed}/identity/{self.node}/{self.incarnation}"
-            ),
-            fs=self.disk,
-        )
         try:
+            if recover:
+                start = Start.recover
+            elif self.incarnation == 1 and identity.load(self.disk, self.directory) is None:
+                start = Start.format  # the first start of a new cluster
+            else:
+                start = Start.existing
+            mine = identity.prepare(
+                self.directory,
+                cluster_id=1,
+                node_id=self.node,
+                start=start,
+                rng=random.Random(
+                    f"ledgerpaxos-sim/{sim.seed}/identity/{self.node}/{self.incarnation}"
+                ),
+                fs=self.disk,
+            )
             store, recovered = ReplicaStore.open(
                 self.directory,
                 codec=sim.codec,
                 fs=self.disk,
                 compact_size_min=sim_wal_compact_size_min,
+                salvage=True,
             )
-        except StorageCorruption as error:
+        except (StorageCorruption, IdentityError) as error:
             sim.checks.fail("recovery", f"{self.node} refused to start: {error}")
             return  # the check is off: it stays down, and liveness notices
+        rejoining = mine.rejoining
+        if recovered.damaged is not None and not rejoining:
+            # As the runtime does: it may have lost promises with the damaged records.
+            identity.write(
+                self.disk, self.directory, attrs.evolve(mine, rejoining=True), fsync=True
+            )
+            rejoining = True
+            sim.marks.hit(coverage.WAL_SALVAGED)
         rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/core/{self.node}/{self.incarnation}")
         try:
             core = self.core_class(
@@ -156,7 +185,7 @@ class ReplicaHost:
                 promised=recovered.promised,
                 entries=recovered.entries,
                 commit_slot=recovered.commit_slot,
-                rejoining=mine.rejoining,
+                rejoining=rejoining,
             )
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} restoring: {_where(error)}") from error

@@ -30,6 +30,9 @@ class Recovered:
     entries: dict[int, LogEntry]  # slot -> the last AcceptRecord written for it
     commit_slot: int  # highest CommitRecord; 0 if none
     torn_tail_cut: bool
+    # The WAL was damaged and salvaged (wal.py): what was found where. The
+    # replica may have lost promises and acceptances: it rejoins.
+    damaged: str | None = None
 
     @staticmethod
     def empty() -> Recovered:

@@ -11,6 +11,7 @@ the records into what the core needs to restart (`Recovered`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -22,12 +23,14 @@ from ledgerpaxos import constants
 from ledgerpaxos.core.messages import Snapshot, WalRecord
 from ledgerpaxos.storage import files, identity
 from ledgerpaxos.storage import snapshot as snapshots
-from ledgerpaxos.storage.errors import StorageError
+from ledgerpaxos.storage.errors import StorageCorruption, StorageError
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, DirectoryLock, FileSystem
 from ledgerpaxos.storage.recovered import Recovered, fold_records
 from ledgerpaxos.storage.snapshot import SnapshotCodec
 from ledgerpaxos.storage.wal import RecoveredLog, WriteAheadLog
 from ledgerpaxos.storage.wal_format import RecordCodec
+
+logger = logging.getLogger("ledgerpaxos.storage")
 
 lock_file_name = "replica.lock"
 
@@ -96,12 +99,16 @@ class ReplicaStore:
         segment_size_max: int = constants.wal_segment_size_max,
         compact_size_min: int = constants.wal_compact_size_min,
         fs: FileSystem = OS_FILE_SYSTEM,
+        salvage: bool = False,
     ) -> tuple[ReplicaStore, Recovered]:
         """Lock `directory` (created if missing), recover it, be ready to append.
 
         `fs` is the file system to do it on: the operating system's unless a
         simulator passes its own (see storage/filesystem.py). `compact_size_min`:
-        see compact()."""
+        see compact(). `salvage` (the replica's way): a damaged WAL is repaired
+        (wal.py; `Recovered.damaged` says so and the replica rejoins), and when
+        no snapshot verifies the replica starts without one (its WAL still holds
+        its promises and acceptances; what the snapshot held, it fetches)."""
         path = os.fspath(directory)
         try:
             fs.makedirs(path)
@@ -117,12 +124,19 @@ class ReplicaStore:
         )
         store._lock = _DirectoryLock(fs, path)
         try:
-            snapshot = snapshots.load_newest_snapshot(path, codec=codec, fs=fs)
-            log = store._open_log()
+            try:
+                snapshot = snapshots.load_newest_snapshot(path, codec=codec, fs=fs)
+            except StorageCorruption as error:
+                if not salvage:
+                    raise
+                logger.error("%s: starting without a snapshot, fetching its state", error.problem)
+                snapshot = None
+            log = store._open_log(salvage=salvage)
         except BaseException:
             store.close()
             raise
-        return store, fold_records(log.records, snapshot, torn=log.torn_tail_cut)
+        recovered = fold_records(log.records, snapshot, torn=log.torn_tail_cut)
+        return store, attrs.evolve(recovered, damaged=log.damaged)
 
     # ------------------------------------------------------------ writing
 
@@ -220,7 +234,7 @@ class ReplicaStore:
 
     # ------------------------------------------------------------ internals
 
-    def _open_log(self) -> RecoveredLog:
+    def _open_log(self, *, salvage: bool = False) -> RecoveredLog:
         assert self._wal is None
         self._wal, log = WriteAheadLog.open(
             self.directory,
@@ -228,6 +242,7 @@ class ReplicaStore:
             codec=self._codec,
             segment_size_max=self._segment_size_max,
             fs=self.fs,
+            salvage=salvage,
         )
         return log
 

@@ -15,7 +15,12 @@ Recovery reads the segments from the newest base on; every record is checked
 (magic, header checksum, length, body checksum, chain) and decoded. A record that
 fails in the last segment, with no valid record anywhere after it, is a torn
 write from a crash: the file is truncated there, fsynced, and a warning logged.
-Anything else that fails is StorageCorruption naming the file and byte offset.
+Anything else that fails is StorageCorruption naming the file and byte offset,
+or, opened with `salvage` (the replica does), is repaired: the records that
+verify before it are kept in a new base segment, the damaged segment and those
+after it are renamed `*.damaged` for an operator to look at, and `damaged`
+says what was found where; the replica then rejoins (core/rejoin.py), as it
+may have lost promises and acceptances with the records after the damage.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class RecoveredLog:
     torn_tail_offset: int | None = None  # its new length
     torn_bytes_cut: int = 0
     stale_segments_removed: tuple[str, ...] = ()  # left by an interrupted compaction
+    damaged: str | None = None  # salvage: the corruption found, and what was kept
 
 
 # ---------------------------------------------------------------- the log
@@ -98,8 +104,10 @@ class WriteAheadLog:
         codec: fmt.RecordCodec = wire,
         segment_size_max: int = constants.wal_segment_size_max,
         fs: FileSystem = OS_FILE_SYSTEM,
+        salvage: bool = False,
     ) -> tuple[WriteAheadLog, RecoveredLog]:
-        """Recover the log in `directory` (which must exist) and position for appending."""
+        """Recover the log in `directory` (which must exist) and position for
+        appending; `salvage`: repair a corruption instead of raising it."""
         log = cls(
             os.fspath(directory),
             fsync=fsync,
@@ -107,10 +115,10 @@ class WriteAheadLog:
             segment_size_max=segment_size_max,
             fs=fs,
         )
-        recovered = log._recover()
+        recovered = log._recover(salvage=salvage)
         return log, recovered
 
-    def _recover(self) -> RecoveredLog:
+    def _recover(self, *, salvage: bool = False) -> RecoveredLog:
         segments, temporaries = fmt.list_directory(self._fs, self.directory)
         for path in temporaries:
             logger.info("removing %s, a WAL segment whose creation was interrupted", path)
@@ -119,45 +127,67 @@ class WriteAheadLog:
             self._start_segment(1, base=True, prev_checksum=0, bodies=[])
             return RecoveredLog(records=(), segments_read=(), torn_tail_cut=False)
 
-        headers = [
-            fmt.parse_segment_header(path, fmt.read_head(self._fs, path), sequence)
-            for sequence, path in segments
-        ]
+        records: list[WalRecord] = []
+        damage: StorageCorruption | None = None
+
+        def damaged(error: StorageCorruption) -> StorageCorruption:
+            if not salvage:
+                raise error
+            return error
+
+        headers: list[fmt.SegmentHeader] = []
+        for sequence, path in segments:
+            try:
+                headers.append(
+                    fmt.parse_segment_header(path, fmt.read_head(self._fs, path), sequence)
+                )
+            except StorageCorruption as error:
+                damage = damaged(error)
+                break  # the segments from here on are not read
         bases = [i for i, header in enumerate(headers) if header.base]
         if not bases:
-            raise StorageCorruption(
-                segments[0][1], 0, "no base segment: the start of the log is missing"
-            )
+            problem = "no base segment: the start of the log is missing"
+            missing = damage or StorageCorruption(segments[0][1], 0, problem)
+            return self._salvaged(segments, records, damaged(missing))
         first = bases[-1]
 
         # Read and verify segment by segment (one in memory at a time).
-        records: list[WalRecord] = []
         sizes: list[int] = []
         tip = 0
         torn: fmt.SegmentContent | None = None
-        for i in range(first, len(segments)):
+        for i in range(first, len(headers)):
             sequence, path = segments[i]
             header = headers[i]
             if i > first:
                 if sequence != segments[i - 1][0] + 1:
-                    raise StorageCorruption(
-                        path, 0, f"segment {segments[i - 1][0] + 1} is missing before this one"
-                    )
+                    problem = f"segment {segments[i - 1][0] + 1} is missing before this one"
+                    damage = damaged(StorageCorruption(path, 0, problem))
+                    break
                 if header.prev_checksum != tip:
-                    raise StorageCorruption(
-                        path, 16, "broken chain: segment does not follow its predecessor"
-                    )
+                    problem = "broken chain: segment does not follow its predecessor"
+                    damage = damaged(StorageCorruption(path, 16, problem))
+                    break
             data = files.read_file(self._fs, path)
             # The store's directory lock keeps other writers out; check anyway.
             assert fmt.parse_segment_header(path, data, sequence) == header
             content = fmt.read_records(
-                path, data, header, is_last=i == len(segments) - 1, codec=self._codec
+                path,
+                data,
+                header,
+                is_last=i == len(segments) - 1,
+                codec=self._codec,
+                salvage=salvage,
             )
             records.extend(content.records)
             sizes.append(len(data))
             tip = content.tip
+            if content.broken is not None:
+                damage = content.broken
+                break
             if content.torn_offset is not None:
                 torn = content
+        if damage is not None:
+            return self._salvaged(segments, records, damage)
 
         # Everything verified: only now change files.
         last_path = segments[-1][1]
@@ -195,6 +225,43 @@ class WriteAheadLog:
             torn_tail_offset=sizes[-1] if torn is not None else None,
             torn_bytes_cut=torn_bytes,
             stale_segments_removed=tuple(stale),
+        )
+
+    def _salvaged(
+        self,
+        segments: Sequence[tuple[int, str]],
+        records: Sequence[WalRecord],
+        damage: StorageCorruption,
+    ) -> RecoveredLog:
+        """Keep `records` (they verified) in a new base segment after every
+        existing one, so recovery starts there even if what follows is cut
+        short; then move the damaged segment and the later ones aside and drop
+        the earlier ones (their records are in the new segment)."""
+        found = f"{damage.path} at byte offset {damage.offset}: {damage.problem}"
+        logger.error(
+            "WAL damaged in %s; keeping the %d records before it (a new base segment), "
+            "moving the damaged segments aside as *.damaged",
+            found,
+            len(records),
+        )
+        bodies = fmt.encode_bodies(self._codec, records)
+        self._start_segment(segments[-1][0] + 1, base=True, prev_checksum=0, bodies=bodies)
+        for _, path in segments:
+            if path >= damage.path:  # segment names sort by sequence
+                try:
+                    self._fs.rename(path, path + ".damaged")
+                except OSError as error:
+                    self._failed = True
+                    raise StorageError(path, "rename", error) from error
+            else:
+                files.remove_file(self._fs, path)
+        self._fsync_directory()
+        kept = len(records)
+        return RecoveredLog(
+            records=tuple(records),
+            segments_read=tuple(path for _, path in segments),
+            torn_tail_cut=False,
+            damaged=f"{found}; kept the {kept} records before it",
         )
 
     # ------------------------------------------------------------ writing

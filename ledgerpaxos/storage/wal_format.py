@@ -209,9 +209,36 @@ class SegmentContent:
     tip: int
     torn_offset: int | None  # where a torn tail starts (only in the last segment)
     torn_problem: str = ""
+    # With salvage: the records before a broken one that is not a torn tail.
+    broken: StorageCorruption | None = None
 
 
 def read_records(
+    path: str,
+    data: bytes,
+    header: SegmentHeader,
+    *,
+    is_last: bool,
+    codec: RecordCodec,
+    salvage: bool = False,
+) -> SegmentContent:
+    """The segment's records, verified. A broken record that is not a torn
+    tail raises StorageCorruption; with `salvage` it ends the content instead
+    (`broken` says where and why) and the records before it are returned."""
+    try:
+        return _read_records(path, data, header, is_last=is_last, codec=codec)
+    except _Broken as broken:
+        if not salvage:
+            raise broken.error from broken.__cause__
+        return SegmentContent(broken.records, broken.tip, None, broken=broken.error)
+
+
+class _Broken(Exception):
+    def __init__(self, error: StorageCorruption, records: list[WalRecord], tip: int) -> None:
+        self.error, self.records, self.tip = error, records, tip
+
+
+def _read_records(
     path: str,
     data: bytes,
     header: SegmentHeader,
@@ -222,27 +249,25 @@ def read_records(
     records: list[WalRecord] = []
     tip = header.checksum
     offset = SEGMENT_HEADER.size
+
+    def broken(problem: str) -> _Broken:
+        return _Broken(StorageCorruption(path, offset, problem), records, tip)
+
     while offset < len(data):
         parsed = parse_record(data, offset)
         if isinstance(parsed, Broken):
             if not (is_last and parsed.torn_possible):
-                raise StorageCorruption(path, offset, parsed.problem)
+                raise broken(parsed.problem)
             later = valid_record_after(data, offset)
             if later is not None:
-                raise StorageCorruption(
-                    path, offset, f"{parsed.problem}, with a valid record after it at {later}"
-                )
+                raise broken(f"{parsed.problem}, with a valid record after it at {later}")
             return SegmentContent(records, tip, offset, parsed.problem)
         if parsed.prev_checksum != tip:
-            raise StorageCorruption(
-                path, offset, "broken chain: record does not follow its predecessor"
-            )
+            raise broken("broken chain: record does not follow its predecessor")
         try:
             record = codec.decode_record(parsed.body)
         except codec.FrameError as error:
-            raise StorageCorruption(
-                path, offset, f"record verifies but does not decode: {error}"
-            ) from error
+            raise broken(f"record verifies but does not decode: {error}") from error
         records.append(record)
         tip = parsed.checksum
         offset = parsed.end
