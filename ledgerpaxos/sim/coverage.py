@@ -17,6 +17,7 @@ DISK_LOST = "restart on a lost disk"
 REJOINED = "rejoined after a lost or damaged disk"
 WAL_SALVAGED = "damaged WAL salvaged, replica rejoining"
 WAL_BIT_FLIPPED = "bit flipped in a WAL segment"
+DISK_ROLLED_BACK = "restart on an older copy of the disk"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -60,6 +61,7 @@ INFORMATIONAL: tuple[str, ...] = (
     RESEND_ACROSS_INSTALL,
     WAL_SALVAGED,
     WAL_BIT_FLIPPED,
+    DISK_ROLLED_BACK,
 )
 
 ALL: tuple[str, ...] = REQUIRED + INFORMATIONAL

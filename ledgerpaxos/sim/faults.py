@@ -145,19 +145,22 @@ class FaultInjector:
         # never while another replica still rejoins: a replica that cannot
         # vote yet is faulty too, and f of them at most may be.
         rejoining = any(h.rejoining for h in self.sim.hosts.values())
-        roll = self.storage_rng.random()
-        if not rejoining and roll < self.plan.disk_loss_probability:
+        self.sim.marks.hit(coverage.CRASH_RESTART)
+        plan, roll = self.plan, self.storage_rng.random()
+        if not rejoining and roll < plan.disk_loss_probability:
             host.lose_disk()
             host.start(recover=True)
             self.sim.marks.hit(coverage.DISK_LOST)
             return
-        if (
-            not rejoining
-            and roll < self.plan.disk_loss_probability + self.plan.wal_flip_probability
-        ):
+        roll -= plan.disk_loss_probability
+        if not rejoining and roll < plan.rollback_probability and host.roll_back_disk():
+            host.start(recover=True)
+            self.sim.marks.hit(coverage.DISK_ROLLED_BACK)
+            return
+        roll -= plan.rollback_probability
+        if not rejoining and roll < plan.wal_flip_probability:
             host.flip_wal_bit(self.storage_rng)
         host.start()
-        self.sim.marks.hit(coverage.CRASH_RESTART)
 
     def _start_leader_kill(self) -> None:
         leader = self.sim.current_leader()

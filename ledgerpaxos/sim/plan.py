@@ -43,6 +43,9 @@ class FaultPlan:
     # Or its WAL comes back with one bit flipped (bit rot): the replica keeps
     # the records that verify and rejoins (storage/wal.py, salvage).
     wal_flip_probability: float = 0.0
+    # Or its disk is an older copy put back (a backup, a volume snapshot: the
+    # disk as it was at an earlier start) and it starts with --recover.
+    rollback_probability: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +175,7 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
         faults,
         disk_loss_probability=storage_rng.choice((0.0, 0.2, 0.5)),
         wal_flip_probability=storage_rng.choice((0.0, 0.1, 0.3)),
+        rollback_probability=storage_rng.choice((0.0, 0.1, 0.2)),
     )
     return SimPlan(
         seed=seed,

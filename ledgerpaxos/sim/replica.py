@@ -15,6 +15,7 @@ crashes the disk; a restart recovers with ReplicaStore.open on that disk.
 
 from __future__ import annotations
 
+import copy
 import random
 import traceback
 from collections import deque
@@ -90,6 +91,7 @@ class ReplicaHost:
         self.directory = f"/data/{self.node}"
         self.disk = SimDisk()
         self.disk.makedirs(self.directory)
+        self.older_disk: SimDisk | None = None  # an earlier copy, for a rollback
         self.status = DOWN
         self.core: Core | None = None
         self.store: ReplicaStore | None = None
@@ -116,6 +118,16 @@ class ReplicaHost:
         if self.sim.trace is not None:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} DISK LOST: an empty one instead")
 
+    def roll_back_disk(self) -> bool:
+        """Put back the disk as it was at an earlier start; False: none kept."""
+        assert self.status == DOWN
+        if self.older_disk is None:
+            return False
+        self.disk, self.older_disk = self.older_disk, None
+        if self.sim.trace is not None:
+            self.sim.trace.add(self.sim.queue.now, f"{self.node} DISK ROLLED BACK to an older copy")
+        return True
+
     def flip_wal_bit(self, rng: random.Random) -> None:
         """Bit rot in the WAL while the replica is down: one bit of a segment
         past its header, the newest segment most often."""
@@ -141,6 +153,13 @@ class ReplicaHost:
         sim = self.sim
         self.incarnation += 1
         self.disk.disarm()
+        if (
+            sim.plan.faults.rollback_probability
+            and self.older_disk is None
+            and self.incarnation > 1
+        ):
+            # What a later rollback puts back: the disk as this restart finds it.
+            self.older_disk = copy.deepcopy(self.disk)
         try:
             if recover:
                 start = Start.recover

@@ -15,6 +15,8 @@ replica that lost its disk sees, and such a replica must not vote at once
 (it may have promised or accepted what it no longer knows: docs/protocol.md,
 "Rejoining after a lost disk"). So `prepare` refuses, naming the flag:
 `--format` for a new cluster, `--recover` for a replica that lost its disk.
+`--recover` on a formatted directory that holds state (an older copy put
+back) keeps the state and marks it rejoining too.
 """
 
 from __future__ import annotations
@@ -90,12 +92,26 @@ def prepare(
             )
         _check_owner(identity, directory, cluster_id=cluster_id, node_id=node_id)
         return identity
+    if state and start is Start.recover:
+        # An older copy put back (a backup, a volume snapshot): it is a true
+        # prefix of what the replica wrote, but what came after may hold
+        # promises it made. Kept, and it rejoins.
+        identity = load(fs, directory)
+        if identity is None:
+            raise IdentityError(
+                f"--recover refused: {directory} holds replica state but no "
+                f"{identity_file_name}: move it aside (or empty it) and start with --recover"
+            )
+        _check_owner(identity, directory, cluster_id=cluster_id, node_id=node_id)
+        identity = attrs.evolve(identity, rejoining=True)
+        write(fs, directory, identity, fsync=fsync)
+        return identity
     if state:
-        flag = "--format" if start is Start.format else "--recover"
         raise IdentityError(
-            f"{flag} refused: {directory} already holds replica state "
+            f"--format refused: {directory} already holds replica state "
             f"({', '.join(sorted(state)[:3])}{', ...' if len(state) > 3 else ''}); "
-            "start without the flag to go on with it"
+            "start without the flag to go on with it, or with --recover if it is an "
+            "older copy put back"
         )
     rng = rng or random.SystemRandom()
     identity = Identity(
