@@ -160,3 +160,28 @@ def test_while_rejoining_prepares_and_accepts_get_no_answer() -> None:
     assert core.status().leader == "n1"  # it follows, to fetch what is decided
     core.step(RejoinRequest(nonce=1), "n2")
     assert core.take_ready().send == []  # a rejoining replica knows no more than the asker
+
+
+def test_a_replica_far_behind_rejoins_a_cluster_far_ahead() -> None:
+    """An empty disk against a cluster at slot 10,000 (beyond slots_ahead_max of
+    its commit point): the answers count, and it catches up afterwards."""
+    core = Core(settings("n3", 3), random.Random(3), rejoining=True)
+    for _ in range(core.s.rejoin_wait_ticks):
+        core.tick()
+    (nonce,) = {m.nonce for _, m in core.take_ready().send if isinstance(m, RejoinRequest)}
+    ballot = Ballot(7, 1)
+    for node in ("n1", "n2"):
+        core.step(
+            RejoinReply(
+                nonce=nonce,
+                promised=ballot,
+                checkpoint_slot=10_000,
+                commit_slot=10_004,
+                entries=tuple(
+                    LogEntry(slot=s, ballot=ballot, batch=()) for s in range(10_001, 10_006)
+                ),
+            ),
+            node,
+        )
+    assert core.status().role is Role.follower
+    assert core.status().promised == ballot and len(core.log_view()) == 5

@@ -106,8 +106,13 @@ def too_far_ahead(core: Core, message: object) -> bool:
         slots = [message.slot]
     elif isinstance(message, NewView):
         slots = [e.slot for e in message.entries]
-    elif isinstance(message, Promise | RejoinReply):
+    elif isinstance(message, Promise):
         slots = [message.checkpoint_slot, message.commit_slot, *(e.slot for e in message.entries)]
+    elif isinstance(message, RejoinReply):
+        # A rejoining replica may be any distance behind (an empty disk): the
+        # entries are bounded by the answerer's own checkpoint instead.
+        last = max((e.slot for e in message.entries), default=0)
+        return last > message.checkpoint_slot + constants.slots_ahead_max
     else:
         return False
     # The decided prefix: only entries raise it, never a number a peer names.
