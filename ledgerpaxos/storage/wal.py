@@ -135,27 +135,31 @@ class WriteAheadLog:
                 raise error
             return error
 
-        headers: list[fmt.SegmentHeader] = []
-        for sequence, path in segments:
+        headers: dict[int, fmt.SegmentHeader] = {}
+        broken_headers: dict[int, StorageCorruption] = {}
+        for i, (sequence, path) in enumerate(segments):
             try:
-                headers.append(
-                    fmt.parse_segment_header(path, fmt.read_head(self._fs, path), sequence)
-                )
+                headers[i] = fmt.parse_segment_header(path, fmt.read_head(self._fs, path), sequence)
             except StorageCorruption as error:
-                damage = damaged(error)
-                break  # the segments from here on are not read
-        bases = [i for i, header in enumerate(headers) if header.base]
+                broken_headers[i] = damaged(error)
+        bases = [i for i, header in headers.items() if header.base]
         if not bases:
             problem = "no base segment: the start of the log is missing"
-            missing = damage or StorageCorruption(segments[0][1], 0, problem)
+            first_broken = broken_headers[min(broken_headers)] if broken_headers else None
+            missing = first_broken or StorageCorruption(segments[0][1], 0, problem)
             return self._salvaged(segments, records, damaged(missing))
         first = bases[-1]
+        # A broken header before the newest base is a stale segment's (removed
+        # below); after it, the segments from there on are not read.
+        stop = min((i for i in broken_headers if i > first), default=len(segments))
+        if stop < len(segments):
+            damage = broken_headers[stop]
 
         # Read and verify segment by segment (one in memory at a time).
         sizes: list[int] = []
         tip = 0
         torn: fmt.SegmentContent | None = None
-        for i in range(first, len(headers)):
+        for i in range(first, stop):
             sequence, path = segments[i]
             header = headers[i]
             if i > first:
