@@ -140,6 +140,13 @@ def test_print_view_names_the_leader_and_the_views_seen() -> None:
     assert text.splitlines()[0] == "leader: n1 (ballot 2.1), followed by n2"
     assert "1.3     n3      n1 n3" in text and "2.1     n1      n1 n2" in text
     assert views.view_json(answers)["leader"] == "n1"
+    assert "rejoining" not in text
+    rejoining = view("n2", "rejoining", "n1", "2.1", [("2.1", "n1")])
+    assert rejoining.body is not None
+    rejoining.body["rejoin"] = "asked the peers: answers from n1, 2 needed"
+    text = views.render_view({**answers, "n2": rejoining})
+    assert "n2 is rejoining after a lost or damaged disk" in text
+    assert "answers from n1, 2 needed" in text
 
 
 # ------------------------------------------------------------------ the backend, in virtual time

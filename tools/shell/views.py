@@ -242,8 +242,19 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
             "views seen (ballot, leader, replicas that recorded it):",
             views,
             *_down_notes(answers),
+            *_rejoin_notes(answers),
         ]
     )
+
+
+def _rejoin_notes(answers: Mapping[str, NodeAnswer]) -> list[str]:
+    """Replicas rejoining after a lost or damaged disk, and where they stand."""
+    return [
+        f"{node} is rejoining after a lost or damaged disk (it votes for nothing yet): "
+        f"{answer.body['rejoin']}"
+        for node, answer in answers.items()
+        if answer.body is not None and answer.body.get("rejoin")
+    ]
 
 
 # ------------------------------------------------------------------ load, next, transfer, balance
