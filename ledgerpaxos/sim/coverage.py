@@ -16,7 +16,7 @@ PARTITION_HEALED = "partition healed"
 DISK_LOST = "restart on a lost disk"
 REJOINED = "rejoined after a lost or damaged disk"
 WAL_SALVAGED = "damaged WAL salvaged, replica rejoining"
-WAL_BIT_FLIPPED = "bit flipped in a WAL segment"
+BIT_FLIPPED = "bit flipped in a WAL segment or a snapshot"
 DISK_ROLLED_BACK = "restart on an older copy of the disk"
 
 REQUIRED: tuple[str, ...] = (
@@ -60,7 +60,7 @@ INFORMATIONAL: tuple[str, ...] = (
     RESEND_ACROSS_CRASH,
     RESEND_ACROSS_INSTALL,
     WAL_SALVAGED,
-    WAL_BIT_FLIPPED,
+    BIT_FLIPPED,
     DISK_ROLLED_BACK,
 )
 

@@ -159,7 +159,7 @@ class FaultInjector:
             return
         roll -= plan.rollback_probability
         if not rejoining and roll < plan.wal_flip_probability:
-            host.flip_wal_bit(self.storage_rng)
+            host.flip_bit(self.storage_rng)
         host.start()
 
     def _start_leader_kill(self) -> None:

@@ -40,8 +40,9 @@ class FaultPlan:
     # A crashed replica comes back on an empty disk (lost, replaced) and
     # starts with --recover: it rejoins (core/rejoin.py).
     disk_loss_probability: float = 0.0
-    # Or its WAL comes back with one bit flipped (bit rot): the replica keeps
-    # the records that verify and rejoins (storage/wal.py, salvage).
+    # Or its WAL or a snapshot comes back with one bit flipped (bit rot): it
+    # keeps the WAL records that verify and rejoins (storage/wal.py, salvage),
+    # or takes an older snapshot, or none, and fetches the state.
     wal_flip_probability: float = 0.0
     # Or its disk is an older copy put back (a backup, a volume snapshot: the
     # disk as it was at an earlier start) and it starts with --recover.

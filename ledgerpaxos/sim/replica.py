@@ -128,12 +128,16 @@ class ReplicaHost:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} DISK ROLLED BACK to an older copy")
         return True
 
-    def flip_wal_bit(self, rng: random.Random) -> None:
-        """Bit rot in the WAL while the replica is down: one bit of a segment
-        past its header, the newest segment most often."""
+    def flip_bit(self, rng: random.Random) -> None:
+        """Bit rot while the replica is down: one bit of a WAL segment past its
+        header (the newest segment most often) or, a third of the time, of a
+        snapshot file."""
         assert self.status == DOWN
+        kind = "snapshot-" if rng.random() < 1 / 3 else "wal-"
         segments = sorted(
-            name for name in self.disk.listdir(self.directory) if name.startswith("wal-")
+            name
+            for name in self.disk.listdir(self.directory)
+            if name.startswith(kind) and not name.endswith((".tmp", ".damaged"))
         )
         sizes = {name: len(self.disk.read(f"{self.directory}/{name}")) for name in segments}
         candidates = [name for name in segments if sizes[name] > 64]
@@ -142,7 +146,7 @@ class ReplicaHost:
         name = candidates[-1] if rng.random() < 0.7 else rng.choice(candidates)
         offset = rng.randrange(48, sizes[name])
         self.disk.flip_bit(f"{self.directory}/{name}", offset, rng.randrange(8))
-        self.sim.marks.hit(coverage.WAL_BIT_FLIPPED)
+        self.sim.marks.hit(coverage.BIT_FLIPPED)
         if self.sim.trace is not None:
             self.sim.trace.add(self.sim.queue.now, f"{self.node} BIT FLIP in {name} at {offset}")
 
