@@ -30,6 +30,7 @@ from ledgerpaxos.core.messages import (
     PreVoteReply,
     Promise,
     PromiseRecord,
+    RejoinReply,
 )
 from ledgerpaxos.core.status import Phase, Role
 from ledgerpaxos.core.timers import Stamp
@@ -151,13 +152,18 @@ def promise(core: Core, ballot: Ballot) -> None:
 
 
 def make_promise(core: Core, ballot: Ballot) -> Promise:
-    entries = tuple(e for s, e in sorted(core.log.items()) if s > core.checkpoint_slot)
     return Promise(
         ballot=ballot,
         checkpoint_slot=core.checkpoint_slot,
         commit_slot=core.commit_slot,
-        entries=entries,
+        entries=accepted_above_checkpoint(core),
     )
+
+
+def accepted_above_checkpoint(core: Core) -> tuple[LogEntry, ...]:
+    """Our accepted entries above our checkpoint, in slot order: what a
+    Promise (and a RejoinReply) reports."""
+    return tuple(e for s, e in sorted(core.log.items()) if s > core.checkpoint_slot)
 
 
 def on_prepare(core: Core, m: Prepare, sender: str) -> None:
@@ -188,7 +194,7 @@ def check_promises(core: Core) -> None:
 
 
 def highest_ballot_values(
-    promises: Mapping[str, Promise], start: int, node_ids: Sequence[str]
+    promises: Mapping[str, Promise | RejoinReply], start: int, node_ids: Sequence[str]
 ) -> dict[int, LogEntry]:
     """Per slot above `start`, the value of the highest ballot any promise
     reports: the only value that may have been chosen there (Paxos phase 1).

@@ -84,14 +84,16 @@ def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
     learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
-    core.send(
-        sender,
-        HeartbeatAck(
-            ballot=m.ballot,
-            executed_slot=core.executed_slot,
-            checkpoint_slot=core.checkpoint_slot,
-            checkpoint_digest=core.checkpoint_digests.get(core.checkpoint_slot, b""),
-        ),
+    core.send(sender, heartbeat_ack(core, m.ballot))
+
+
+def heartbeat_ack(core: Core, ballot: Ballot) -> HeartbeatAck:
+    """What we executed and the checkpoint we hold, for the leader of `ballot`."""
+    return HeartbeatAck(
+        ballot=ballot,
+        executed_slot=core.executed_slot,
+        checkpoint_slot=core.checkpoint_slot,
+        checkpoint_digest=core.checkpoint_digests.get(core.checkpoint_slot, b""),
     )
 
 

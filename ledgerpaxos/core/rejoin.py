@@ -44,8 +44,6 @@ from ledgerpaxos.core.messages import (
     Accept,
     Ballot,
     Heartbeat,
-    HeartbeatAck,
-    LogEntry,
     NewView,
     PromiseRecord,
     RejoinReply,
@@ -112,7 +110,7 @@ def on_rejoin_request(core: Core, m: RejoinRequest, sender: str) -> None:
             promised=core.promised,
             checkpoint_slot=core.checkpoint_slot,
             commit_slot=core.commit_slot,
-            entries=tuple(e for s, e in sorted(core.log.items()) if s > core.checkpoint_slot),
+            entries=election.accepted_above_checkpoint(core),
         ),
     )
 
@@ -133,11 +131,8 @@ def finish(core: Core) -> None:
         core.promised = promised
         core.ready.persist.append(PromiseRecord(ballot=promised))
     start = max(a.checkpoint_slot for a in answers.values())
-    adopted: dict[int, LogEntry] = {}
-    for answer in answers.values():
-        for e in answer.entries:
-            if e.slot > start and (e.slot not in adopted or e.ballot > adopted[e.slot].ballot):
-                adopted[e.slot] = e
+    # Per slot the value a new leader would adopt from these (Paxos phase 1).
+    adopted = election.highest_ballot_values(answers, start, core.s.node_ids)
     taken = 0
     for slot, entry in sorted(adopted.items()):
         mine = core.log.get(slot)
@@ -178,15 +173,7 @@ def on_new_view(core: Core, m: NewView, sender: str) -> None:
 
 def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:
     _follow(core, m.ballot, sender, m.commit_slot)
-    core.send(
-        sender,
-        HeartbeatAck(
-            ballot=m.ballot,
-            executed_slot=core.executed_slot,
-            checkpoint_slot=core.checkpoint_slot,
-            checkpoint_digest=core.checkpoint_digests.get(core.checkpoint_slot, b""),
-        ),
-    )
+    core.send(sender, following.heartbeat_ack(core, m.ballot))
 
 
 on_client_request = following.on_client_request

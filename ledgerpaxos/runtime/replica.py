@@ -282,12 +282,7 @@ class Replica:
                 # after the damage: as after a lost disk, it rejoins, and says
                 # so on disk first, so a crash meanwhile rejoins again.
                 self.log.error("rejoining: the WAL was damaged (%s)", recovered.damaged)
-                identity.write(
-                    self._store.fs,
-                    str(directory),
-                    attrs.evolve(mine, rejoining=True),
-                    fsync=self.config.fsync,
-                )
+                self._store.mark_rejoining()
                 rejoining = True
             self._core = self._restore_core(recovered, rejoining=rejoining)
             self._executor = ReadyExecutor(

@@ -22,8 +22,6 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready, Role
 from ledgerpaxos.core.messages import (
@@ -194,9 +192,7 @@ class ReplicaHost:
         rejoining = mine.rejoining
         if recovered.damaged is not None and not rejoining:
             # As the runtime does: it may have lost promises with the damaged records.
-            identity.write(
-                self.disk, self.directory, attrs.evolve(mine, rejoining=True), fsync=True
-            )
+            store.mark_rejoining()
             rejoining = True
             sim.marks.hit(coverage.WAL_SALVAGED)
         rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/core/{self.node}/{self.incarnation}")

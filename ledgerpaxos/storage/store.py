@@ -201,10 +201,18 @@ class ReplicaStore:
     def mark_rejoined(self) -> None:
         """The rejoin after a lost disk is done: the identity file says so, so
         a restart votes at once (core/rejoin.py)."""
+        self._set_rejoining(False)
+
+    def mark_rejoining(self) -> None:
+        """The replica must rejoin (its WAL was damaged): durably, so a crash
+        before the rejoin is done rejoins again."""
+        self._set_rejoining(True)
+
+    def _set_rejoining(self, rejoining: bool) -> None:
         mine = identity.load(self.fs, self.directory)
-        if mine is not None and mine.rejoining:
-            rejoined = attrs.evolve(mine, rejoining=False)
-            identity.write(self.fs, self.directory, rejoined, fsync=self.fsync_enabled)
+        if mine is not None and mine.rejoining != rejoining:
+            changed = attrs.evolve(mine, rejoining=rejoining)
+            identity.write(self.fs, self.directory, changed, fsync=self.fsync_enabled)
 
     def close(self) -> None:
         """Close the WAL (without a sync) and release the directory lock."""
