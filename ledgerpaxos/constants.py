@@ -37,6 +37,10 @@ pending_transfers_max = 262_144  # and their transfers (32 full slots): the queu
 catchup_slots_max = 256  # committed slots sent in one catch-up reply
 catchup_retry_ms = 200  # a follower re-asks for missing slots this often
 rejoin_retry_ms = 1000  # a rejoining replica asks its peers again this often
+# A replica paused by a full disk tries this often to write disk_probe_bytes
+# (as much as a large group commit), and resumes once it can.
+disk_full_retry_ms = 1000
+disk_probe_bytes = 1024 * 1024
 views_remembered_max = 64  # (ballot, leader) pairs kept for `print view`
 checkpoint_digests_remembered_max = 8
 # A connection that has not finished its TLS handshake by then is closed.

@@ -103,7 +103,14 @@ async def test_control_answers_every_operation(cluster: Cluster, autojump_clock:
     await cluster.wait_until(cluster.balances_agree)
 
     ping = await cluster.control("n2", "ping")
-    assert ping == {"node": "n2", "alive": True, "role": "follower", "leader": leader, "ok": True}
+    assert ping == {
+        "node": "n2",
+        "alive": True,
+        "role": "follower",
+        "leader": leader,
+        "paused": None,
+        "ok": True,
+    }
     log = await cluster.control(leader, ControlOp.print_log)
     batches = [e["batch"] for e in log["entries"]]
     transfer = "(A, B, 3) (B, C, 1)"

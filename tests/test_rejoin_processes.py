@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,11 +30,16 @@ pytestmark = pytest.mark.processes
 
 
 @contextmanager
-def three_replicas(tmp_path: Path) -> Iterator[Launcher]:
+def three_replicas(
+    tmp_path: Path, *, prepare: Callable[[Config], None] | None = None
+) -> Iterator[Launcher]:
+    """Three replica processes, fsync on; `prepare` runs before they start."""
     with PortReservation(3) as ports:
         config = make_local_config(
             3, ports.ports, tmp_path / "data", fsync=True, clients=TREASURER, initial_balance=100
         )
+        if prepare is not None:
+            prepare(config)
         config_path = tmp_path / "cluster.toml"
         write_config(config, config_path)
         launcher = Launcher(

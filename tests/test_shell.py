@@ -147,6 +147,12 @@ def test_print_view_names_the_leader_and_the_views_seen() -> None:
     text = views.render_view({**answers, "n2": rejoining})
     assert "n2 is rejoining after a lost or damaged disk" in text
     assert "answers from n1, 2 needed" in text
+    paused = view("n2", "paused", None, "2.1", [("2.1", "n1")], alive=False)
+    assert paused.body is not None
+    paused.body["paused"] = "disk full: data/n2"
+    text = views.render_view({**answers, "n2": paused})
+    assert "n2 is paused (disk full: data/n2)" in text and "resumes by itself" in text
+    assert any(line.split()[:2] == ["n2", "paused"] for line in text.splitlines())
 
 
 # ------------------------------------------------------------------ the backend, in virtual time

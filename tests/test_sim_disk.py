@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 
 import pytest
@@ -240,3 +241,37 @@ def test_an_fsync_error_stops_the_store() -> None:
         store.sync()
     with pytest.raises(StorageError):
         store.append(records(2, 1))
+
+
+def test_a_full_disk_refuses_writes_after_a_prefix_landed_until_unfilled() -> None:
+    disk = fresh_disk()
+    file = disk.create(f"{DIRECTORY}/f")
+    disk.fill(random.Random(3))
+    assert disk.full
+    with pytest.raises(OSError) as refused:
+        file.write(bytes(range(100)))
+    assert refused.value.errno == errno.ENOSPC
+    landed = disk.read(f"{DIRECTORY}/f")
+    assert len(landed) < 100 and landed == bytes(range(len(landed)))
+    disk.unfill()
+    file.write(b"more")
+    assert disk.read(f"{DIRECTORY}/f").endswith(b"more")
+
+
+def test_reopening_without_a_crash_makes_what_it_read_durable() -> None:
+    """A process that stopped after a write and before its fsync (killed, or
+    paused by a full disk) left records in the page cache only; the next
+    process builds on them as durable, so opening makes them so."""
+    disk = fresh_disk()
+    store, _ = open_store(disk)
+    store.append(records(1, 3))
+    store.sync()
+    store.append(records(4, 2))  # never synced
+    store.close()
+    assert disk.not_durable(DIRECTORY)
+    store, recovered = open_store(disk)
+    assert sorted(recovered.entries) == [1, 2, 3, 4, 5]
+    assert not [p for p in disk.not_durable(DIRECTORY) if "/wal-" in p]
+    crash(disk)
+    store, recovered = open_store(disk)
+    assert sorted(recovered.entries) == [1, 2, 3, 4, 5]

@@ -3,13 +3,13 @@
 Control never goes through consensus. Every answer is a ControlReply whose body
 is a JSON object; the keys per operation:
 
-    ping          {"node", "alive", "role", "leader"}
+    ping          {"node", "alive", "role", "leader", "paused"}
     print_log     {"node", "entries": [{"slot", "ballot", "status", "batch": [str, ...]}],
                    "older_left_out": n}   the newest entries within control_log_*_max
     print_db      {"node", "alive", "balances": {account: balance}}
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
-                   "commit_slot", "executed_slot", "checkpoint_slot", "rejoin", "wal_fsyncs", "snapshots_written",
+                   "commit_slot", "executed_slot", "checkpoint_slot", "rejoin", "paused", "wal_fsyncs", "snapshots_written",
                    "checkpoint_digests": {"<slot>": hex}}   the newest checkpoints' state digests
     set_alive     {"node", "alive"}                              argument: 1 alive, 0 dead
     kill_leader   {"node", "alive"}, or ok=false and {"node", "reason"} when not the leader
@@ -23,6 +23,11 @@ checkpoint), - nothing known. `wal_fsyncs` counts the WAL's fsyncs since the
 process started (files and directory; one per group commit), `snapshots_written`
 the snapshot files written (each one a file and a directory fsync more); the
 benchmark reads them.
+
+`paused` is null, or why the replica acknowledges nothing for now ("disk full:
+data/n4"): its role then reads "paused", it is not alive, its figures are those
+from before the pause, and every operation but ping and print_view is refused
+with that reason.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Controllable(Protocol):
     node_id: str
     alive: bool
     config: Config
+    paused: str | None
 
     @property
     def snapshots_written(self) -> int: ...
@@ -68,14 +74,22 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
     status = core.status()
     node = replica.node_id
     op = request.op
+    paused = replica.paused
+    if paused is not None and op not in (ControlOp.ping, ControlOp.print_view):
+        return refused(
+            request,
+            f"{node}: {paused}; it acknowledges nothing until writes succeed again, "
+            "and then resumes by itself",
+        )
     ok = True
     body: dict[str, Any]
     if op == ControlOp.ping:
         body = {
             "node": node,
             "alive": replica.alive,
-            "role": status.role.value,
-            "leader": status.leader,
+            "role": status.role.value if paused is None else "paused",
+            "leader": status.leader if paused is None else None,
+            "paused": paused,
         }
     elif op == ControlOp.print_log:
         entries, left_out = newest_entries(core.log_view())
@@ -87,6 +101,8 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
     elif op == ControlOp.print_view:
         body = {
             **describe_view(status),
+            **({} if paused is None else {"role": "paused", "leader": None}),
+            "paused": paused,
             "alive": replica.alive,
             "wal_fsyncs": replica.wal_fsyncs,
             "snapshots_written": replica.snapshots_written,

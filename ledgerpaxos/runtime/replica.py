@@ -25,7 +25,11 @@ One nursery holds, started in this order:
   unless the write runs in a thread.
 
 Storage failures end the replica with the error (nothing unpersisted is ever
-acknowledged). A peer that sends garbage loses its connection, not the replica.
+acknowledged), except a full disk: the replica then pauses (`paused`),
+acknowledges nothing, answers control with "disk full: <directory>", and
+starts over from its disk, as after a crash but in the same process, once a
+probe write succeeds (_wait_for_space). A peer that sends garbage loses its
+connection, not the replica.
 
 `RuntimeOptions` holds how the Ready is carried out (always in the order of
 core/ready.py); `LEDGERPAXOS_RUNTIME` in runtime/main.py sets them.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import random
 import select
 import ssl
@@ -71,7 +76,8 @@ from ledgerpaxos.runtime.connections import (
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
 from ledgerpaxos.runtime.tls_session import TlsSession
-from ledgerpaxos.storage import Recovered, ReplicaStore, identity
+from ledgerpaxos.storage import Recovered, ReplicaStore, StorageError, files, identity
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM
 from ledgerpaxos.storage.identity import Start
 
 
@@ -187,6 +193,12 @@ class Replica:
         self.log = logging.getLogger(f"ledgerpaxos.runtime.{node_id}")
         self.peers = tuple(n for n in config.node_ids if n != node_id)
         self.port: int | None = None
+        self.directory = os.fspath(config.data_dir_for(node_id))
+        # Why the replica acknowledges nothing for now ("disk full: data/n4"),
+        # None while it runs normally.
+        self.paused: str | None = None
+        self._muted_before_pause = False
+        self._nursery: trio.Nursery | None = None
         self._store: ReplicaStore | None = None
         self._core: Core | None = None
         self._executor: ReadyExecutor[ClientConnection] | None = None
@@ -257,7 +269,7 @@ class Replica:
     # ================================================================ lifetime
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        directory = self.config.data_dir_for(self.node_id)
+        directory = self.directory
         mine = identity.prepare(
             directory,
             cluster_id=self.config.cluster_id,
@@ -274,28 +286,10 @@ class Replica:
                 if mine.rejoining
                 else "",
             )
-        self._store, recovered = ReplicaStore.open(directory, fsync=self.config.fsync, salvage=True)
+        self._open_store(rejoining=mine.rejoining)
         try:
-            rejoining = mine.rejoining
-            if recovered.damaged is not None and not rejoining:
-                # It may have lost promises and acceptances with the records
-                # after the damage: as after a lost disk, it rejoins, and says
-                # so on disk first, so a crash meanwhile rejoins again.
-                self.log.error("rejoining: the WAL was damaged (%s)", recovered.damaged)
-                self._store.mark_rejoining()
-                rejoining = True
-            self._core = self._restore_core(recovered, rejoining=rejoining)
-            self._executor = ReadyExecutor(
-                self._store,
-                _Transport(self),
-                Waiters(
-                    keys_max=constants.pending_commands_max,
-                    per_waiter_max=constants.client_waits_per_connection_max,
-                ),
-                recovered=recovered,
-                observe=self._log_events,
-            )
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 if hasattr(select, "epoll"):
                     self._poller = Poller()
                     nursery.start_soon(self._poller.run)
@@ -310,8 +304,39 @@ class Replica:
                 self.log.info("listening on port %s", self.port)
                 task_status.started(self.port)
         finally:
-            self._store.close()
+            self._nursery = None
+            if self._store is not None:
+                self._store.close()
             self.log.info("stopped")
+
+    def _open_store(self, *, rejoining: bool, muted: bool = False) -> None:
+        """Open the data directory; build the core and the executor from what
+        it holds (at the start, and when a pause for a full disk ends)."""
+        store, recovered = ReplicaStore.open(self.directory, fsync=self.config.fsync, salvage=True)
+        try:
+            if recovered.damaged is not None and not rejoining:
+                # It may have lost promises and acceptances with the records
+                # after the damage: as after a lost disk, it rejoins, and says
+                # so on disk first, so a crash meanwhile rejoins again.
+                self.log.error("rejoining: the WAL was damaged (%s)", recovered.damaged)
+                store.mark_rejoining()
+                rejoining = True
+            core = self._restore_core(recovered, rejoining=rejoining)
+        except BaseException:
+            store.close()
+            raise
+        self._store, self._core = store, core
+        self._executor = ReadyExecutor(
+            store,
+            _Transport(self),
+            Waiters(
+                keys_max=constants.pending_commands_max,
+                per_waiter_max=constants.client_waits_per_connection_max,
+            ),
+            recovered=recovered,
+            observe=self._log_events,
+        )
+        self._executor.muted = muted
 
     def _restore_core(self, recovered: Recovered, *, rejoining: bool) -> Core:
         core = Core(
@@ -349,6 +374,56 @@ class Replica:
         self.executor.reset(Recovered.empty())
         self.alive = True
         self.log.warning("reset: data directory wiped, starting empty")
+
+    # ================================================================ a full disk
+
+    def _pause_for_full_disk(self, error: StorageError) -> None:
+        """A write was refused for want of space. What it was writing was
+        never fsynced, so nothing it would have made durable was revealed; but
+        from here the replica cannot keep a promise it would make. So, as
+        after a crash: the core, the store and whoever waits are dropped, and
+        nothing leaves. Unlike a crash the process stays up and answers
+        control, and _wait_for_space starts it over from its disk."""
+        assert error.disk_full and self.paused is None
+        self.paused = f"disk full: {self.directory}"
+        self.log.error(
+            "%s (%s): paused, acknowledging nothing; trying again every %d ms",
+            self.paused,
+            error,
+            constants.disk_full_retry_ms,
+        )
+        self._muted_before_pause = self.executor.muted
+        self.executor.muted = True
+        self.executor.waiters.clear()
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except StorageError as close_error:
+                self.log.warning("closing the store after the write failed: %s", close_error)
+        assert self._nursery is not None, "paused while not running"
+        self._nursery.start_soon(self._wait_for_space)
+
+    async def _wait_for_space(self) -> None:
+        """Probe every disk_full_retry_ms; once the probe write succeeds,
+        reopen the store (recovery cuts a record the failed write left torn)
+        and go on with a fresh core, as a restarted process would."""
+        while self.paused is not None:
+            await trio.sleep(constants.disk_full_retry_ms / 1000)
+            try:
+                files.probe_space(OS_FILE_SYSTEM, self.directory, constants.disk_probe_bytes)
+                mine = identity.load(OS_FILE_SYSTEM, self.directory)
+                self._open_store(
+                    rejoining=mine is not None and mine.rejoining, muted=self._muted_before_pause
+                )
+            except StorageError as error:
+                if not error.disk_full:
+                    raise
+                self.say_limited(logging.WARNING, "disk full", "%s: still no space", self.paused)
+                continue
+            self.log.warning("resumed: %s takes writes again", self.directory)
+            self.paused = None
+            self.carry_out_now(self.core.take_ready())  # what recovery executed
 
     # ================================================================ core loop
 
@@ -414,6 +489,8 @@ class Replica:
             await trio.sleep_until(began + busy * (1 + rest_per_busy))
 
     def _step(self, item: _Tick | _FromPeer | _FromClient) -> None:
+        if self.paused is not None:
+            return  # the core is the one from before the pause: it is not stepped
         if isinstance(item, _Tick):
             self.core.tick()
         elif self.executor.muted:
@@ -427,19 +504,33 @@ class Replica:
     async def _carry_out(self, ready: Ready) -> None:
         """Persist, then speak (host/executor.py). Only with `sync_in_thread`
         (and fsync on) does this yield, for the write."""
+        if self.paused is not None:
+            return  # what the old core asks for is dropped with it
         executor = self.executor
-        if not self._writes_in_thread:
-            executor.carry_out(ready)  # the loop waits for the disk
-            return
-        if executor.begin(ready):
-            # keep the network going during the fsync
-            await trio.to_thread.run_sync(executor.make_durable, ready)
-        executor.finish(ready)
+        try:
+            if not self._writes_in_thread:
+                executor.carry_out(ready)  # the loop waits for the disk
+                return
+            if executor.begin(ready):
+                # keep the network going during the fsync
+                await trio.to_thread.run_sync(executor.make_durable, ready)
+            executor.finish(ready)
+        except StorageError as error:
+            if not error.disk_full:
+                raise
+            self._pause_for_full_disk(error)
 
     def carry_out_now(self, ready: Ready) -> None:
         """_carry_out with the write inline: no other task runs until it is done,
         so a reader task may carry out a Ready too (see receive_from_peer)."""
-        self.executor.carry_out(ready)
+        if self.paused is not None:
+            return
+        try:
+            self.executor.carry_out(ready)
+        except StorageError as error:
+            if not error.disk_full:
+                raise
+            self._pause_for_full_disk(error)
 
     def _log_events(self, ready: Ready) -> None:
         for event in ready.events:

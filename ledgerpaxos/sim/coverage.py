@@ -18,6 +18,8 @@ REJOINED = "rejoined after a lost or damaged disk"
 WAL_SALVAGED = "damaged WAL salvaged, replica rejoining"
 BIT_FLIPPED = "bit flipped in a WAL segment or a snapshot"
 DISK_ROLLED_BACK = "restart on an older copy of the disk"
+DISK_FULL_PAUSED = "paused by a full disk"
+DISK_FULL_RESUMED = "resumed after a full disk"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -28,6 +30,7 @@ REQUIRED: tuple[str, ...] = (
     PARTITION_HEALED,
     DISK_LOST,
     REJOINED,
+    DISK_FULL_RESUMED,
 )
 
 # Reported, not required.
@@ -62,6 +65,7 @@ INFORMATIONAL: tuple[str, ...] = (
     WAL_SALVAGED,
     BIT_FLIPPED,
     DISK_ROLLED_BACK,
+    DISK_FULL_PAUSED,
 )
 
 ALL: tuple[str, ...] = REQUIRED + INFORMATIONAL

@@ -15,6 +15,9 @@ snapshot and recovery code runs on it unchanged. What it models:
   (a write still lands in the page cache first), so the simulator can stop a
   replica in the middle of a group commit, a snapshot or a compaction.
 - `arm_io_error(n)`: the n-th mutating operation fails with EIO instead.
+- `fill(rng)`: the disk is full until `unfill()`: every write fails with
+  ENOSPC after a random prefix of it landed (as a file system that runs out
+  in the middle of a write leaves it).
 
 Directory listings are sorted, so nothing depends on dict or hash order.
 """
@@ -72,6 +75,13 @@ class SimFile:
         self._check()
         if not data:
             return
+        full = self._disk._full_rng
+        if full is not None:
+            landed = data[: full.randrange(len(data))]
+            self._inode.data += landed
+            if landed:
+                self._inode.unsynced_writes.append(len(landed))
+            raise OSError(errno.ENOSPC, "simulated full disk", self._path)
         self._inode.data += data
         self._inode.unsynced_writes.append(len(data))
         self._disk.bytes_written += len(data)
@@ -121,6 +131,7 @@ class SimDisk:
         self.generation = 0  # bumped by a crash: older handles are dead
         self._crash_countdown: int | None = None
         self._error_countdown: int | None = None
+        self._full_rng: random.Random | None = None  # set while the disk is full
         self.bytes_written = 0
         self.fsyncs = 0
 
@@ -135,6 +146,17 @@ class SimDisk:
         """Fail the `operations`-th mutating operation from now with EIO."""
         assert operations >= 1
         self._error_countdown = operations
+
+    def fill(self, rng: random.Random) -> None:
+        """No space left from now on, until unfill()."""
+        self._full_rng = rng
+
+    def unfill(self) -> None:
+        self._full_rng = None
+
+    @property
+    def full(self) -> bool:
+        return self._full_rng is not None
 
     def disarm(self) -> None:
         self._crash_countdown = None
@@ -349,6 +371,14 @@ class SimDisk:
         return _SimLock(self, path)
 
     # ------------------------------------------------------------ inspection
+
+    def not_durable(self, directory: str) -> list[str]:
+        """Files in `directory` whose content a crash would change."""
+        return [
+            f"{directory}/{name}"
+            for name, inode in sorted(self._directory(directory).items())
+            if inode.unsynced_writes or inode.rewritten or bytes(inode.data) != inode.durable
+        ]
 
     def files(self) -> dict[str, int]:
         """Path -> size of every file in the page cache (for traces and tests)."""

@@ -1,4 +1,4 @@
-"""Fault injection: crashes (also inside I/O), leader kills, partitions, pauses.
+"""Fault injection: crashes (also inside I/O), leader kills, partitions, pauses, full disks.
 
 During the fault phase a new fault starts every so often (exponential
 intervals at the seed's mean). A fault makes replicas faulty — crashed, paused,
@@ -52,6 +52,7 @@ class FaultInjector:
         self.churning = 0  # active leader-churn faults
         # Storage faults draw from their own stream, so the others stay as they were.
         self.storage_rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/faults/storage")
+        self.space_rng = random.Random(f"ledgerpaxos-sim/{sim.seed}/faults/space")
 
     @property
     def budget(self) -> int:
@@ -119,6 +120,9 @@ class FaultInjector:
         host = self.sim.hosts[node]
         if not host.is_up:
             return
+        if duration is None and self.space_rng.random() < self.plan.disk_full_probability:
+            self._fill_disk(node)
+            return
         self._begin("crash", (node,), lambda: self._restart(node), duration=duration)
         plan = self.plan
         roll = self.rng.random()
@@ -161,6 +165,19 @@ class FaultInjector:
         if not rejoining and roll < plan.wal_flip_probability:
             host.flip_bit(self.storage_rng)
         host.start()
+
+    def _fill_disk(self, node: str) -> None:
+        """The disk of `node` is full for a while (ENOSPC on every write): it
+        pauses at its next write; once space returns it starts over from
+        that disk, in the same process."""
+        host = self.sim.hosts[node]
+        host.disk.fill(self.space_rng)
+        self._begin("disk full", (node,), lambda: self._free_space(node))
+
+    def _free_space(self, node: str) -> None:
+        host = self.sim.hosts[node]
+        host.disk.unfill()
+        host.retry_space()
 
     def _start_leader_kill(self) -> None:
         leader = self.sim.current_leader()

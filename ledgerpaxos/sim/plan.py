@@ -47,6 +47,9 @@ class FaultPlan:
     # Or its disk is an older copy put back (a backup, a volume snapshot: the
     # disk as it was at an earlier start) and it starts with --recover.
     rollback_probability: float = 0.0
+    # Or, instead of crashing, the replica's disk is full for the fault's
+    # duration: it pauses at its next write and resumes once space returns.
+    disk_full_probability: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +180,7 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
         disk_loss_probability=storage_rng.choice((0.0, 0.2, 0.5)),
         wal_flip_probability=storage_rng.choice((0.0, 0.1, 0.3)),
         rollback_probability=storage_rng.choice((0.0, 0.1, 0.2)),
+        disk_full_probability=storage_rng.choice((0.0, 0.15, 0.3)),
     )
     return SimPlan(
         seed=seed,

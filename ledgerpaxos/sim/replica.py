@@ -11,6 +11,9 @@ commit), just as the runtime drains its inbox.
 
 A crash throws the process away (core, store, inbox, waiting clients) and
 crashes the disk; a restart recovers with ReplicaStore.open on that disk.
+A write refused by a full disk does what the runtime does: the process drops
+its core, store and inbox but the disk keeps its page cache, and it starts
+over from that disk once writes succeed (status DISK_FULL meanwhile).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ledgerpaxos.host.executor import DurableAudit
 from ledgerpaxos.sim import coverage
 from ledgerpaxos.sim.checkers import Violation
 from ledgerpaxos.sim.disk import SimDisk, SimulatedCrash
+from ledgerpaxos.sim.events import ms
 from ledgerpaxos.sim.trace import describe
 from ledgerpaxos.storage import ReplicaStore, StorageCorruption, StorageError, identity
 from ledgerpaxos.storage.identity import IdentityError, Start
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
 UP = "up"
 DOWN = "down"
 PAUSED = "paused"
+DISK_FULL = "disk full"
 
 _TICK = object()  # an inbox item: one core tick
 
@@ -189,6 +194,18 @@ class ReplicaHost:
         except (StorageCorruption, IdentityError) as error:
             sim.checks.fail("recovery", f"{self.node} refused to start: {error}")
             return  # the check is off: it stays down, and liveness notices
+        # The executor's audit takes what recovery read as durable: it must be
+        # (a restart after a full disk reads a page cache that was never synced).
+        wal_not_durable = [
+            path
+            for path in self.disk.not_durable(self.directory)
+            if path.rsplit("/", 1)[-1].startswith("wal-")
+        ]
+        if wal_not_durable:
+            sim.checks.fail(
+                "persist-before-speak",
+                f"{self.node} recovered from WAL bytes that are not durable: {wal_not_durable}",
+            )
         rejoining = mine.rejoining
         if recovered.damaged is not None and not rejoining:
             # As the runtime does: it may have lost promises with the damaged records.
@@ -269,6 +286,44 @@ class ReplicaHost:
                 f"{report.lost_entries} directory entries undone",
             )
 
+    def _pause_for_full_disk(self, error: StorageError) -> None:
+        """As the runtime's Replica._pause_for_full_disk: nothing it was
+        writing was revealed; it drops what it holds in memory and waits."""
+        sim = self.sim
+        sim.marks.hit(coverage.DISK_FULL_PAUSED)
+        if sim.trace is not None:
+            sim.trace.add(sim.queue.now, f"{self.node} PAUSED, disk full: {error}")
+        store = self.store
+        self.status = DISK_FULL
+        self.generation += 1
+        self.core = None
+        self.store = None
+        self.executor = None
+        self.inbox.clear()
+        self.io_busy = False
+        self.deferred_io = None
+        if store is not None:
+            store.close()  # the process lives on: its lock must go
+        sim.queue.after(ms(constants.disk_full_retry_ms), self._retry_space, self.generation)
+
+    def _retry_space(self, generation: int) -> None:
+        if generation == self.generation:
+            self.retry_space()
+
+    def retry_space(self) -> None:
+        """Paused by a full disk: start over from it if it takes writes again."""
+        if self.status != DISK_FULL:
+            return
+        if self.disk.full:
+            self.sim.queue.after(
+                ms(constants.disk_full_retry_ms), self._retry_space, self.generation
+            )
+            return
+        self.status = DOWN
+        self.start()
+        if self.status == UP:
+            self.sim.marks.hit(coverage.DISK_FULL_RESUMED)
+
     def pause(self) -> None:
         if self.status == UP:
             self.status = PAUSED
@@ -295,7 +350,7 @@ class ReplicaHost:
         self._carry_out()
 
     def deliver(self, sender: str, message: object, *, from_client: bool) -> None:
-        if self.status == DOWN:
+        if self.status in (DOWN, DISK_FULL):
             return
         kind = "client" if from_client else "peer"
         if self.status == PAUSED or self.io_busy:
@@ -416,6 +471,9 @@ class ReplicaHost:
         # (with that check off the executor has no audit: see start())
         if isinstance(error, SimulatedCrash):
             self.crash("crash inside I/O")
+            return
+        if isinstance(error, StorageError) and error.disk_full:
+            self._pause_for_full_disk(error)
             return
         self.sim.marks.hit(coverage.IO_ERROR_STOP)
         if self.sim.trace is not None:

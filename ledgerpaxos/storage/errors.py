@@ -6,11 +6,18 @@ that verifies). Fatal: the replica refuses to start and an operator repairs the
 directory.
 
 `StorageError`: the operating system refused an operation (open, write, fsync,
-rename, the directory lock). Fatal too: after a failed write or fsync nothing
-may be acknowledged, so the replica stops.
+rename, the directory lock). After a failed write or fsync nothing may be
+acknowledged. A full disk (`disk_full`: a write, create or rename refused
+with ENOSPC or EDQUOT) is a condition that passes: the runtime pauses the
+replica and resumes it once writes succeed again. Every other failure is
+fatal, above all a failed fsync: the kernel may have dropped the pages it
+could not write, so what the file holds is no longer known, and the replica
+stops.
 """
 
 from __future__ import annotations
+
+import errno
 
 REPAIR_ADVICE = (
     "restore this replica's data directory from a peer, or remove it to rejoin the cluster empty"
@@ -37,6 +44,23 @@ class StorageError(Exception):
         self.operation = operation
         self.cause = cause
         detail = f": {cause}" if cause is not None else ""
-        super().__init__(
-            f"storage I/O failed ({operation}) on {path}{detail}; the replica must stop"
+        consequence = (
+            "the replica pauses until writes succeed again"
+            if self.disk_full
+            else "the replica must stop"
         )
+        super().__init__(f"storage I/O failed ({operation}) on {path}{detail}; {consequence}")
+
+    @property
+    def disk_full(self) -> bool:
+        """Out of space or quota on anything but an fsync: once space comes
+        back the same write succeeds, and nothing that was made durable before
+        is in doubt."""
+        return (
+            isinstance(self.cause, OSError)
+            and self.cause.errno in _FULL_ERRNOS
+            and "fsync" not in self.operation
+        )
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

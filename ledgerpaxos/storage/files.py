@@ -101,3 +101,25 @@ def read_file(fs: FileSystem, path: str, size: int = -1) -> bytes:
         return fs.read(path, size)
     except OSError as error:
         raise StorageError(path, "read", error) from error
+
+
+def probe_space(fs: FileSystem, directory: str, size: int) -> None:
+    """Write and fsync `size` bytes to a scratch file in `directory`, then
+    remove it: raises StorageError (disk_full, on ENOSPC) while the disk
+    cannot take that much more."""
+    path = os.path.join(directory, probe_name)
+    try:
+        file = fs.create(path)
+    except OSError as error:
+        raise StorageError(path, "create", error) from error
+    try:
+        try:
+            write_all(file, bytes(size), path)
+            fsync_file(file, path)
+        finally:
+            close_file(file, path)
+    finally:
+        remove_file(fs, path)
+
+
+probe_name = "space-probe"  # the scratch file of probe_space()

@@ -166,8 +166,16 @@ class OsFileSystem:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)  # the pid is only for people looking at the directory
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            # The pid is only for people looking at the directory: on a full
+            # disk the lock is taken without it.
+            os.ftruncate(fd, 0)
             OsFile(fd).write(f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         except BaseException:
             os.close(fd)
             raise

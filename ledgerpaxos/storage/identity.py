@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 identity_file_name = "identity.toml"
 # What may be in a directory that holds no state: the lock, an identity's temporary.
-_not_state = frozenset({"replica.lock", identity_file_name + ".tmp"})
+_not_state = frozenset({"replica.lock", identity_file_name + ".tmp", files.probe_name})
 
 
 class Start(enum.Enum):

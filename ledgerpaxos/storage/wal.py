@@ -220,6 +220,12 @@ class WriteAheadLog:
             for (sequence, path), size in zip(segments[first:], sizes, strict=True)
         ]
         self._file = self._open_for_append(last_path)
+        if self.fsync_enabled:
+            # What was read may be only in the page cache (the process died,
+            # the machine did not; or a full disk paused it): the replica
+            # builds on it as durable, so make it so.
+            self._guarded(files.fsync_file, self._file, last_path)
+            self.fsync_count += 1
         self._tip = tip
         return RecoveredLog(
             records=tuple(records),

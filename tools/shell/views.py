@@ -23,6 +23,8 @@ STATUS_LEGEND = "E executed · C committed · A accepted · X purged (in a check
 def _state(answer: NodeAnswer) -> str:
     if answer.body is None:
         return "down"
+    if answer.body.get("paused"):
+        return "paused"
     return "live" if answer.body.get("alive", True) else "dead"
 
 
@@ -243,8 +245,19 @@ def render_view(answers: Mapping[str, NodeAnswer]) -> str:
             views,
             *_down_notes(answers),
             *_rejoin_notes(answers),
+            *_paused_notes(answers),
         ]
     )
+
+
+def _paused_notes(answers: Mapping[str, NodeAnswer]) -> list[str]:
+    """Replicas paused by their disk: up, acknowledging nothing until it takes writes."""
+    return [
+        f"{node} is paused ({answer.body['paused']}): it acknowledges nothing and "
+        "resumes by itself once its disk takes writes again"
+        for node, answer in answers.items()
+        if answer.body is not None and answer.body.get("paused")
+    ]
 
 
 def _rejoin_notes(answers: Mapping[str, NodeAnswer]) -> list[str]:
