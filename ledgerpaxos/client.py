@@ -4,6 +4,7 @@
     async with ledgerpaxos.open_client(config, client_id="A") as client:
         reply = await client.transfer("A", "B", 3)   # reply.ok, reply.reason
         balances = await client.balances()           # {"A": 7, ...}
+        read = await client.read()                   # read.balances, read.slot, read.index
 
 Exactly once: every request carries (client id, request number); numbers
 strictly increase per client id, also across client restarts (they start from
@@ -17,6 +18,8 @@ optional `timeout` runs out: ClientTimeout). The leader named by a reply is
 believed from then on. One request is in flight per Client at a time.
 
 A balance read goes through the log like a transfer, so it is linearizable.
+Every reply says where its request was executed: (slot, index), its log slot
+and its place in that slot's batch, one order for all replicas.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork
 
-__all__ = ["Client", "ClientTimeout", "TransferReply", "control", "open_client"]
+__all__ = ["Client", "ClientTimeout", "ReadReply", "TransferReply", "control", "open_client"]
 
 log = logging.getLogger("ledgerpaxos.client")
 
@@ -70,6 +73,18 @@ class TransferReply:
     results: tuple[TransferResult, ...]  # one per transfer, in order
     request_no: int
     leader: str | None  # the leader as the replying replica believed it
+    slot: int  # where it was executed: the log slot
+    index: int  # and its place in that slot's batch
+
+
+@attrs.frozen(kw_only=True)
+class ReadReply:
+    """The balances a read saw, and where in the log it was executed."""
+
+    balances: dict[str, int]
+    request_no: int
+    slot: int
+    index: int
 
 
 @attrs.define(eq=False)
@@ -136,13 +151,26 @@ class Client:
             results=outcome.results,
             request_no=reply.request_no,
             leader=reply.leader,
+            slot=outcome.slot,
+            index=outcome.index,
         )
 
     async def balances(self, *, timeout: float | None = None) -> dict[str, int]:
-        """Every account's balance, read through the log (linearizable)."""
+        """The balances of the accounts this client may debit (every account
+        for an auditor or the operator), read through the log (linearizable)."""
+        return (await self.read(timeout=timeout)).balances
+
+    async def read(self, *, timeout: float | None = None) -> ReadReply:
+        """balances(), with where in the log the read was executed."""
         reply = await self.request(CommandKind.read, (), timeout=timeout)
-        assert reply.outcome.balances is not None, "a read always returns balances"
-        return dict(reply.outcome.balances)
+        outcome = reply.outcome
+        assert outcome.balances is not None, "a read always returns balances"
+        return ReadReply(
+            balances=dict(outcome.balances),
+            request_no=reply.request_no,
+            slot=outcome.slot,
+            index=outcome.index,
+        )
 
     async def request(
         self,

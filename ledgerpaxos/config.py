@@ -581,10 +581,16 @@ def write_config(config: Config, path: str | os.PathLike[str]) -> None:
 
 
 def make_local_config(
-    n: int, base_port: int | Sequence[int], data_dir: str | os.PathLike[str], **overrides: Any
+    n: int,
+    base_port: int | Sequence[int],
+    data_dir: str | os.PathLike[str],
+    *,
+    hosts: Sequence[str] | None = None,
+    **overrides: Any,
 ) -> Config:
-    """n nodes n1..n<n> on 127.0.0.1, ports base_port, base_port+1, ... or the
-    n ports given (for tests; tools/cluster/ports.py reserves them).
+    """n nodes n1..n<n> on 127.0.0.1 (or on the n `hosts` given), ports
+    base_port, base_port+1, ... or the n ports given (for tests;
+    tools/cluster/ports.py reserves them).
 
     `overrides` are config keys that replace the defaults (accounts A-J,
     initial balance 10, cluster id 1); `timers` may be a dict of some timer
@@ -593,13 +599,17 @@ def make_local_config(
     ports = [base_port + i for i in range(n)] if isinstance(base_port, int) else list(base_port)
     if len(ports) != n:
         raise ValueError(f"{n} nodes need {n} ports, got {len(ports)}")
+    addresses = list(hosts) if hosts is not None else ["127.0.0.1"] * n
+    if len(addresses) != n:
+        raise ValueError(f"{n} nodes need {n} hosts, got {len(addresses)}")
     data: dict[str, Any] = {
         "cluster_id": 1,
         "accounts": list(default_accounts),
         "initial_balance": default_initial_balance,
         "data_dir": os.fspath(data_dir),
         "nodes": {
-            f"n{i}": {"host": "127.0.0.1", "port": port} for i, port in enumerate(ports, start=1)
+            f"n{i}": {"host": host, "port": port}
+            for i, (host, port) in enumerate(zip(addresses, ports, strict=True), start=1)
         },
     }
     # In-process test clusters speak plaintext unless a test asks for TLS

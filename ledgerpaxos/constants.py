@@ -16,7 +16,9 @@ client_timeout_ms_default = 1000
 # Wire.
 message_size_max = 64 * 1024 * 1024  # bytes of one frame body
 wire_magic = 0x4C504158  # "LPAX"
-wire_version = 2  # 2: votes name their value, commits the chain digest, catch-up a nonce
+# 2: votes name their value, commits the chain digest, catch-up a nonce;
+# 3: an outcome says where its command was executed (slot, index)
+wire_version = 3
 account_name_length_max = 32  # bytes (UTF-8)
 client_id_length_max = 64  # bytes (UTF-8)
 node_id_length_max = 32  # bytes (UTF-8)

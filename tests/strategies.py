@@ -118,9 +118,12 @@ def balance_tuples(
 
 def outcomes(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.Outcome]:
     transfer_outcomes = st.builds(
-        m.Outcome, results=st.lists(transfer_results(), min_size=1, max_size=4).map(tuple)
+        m.Outcome,
+        results=st.lists(transfer_results(), min_size=1, max_size=4).map(tuple),
+        slot=slots,
+        index=u32,
     )
-    read_outcomes = st.builds(m.Outcome, balances=balance_tuples(accounts))
+    read_outcomes = st.builds(m.Outcome, balances=balance_tuples(accounts), slot=slots, index=u32)
     return st.one_of(transfer_outcomes, read_outcomes)
 
 

@@ -10,7 +10,7 @@ import trio
 import ledgerpaxos
 from ledgerpaxos import client as client_module
 from ledgerpaxos.client import ClientTimeout, TransferReply, control, open_client
-from ledgerpaxos.core.messages import ControlOp
+from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, Transfer
 from tests.conftest import Cluster, open_cluster
 
 
@@ -93,6 +93,33 @@ async def test_transfers_carries_many_transfers_in_one_request(
         assert (await client.balances())["C"] == 30
         with pytest.raises(ValueError):
             await client.transfers([])
+
+
+async def test_every_reply_says_where_its_request_was_executed_and_a_resend_the_same(
+    cluster: Cluster, autojump_clock: object
+) -> None:
+    await cluster.wait_for_leader()
+    async with cluster.client("A") as first, cluster.client("c1") as second:
+        async with trio.open_nursery() as nursery:  # two at once: one slot may hold both
+            for client in (first, second):
+                nursery.start_soon(client.transfer, "A", "B", 1)
+        replies = [await first.transfer("A", "B", 1), await second.transfer("B", "C", 1)]
+        read = await first.read()
+        assert read.balances == await first.balances()
+    positions = [(r.slot, r.index) for r in replies] + [(read.slot, read.index)]
+    assert positions == sorted(set(positions)) and positions[0][0] >= 1
+    # A re-sent request is answered from the client table: the same place.
+    slot, index = replies[1].slot, replies[1].index
+    resent = await cluster.raw_request(
+        cluster.node_ids[0],
+        Command(
+            client_id="c1",
+            request_no=replies[1].request_no,
+            kind=CommandKind.transfer,
+            transfers=(Transfer(sender="B", receiver="C", amount=1),),
+        ),
+    )
+    assert (resent.outcome.slot, resent.outcome.index) == (slot, index)
 
 
 async def test_control_answers_every_operation(cluster: Cluster, autojump_clock: object) -> None:

@@ -508,3 +508,31 @@ async def test_the_inbox_is_bounded_in_bytes_and_always_takes_one_item(tmp_path:
     assert replica._inbox_bytes == 2 * constants.inbox_bytes_max
     replica._took([replica._inbox_out.receive_nowait()])
     assert replica._inbox_bytes == 0 and replica._inbox_queued == 0
+
+
+@pytest.mark.trio
+async def test_a_peer_connection_leaves_from_the_dialing_nodes_own_address(
+    tmp_path: Path, reserve_ports: ReservePorts
+) -> None:
+    """Nodes on 127.0.0.11 and 127.0.0.12: n2 sees n1's connection come from
+    127.0.0.11, as on a host with many addresses; a client's goes unbound."""
+    ports = reserve_ports(2)
+    config = make_local_config(2, ports, tmp_path, hosts=["127.0.0.11", "127.0.0.12"])
+    seen: list[str] = []
+
+    async def note(stream: trio.abc.Stream) -> None:
+        assert isinstance(stream, trio.SocketStream)
+        seen.append(stream.socket.getpeername()[0])
+        await stream.aclose()
+
+    network = TcpNetwork(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.serve, "n2", note)
+        for source in ("n1", None):
+            stream = await network.connect("n2", source=source)
+            await stream.aclose()
+        with trio.fail_after(5):
+            while len(seen) < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert seen[0] == "127.0.0.11"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
 from ledgerpaxos.core import Core, Executed
@@ -34,7 +35,7 @@ from ledgerpaxos.sim.harness import ACCOUNTS, INITIAL_BALANCE, Simulation
 from ledgerpaxos.sim.replica import DOWN
 from tests.corenet import settings
 
-OK = Outcome(results=(TransferResult(ok=True),))
+OK = Outcome(results=(TransferResult(ok=True),), slot=1)  # as command 0 of slot 1 gives it
 ANYONE = dict.fromkeys(("c1", "c2", "c3"), ACCOUNTS)  # the clients below may debit any account
 BROKE = Outcome(results=(TransferResult(ok=False, reason="insufficient funds"),))
 
@@ -74,9 +75,10 @@ def test_the_reference_replays_slots_in_order_once_the_gap_is_filled() -> None:
     reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
     assert reference.learn(2, (transfer("c1", 2),), "n1") == []  # slot 1 not known yet
     assert reference.learn(1, (transfer("c1", 1),), "n2") == [1, 2]
-    assert reference.outcomes == {1: (OK,), 2: (OK,)}
+    assert reference.outcomes == {1: (OK,), 2: (attrs.evolve(OK, slot=2),)}
     assert reference.ledger.balances["A"] == INITIAL_BALANCE - 2
-    assert reference.results[("c1", 2)] == OK and reference.slot_of[("c1", 2)] == 2
+    assert reference.results[("c1", 2)] == attrs.evolve(OK, slot=2)
+    assert reference.slot_of[("c1", 2)] == 2
     assert reference.learn(1, (transfer("c1", 1),), "n1") == []  # the same batch again
 
 
@@ -152,7 +154,10 @@ def test_an_execution_ahead_of_the_replay_is_compared_once_it_catches_up() -> No
 
 def test_another_batch_with_agreement_off_is_a_replay_failure_not_a_crash() -> None:
     safety = checker("agreement")
-    safety.executed("n1", executed(1, transfer("c1", 1), transfer("c2", 1), outcomes=(OK, OK)))
+    safety.executed(
+        "n1",
+        executed(1, transfer("c1", 1), transfer("c2", 1), outcomes=(OK, attrs.evolve(OK, index=1))),
+    )
     other = executed(1, transfer("c3", 1), outcomes=(OK,))  # fewer commands than the replay's
     violated("replay", lambda: safety.executed("n2", other))
 

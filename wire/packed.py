@@ -200,6 +200,8 @@ def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
         _check(result, m.TransferResult)
         append(_pack_flag(result.ok))
         append(_pack_maybe_text(result.reason, _reason_max, "reason"))
+    append(_U64.pack(outcome.slot))
+    append(_U32.pack(outcome.index))
     balances = outcome.balances
     if balances is None:
         append(b"\x00")
@@ -285,12 +287,15 @@ def _unpack_outcome(data: bytes, offset: int) -> tuple[m.Outcome, int]:
         ok = _flag(data[offset])
         reason, offset = _unpack_maybe_text(data, offset + 1, _reason_max, "reason")
         append(_result(ok, reason))
+    (slot,) = _U64.unpack_from(data, offset)
+    (index,) = _U32.unpack_from(data, offset + 8)
+    offset += 12
     balances: tuple[tuple[str, int], ...] | None = None
     present = _flag(data[offset])
     offset += 1
     if present:
         balances, offset = _unpack_balances(data, offset)
-    return m.Outcome(results=tuple(results), balances=balances), offset
+    return m.Outcome(results=tuple(results), balances=balances, slot=slot, index=index), offset
 
 
 def _pack_outcome_alone(outcome: Any) -> bytes:

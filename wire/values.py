@@ -15,6 +15,7 @@ from ledgerpaxos.core.messages import (
 
 from .batch import Batch_
 from .fields import (
+    U32,
     AttrsAdapter,
     Balances,
     BallotField,
@@ -52,6 +53,8 @@ OutcomeField = AttrsAdapter(
     Outcome,
     Struct(
         "results" / BoundedArray(TransferResultField, constants.transfers_per_request_max),
+        "slot" / Slot,
+        "index" / U32,
         "balances" / Maybe(Balances),
     ),
 )

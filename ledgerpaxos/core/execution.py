@@ -37,9 +37,9 @@ def execute_decided(core: Core) -> None:
         slot = core.executed_slot + 1
         entry = core.log[slot]
         outcomes: list[Outcome | None] = []
-        for command in entry.batch:
+        for index, command in enumerate(entry.batch):
             core.transfers_since_snapshot += len(command.transfers)
-            outcome = core.ledger.execute(command)
+            outcome = core.ledger.execute(command, slot=slot, index=index)
             outcomes.append(outcome)
             key = command.key
             core.in_flight.discard(key)

@@ -65,9 +65,10 @@ class Ledger:
             return entry.outcome
         return None
 
-    def execute(self, command: Command) -> Outcome | None:
-        """Apply a command once. Returns None when it was already applied
-        (a duplicate or an older request): the ledger does not change."""
+    def execute(self, command: Command, *, slot: int = 0, index: int = 0) -> Outcome | None:
+        """Apply a command once, as command `index` of `slot`'s batch. Returns
+        None when it was already applied (a duplicate or an older request):
+        the ledger does not change."""
         if self.is_duplicate(command):
             return None
         if command.kind == CommandKind.read:
@@ -76,10 +77,14 @@ class Ledger:
                 shown = tuple(self.balances.items())
             else:
                 shown = tuple((a, b) for a, b in self.balances.items() if self.may_debit(client, a))
-            outcome = Outcome(balances=shown)
+            outcome = Outcome(balances=shown, slot=slot, index=index)
         else:
             client = command.client_id
-            outcome = Outcome(results=tuple(self._transfer(t, client) for t in command.transfers))
+            outcome = Outcome(
+                results=tuple(self._transfer(t, client) for t in command.transfers),
+                slot=slot,
+                index=index,
+            )
         self.clients[command.client_id] = ClientEntry(
             client_id=command.client_id, request_no=command.request_no, outcome=outcome
         )
@@ -163,7 +168,7 @@ def _client_row(c: ClientEntry) -> bytes:
     o = c.outcome
     results = ",".join("1" if r.ok else f"0:{r.reason}" for r in o.results)
     reads = "" if o.balances is None else ",".join(f"{a}={b}" for a, b in o.balances)
-    return f"c|{c.client_id}|{c.request_no}|{results}|{reads}\n".encode()
+    return f"c|{c.client_id}|{c.request_no}|{results}|{reads}|{o.slot}.{o.index}\n".encode()
 
 
 class _DigestRows:

@@ -106,10 +106,16 @@ class TransferResult:
 
 @attrs.frozen(kw_only=True)
 class Outcome:
-    """What the ledger made of one command; kept in the client table."""
+    """What the ledger made of one command; kept in the client table.
+
+    (slot, index) is where the command was executed: its log slot and its
+    place in that slot's batch, the command's place in the one order every
+    replica applies (a re-sent request is answered with the first one's)."""
 
     results: tuple[TransferResult, ...] = ()  # one per transfer, in order
     balances: tuple[tuple[str, int], ...] | None = None  # for reads
+    slot: int = 0
+    index: int = 0
 
     @property
     def ok(self) -> bool:

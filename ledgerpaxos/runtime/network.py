@@ -14,6 +14,7 @@ The tests' double, MemoryNetwork, is in ledgerpaxos/testing/network.py.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -103,7 +104,23 @@ class TcpNetwork:
 
     async def connect(self, node_id: str, *, source: str | None = None) -> trio.abc.Stream:
         node = self.config.node(node_id)
-        return await trio.open_tcp_stream(node.host, node.port)
+        return await trio.open_tcp_stream(
+            node.host, node.port, local_address=self._local_address(source)
+        )
+
+    def _local_address(self, source: str | None) -> str | None:
+        """A replica dials its peers from its own configured address (when it
+        is an IP address, not a wildcard): on a host with many addresses the
+        peer, and a packet filter, see which node is calling (the nemesis
+        cuts links between 127.0.0.11-15 by source and destination)."""
+        if source is None:
+            return None
+        host = self.config.node(source).host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a host name: let the kernel choose
+        return None if address.is_unspecified else host
 
 
 async def _listen_reusing_port(host: str, port: int) -> trio.SocketListener:

@@ -119,8 +119,8 @@ class ReferenceLedger:
 
     def _apply(self, slot: int) -> None:
         outcomes: list[Outcome | None] = []
-        for command in self.canonical[slot]:
-            outcome = self.ledger.execute(command)
+        for index, command in enumerate(self.canonical[slot]):
+            outcome = self.ledger.execute(command, slot=slot, index=index)
             outcomes.append(outcome)
             if outcome is not None:
                 key = (command.client_id, command.request_no)
