@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: test venv lint clean cluster shell sim bench fuzz
+.PHONY: test venv lint clean cluster shell sim bench fuzz nemesis
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ CLIENT_FRAMES ?= 1000000
 SEED ?= 1
 fuzz: $(STAMP)
 	$(VENV)/bin/ledgerpaxos-fuzz --peer-frames $(PEER_FRAMES) --client-frames $(CLIENT_FRAMES) --seed $(SEED)
+
+# The real cluster under real faults (kill -9, SIGSTOP, partitions with nftables,
+# a full tmpfs, a lost disk, a flipped WAL byte), then its history checked:
+# make nemesis DURATION=600 SEED=1 (partitions and the full disk need root).
+nemesis: $(PLOT_STAMP)
+	$(VENV)/bin/ledgerpaxos-nemesis --duration $(if $(filter command line,$(origin DURATION)),$(DURATION),60) \
+		--seed $(SEED) --json docs/nemesis.json --plot docs/nemesis.png
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache .hypothesis .ruff_cache .mypy_cache build dist *.egg-info
