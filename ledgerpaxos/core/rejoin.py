@@ -63,7 +63,7 @@ def begin(core: Core) -> None:
     core.rejoin_asked = False
     core.rejoin_after.arm(core.now, core.s.rejoin_wait_ticks)
     core.ready.events.append(
-        f"rejoining after a lost disk: voting for nothing; asking a majority in "
+        f"rejoining after a lost or damaged disk: voting for nothing; asking a majority in "
         f"{core.s.rejoin_wait_ticks} ticks"
     )
 
