@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from tools.nemesis.history import Op, check
+from tools.nemesis.run import FAULT_KINDS, available_kinds
 
 INITIAL = {"c0": 10, "c1": 10}
 OWNERS = {"c0": "c0", "c1": "c1"}
@@ -102,3 +103,16 @@ def test_unanswered_and_shared_positions_and_conservation_are_caught() -> None:
     assert any(p.startswith("never answered: c0#9") for p in problems)
     assert any("holds two requests" in p for p in problems)
     assert any("holds 21 in all, not 20" in p for p in problems)
+
+
+def test_kinds_that_cannot_run_here_are_skipped_with_their_reason() -> None:
+    kinds, skipped = available_kinds(no_tmpfs="no root", no_partitions="no nft")
+    assert set(kinds) == {"kill", "leader-kill", "pause", "disk-lost", "wal-flip"}
+    assert skipped == {
+        "partition": "no nft",
+        "leader-partition": "no nft",
+        "one-way": "no nft",
+        "bridge": "no nft",
+        "disk-full": "no root",
+    }
+    assert available_kinds(no_tmpfs=None, no_partitions=None) == (FAULT_KINDS, {})

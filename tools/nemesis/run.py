@@ -443,15 +443,18 @@ def _fill(path: Path) -> None:
                 pass
 
 
-def available_kinds(*, tmpfs: bool, partitions: bool) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The fault kinds that can run here, and why the others cannot."""
+def available_kinds(
+    *, no_tmpfs: str | None, no_partitions: str | None
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The fault kinds that can run here, and why the others cannot (the
+    arguments: why there is no tmpfs, no partitions; None when there is)."""
     skipped: dict[str, str] = {}
     kinds = []
     for kind in FAULT_KINDS:
-        if kind in NET_KINDS and not partitions:
-            skipped[kind] = "no nftables (needs root and nft)"
-        elif kind == "disk-full" and not tmpfs:
-            skipped[kind] = "no tmpfs (mounting one needs root)"
+        if kind in NET_KINDS and no_partitions is not None:
+            skipped[kind] = no_partitions
+        elif kind == "disk-full" and no_tmpfs is not None:
+            skipped[kind] = no_tmpfs
         else:
             kinds.append(kind)
     return tuple(kinds), skipped
@@ -467,10 +470,16 @@ async def run_nemesis(
 ) -> RunResult:
     """One whole run in a fresh temporary directory (kept at `keep` if given)."""
     why_no_net = net.unavailable()
-    tmpfs = os.geteuid() == 0 and shutil.which("mount") is not None
-    kinds, skipped = available_kinds(tmpfs=tmpfs, partitions=why_no_net is None)
-    for kind, why in skipped.items():
-        progress(f"skipping {kind}: {why}")
+    why_no_tmpfs = (
+        "a full disk needs root (it mounts a tmpfs)"
+        if os.geteuid() != 0 or shutil.which("mount") is None
+        else None
+    )
+    tmpfs = why_no_tmpfs is None
+    kinds, skipped = available_kinds(no_tmpfs=why_no_tmpfs, no_partitions=why_no_net)
+    for why in dict.fromkeys(skipped.values()):
+        names = ", ".join(kind for kind, reason in skipped.items() if reason == why)
+        progress(f"skipping {names}: {why}")
     directory = Path(tempfile.mkdtemp(prefix="ledgerpaxos-nemesis-"))
     partitioner = net.Partitioner() if why_no_net is None else None
     try:
