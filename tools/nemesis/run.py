@@ -126,7 +126,10 @@ class Nemesis:
         self.cluster = cluster
         self.config = cluster.config
         self.duration_s = duration_s
-        self.rng = random.Random(seed)
+        # The faults draw from their own stream, each client from its own: the
+        # kinds and their order follow from the seed, whatever the timing.
+        self.seed = seed
+        self.rng = random.Random(f"ledgerpaxos-nemesis/{seed}/faults")
         self.kinds = kinds
         self.partitioner = partitioner
         self.progress = progress
@@ -192,9 +195,10 @@ class Nemesis:
 
     async def _client(self, client_id: str) -> None:
         others = [c for c in self.cluster.clients if c != client_id]
+        rng = random.Random(f"ledgerpaxos-nemesis/{self.seed}/client/{client_id}")
         async with open_client(self.config, client_id) as client:
             while not self.stop_sending.is_set():
-                if self.rng.random() < read_probability:
+                if rng.random() < read_probability:
                     await self._send(
                         client, Op(client=client_id, kind="read", request_no=0, sent_s=self.now())
                     )
@@ -205,8 +209,8 @@ class Nemesis:
                         request_no=0,
                         sent_s=self.now(),
                         sender=client_id,
-                        receiver=self.rng.choice(others),
-                        amount=self.rng.randint(1, amount_max),
+                        receiver=rng.choice(others),
+                        amount=rng.randint(1, amount_max),
                     )
                     await self._send(client, op)
 
@@ -273,7 +277,7 @@ class Nemesis:
         start = self.now()
         if kind in ("kill", "leader-kill", "disk-lost", "wal-flip"):
             victim = leader if kind == "leader-kill" and leader is not None else follower
-            if kind == "disk-lost" and self.rng.random() < 0.3 and leader is not None:
+            if self.rng.random() < 0.3 and kind == "disk-lost" and leader is not None:
                 victim = leader
             cluster.kill(victim)
             if kind == "disk-lost":
@@ -284,7 +288,7 @@ class Nemesis:
             cluster.start_node(victim)
             return FaultRecord(kind, (victim,), start, healed_s=self.now())
         if kind == "pause":
-            victim = leader if leader is not None and self.rng.random() < 0.5 else follower
+            victim = leader if self.rng.random() < 0.5 and leader is not None else follower
             cluster.pause(victim)
             await trio.sleep(hold_s)
             cluster.resume(victim)
@@ -306,7 +310,7 @@ class Nemesis:
             group = [leader or follower, follower]
             links = _both_ways(group, [n for n in nodes if n not in group])
         elif kind == "one-way":
-            group = [leader if leader is not None and self.rng.random() < 0.5 else follower]
+            group = [leader if self.rng.random() < 0.5 and leader is not None else follower]
             links = [(group[0], n) for n in nodes if n != group[0]]
         else:  # bridge: {a, b} and {d, e} meet only through c
             shuffled = self.rng.sample(nodes, len(nodes))
