@@ -91,6 +91,17 @@ FIXED_CORE_BUGS: dict[str, FixedBug] = {
             "the stale entries."
         ),
     ),
+    "commit-beyond-a-lost-snapshot": FixedBug(
+        seeds=(4471,),
+        failed_at="0b3419b",
+        what=(
+            "agreement: a replica cut off at slot 1 accepted a value that was not chosen, "
+            "caught up by installing checkpoint 70 and committed 77; a bit flip broke that "
+            "snapshot and recovery started without it, with the WAL's commit point 77 and "
+            "the stale acceptance of slot 1: it executed the unchosen value. A commit point "
+            "above the snapshot that verifies no longer counts (tests/test_storage.py)."
+        ),
+    ),
 }
 FIXED_SEEDS: tuple[int, ...] = tuple(
     sorted(seed for bug in FIXED_CORE_BUGS.values() for seed in bug.seeds)

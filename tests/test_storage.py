@@ -693,3 +693,23 @@ def test_a_store_without_a_snapshot_that_verifies_starts_without_one(tmp_path: P
     # Its WAL still holds its promise: nothing it promised is lost, the state it fetches.
     assert recovered.snapshot is None and recovered.promised == Ballot(3, 1)
     assert recovered.damaged is None
+
+
+def test_a_commit_point_above_a_broken_snapshot_no_longer_counts(tmp_path: Path) -> None:
+    """Slot 1 was accepted with a value never chosen; the replica caught up by
+    an install of checkpoint 10 and committed 12. With that snapshot broken,
+    the stale acceptance must not be taken as decided (seed 4471)."""
+    store, _ = ReplicaStore.open(tmp_path, fsync=False)
+    store.append([AcceptRecord(entry=entry(1, Ballot(1, 2), transfers=1))])
+    store.write_snapshot(make_snapshot(10))
+    store.append([CommitRecord(commit_slot=12)])
+    store.sync()
+    store.close()
+    store, recovered = ReplicaStore.open(tmp_path, fsync=False, salvage=True)
+    store.close()
+    assert recovered.commit_slot == 12 and recovered.snapshot is not None
+    flip_byte(tmp_path / snapshot_file_name(10), 50)
+    store, recovered = ReplicaStore.open(tmp_path, fsync=False, salvage=True)
+    store.close()
+    assert recovered.snapshot is None and 1 in recovered.entries  # the acceptance is kept
+    assert recovered.commit_slot == 0  # but nothing counts as decided

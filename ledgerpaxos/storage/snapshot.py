@@ -142,6 +142,12 @@ def write_snapshot(
     return path
 
 
+def newest_snapshot_slot(directory: str | os.PathLike[str], fs: FileSystem = OS_FILE_SYSTEM) -> int:
+    """The slot of the newest snapshot file present, verified or not; 0 if none."""
+    snapshots, _ = _list_snapshots(fs, os.fspath(directory))
+    return snapshots[-1][0] if snapshots else 0
+
+
 def load_newest_snapshot(
     directory: str | os.PathLike[str],
     *,

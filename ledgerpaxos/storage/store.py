@@ -124,6 +124,7 @@ class ReplicaStore:
         )
         store._lock = _DirectoryLock(fs, path)
         try:
+            newest = snapshots.newest_snapshot_slot(path, fs)
             try:
                 snapshot = snapshots.load_newest_snapshot(path, codec=codec, fs=fs)
             except StorageCorruption as error:
@@ -136,6 +137,22 @@ class ReplicaStore:
             store.close()
             raise
         recovered = fold_records(log.records, snapshot, torn=log.torn_tail_cut)
+        used = snapshot.slot if snapshot is not None else 0
+        if newest > used and recovered.commit_slot > used:
+            # The newest snapshot did not verify. The WAL's commit point was
+            # written knowing the state up to it; of the slots it covered, the
+            # WAL may hold only acceptances of values that were never chosen
+            # (the replica caught up by installing that checkpoint). So those
+            # slots count as uncommitted: the replica learns them again.
+            logger.error(
+                "the snapshot of slot %d did not verify: treating slots %d-%d as not committed "
+                "(the WAL said %d), to learn them again",
+                newest,
+                used + 1,
+                recovered.commit_slot,
+                recovered.commit_slot,
+            )
+            recovered = attrs.evolve(recovered, commit_slot=used)
         return store, attrs.evolve(recovered, damaged=log.damaged)
 
     # ------------------------------------------------------------ writing
