@@ -6,9 +6,6 @@ Marked `processes` (real time, a few seconds).
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,62 +16,34 @@ from ledgerpaxos import replicas
 from ledgerpaxos.client import open_client
 from ledgerpaxos.core.messages import ControlOp
 from tests.test_rejoin_processes import three_replicas, transfers
+from tools.nemesis import cluster as nemesis_cluster
+from tools.nemesis.cluster import fill, tmpfs_unavailable, unmount
 
 pytestmark = pytest.mark.processes
 
 tmpfs_size = "4m"  # room for the WAL, a few snapshots and the 1 MiB probe
 
 
-def _can_mount() -> str | None:
-    """Why a tmpfs cannot be mounted here, or None."""
-    if os.geteuid() != 0:
-        return "mounting a tmpfs needs root"
-    if subprocess.run(["which", "mount"], capture_output=True).returncode != 0:
-        return "no mount command"
-    return None
-
-
 @pytest.fixture
 def mount_tmpfs() -> Iterator[Callable[[Path], None]]:
     """mount_tmpfs(directory) mounts a small tmpfs there; all are unmounted after the test."""
-    why = _can_mount()
+    why = tmpfs_unavailable()
     if why is not None:
         pytest.skip(why)
     mounted: list[Path] = []
 
     def mount(directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_size}", "tmpfs", str(directory)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        try:
+            nemesis_cluster.mount_tmpfs(directory, tmpfs_size)
+        except OSError as error:
+            pytest.skip(str(error))
         mounted.append(directory)
 
     try:
         yield mount
     finally:
         for directory in reversed(mounted):
-            subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
-def _fill(path: Path) -> None:
-    """Write zeros to `path` until the file system is full."""
-    block = bytes(64 * 1024)
-    with path.open("wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(block)
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
-    with path.open("ab", buffering=0) as filler:  # the last partial page too
-        try:
-            while True:
-                filler.write(b"\0" * 512)
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
+            unmount(directory)
 
 
 @pytest.mark.trio
@@ -91,7 +60,7 @@ async def test_a_replica_on_a_full_tmpfs_stays_up_and_catches_up_once_space_retu
         # A file of the test's own fills the tmpfs (the replica reads only
         # names of its own).
         filler = Path(config.data_dir_for(victim)) / "filler"
-        _fill(filler)
+        fill(filler)
 
         # The others go on; the victim pauses at its first write that needs a page.
         sent = 0

@@ -377,6 +377,12 @@ class Replica:
 
     # ================================================================ a full disk
 
+    def _pause_if_disk_full(self, error: StorageError) -> None:
+        """Pause on a full disk; any other storage failure ends the replica."""
+        if not error.disk_full:
+            raise error
+        self._pause_for_full_disk(error)
+
     def _pause_for_full_disk(self, error: StorageError) -> None:
         """A write was refused for want of space. What it was writing was
         never fsynced, so nothing it would have made durable was revealed; but
@@ -504,21 +510,19 @@ class Replica:
     async def _carry_out(self, ready: Ready) -> None:
         """Persist, then speak (host/executor.py). Only with `sync_in_thread`
         (and fsync on) does this yield, for the write."""
+        if not self._writes_in_thread:
+            self.carry_out_now(ready)  # the loop waits for the disk
+            return
         if self.paused is not None:
             return  # what the old core asks for is dropped with it
         executor = self.executor
         try:
-            if not self._writes_in_thread:
-                executor.carry_out(ready)  # the loop waits for the disk
-                return
             if executor.begin(ready):
                 # keep the network going during the fsync
                 await trio.to_thread.run_sync(executor.make_durable, ready)
             executor.finish(ready)
         except StorageError as error:
-            if not error.disk_full:
-                raise
-            self._pause_for_full_disk(error)
+            self._pause_if_disk_full(error)
 
     def carry_out_now(self, ready: Ready) -> None:
         """_carry_out with the write inline: no other task runs until it is done,
@@ -528,9 +532,7 @@ class Replica:
         try:
             self.executor.carry_out(ready)
         except StorageError as error:
-            if not error.disk_full:
-                raise
-            self._pause_for_full_disk(error)
+            self._pause_if_disk_full(error)
 
     def _log_events(self, ready: Ready) -> None:
         for event in ready.events:

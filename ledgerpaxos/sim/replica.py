@@ -261,14 +261,7 @@ class ReplicaHost:
             return
         sim = self.sim
         mid_io = self.io_busy
-        self.status = DOWN
-        self.generation += 1
-        self.core = None
-        self.store = None  # abandoned, like a killed process's descriptors
-        self.executor = None  # and whoever waited on it
-        self.inbox.clear()
-        self.io_busy = False
-        self.deferred_io = None
+        self._drop_process()  # the store abandoned, like a killed process's descriptors
         sim.crashes += 1
         plan = sim.plan.faults
         report = self.disk.crash(
@@ -286,6 +279,18 @@ class ReplicaHost:
                 f"{report.lost_entries} directory entries undone",
             )
 
+    def _drop_process(self) -> None:
+        """What a process holds in memory is gone (a crash, a full disk's
+        pause); late I/O completions of it are ignored (the generation)."""
+        self.status = DOWN
+        self.generation += 1
+        self.core = None
+        self.store = None
+        self.executor = None  # and whoever waited on it
+        self.inbox.clear()
+        self.io_busy = False
+        self.deferred_io = None
+
     def _pause_for_full_disk(self, error: StorageError) -> None:
         """As the runtime's Replica._pause_for_full_disk: nothing it was
         writing was revealed; it drops what it holds in memory and waits."""
@@ -294,14 +299,8 @@ class ReplicaHost:
         if sim.trace is not None:
             sim.trace.add(sim.queue.now, f"{self.node} PAUSED, disk full: {error}")
         store = self.store
+        self._drop_process()
         self.status = DISK_FULL
-        self.generation += 1
-        self.core = None
-        self.store = None
-        self.executor = None
-        self.inbox.clear()
-        self.io_busy = False
-        self.deferred_io = None
         if store is not None:
             store.close()  # the process lives on: its lock must go
         sim.queue.after(ms(constants.disk_full_retry_ms), self._retry_space, self.generation)

@@ -14,7 +14,9 @@ directory is a small tmpfs, for the full-disk fault.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +25,7 @@ from types import TracebackType
 
 from ledgerpaxos import tls
 from ledgerpaxos.config import Config, make_local_config, write_config
-from tools.certs import ensure_certificates
+from tools.certs import ensure_certificates, identities_of
 from tools.cluster.launcher import Launcher
 
 HOSTS = tuple(f"127.0.0.{11 + i}" for i in range(5))
@@ -31,6 +33,47 @@ AUDITOR = "audit"  # reads every balance
 initial_balance = 1000
 tmpfs_size = "48m"  # the WAL (compacted), a few snapshots, the 1 MiB probe: a few MiB
 stop_grace_s = 5.0
+
+
+def tmpfs_unavailable() -> str | None:
+    """Why a tmpfs cannot be mounted here, or None."""
+    if os.geteuid() != 0:
+        return "a full disk needs root (it mounts a tmpfs)"
+    if shutil.which("mount") is None:
+        return "a full disk needs the mount command"
+    return None
+
+
+def mount_tmpfs(directory: Path, size: str) -> None:
+    """Mount a tmpfs of `size` ("48m") on `directory` (made if missing); root
+    only. OSError with mount's message when it cannot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs on {directory}: {done.stderr.strip()}")
+
+
+def unmount(directory: Path) -> None:
+    """Unmount lazily: a process that still has a file open there does not keep it."""
+    subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its file system is full, to the last byte
+    a write can still place."""
+    with path.open("wb", buffering=0) as filler:
+        for size in (1 << 20, 4096, 64, 1):
+            block = bytes(size)
+            try:
+                while True:
+                    filler.write(block)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
 
 
 def client_ids(count: int) -> list[str]:
@@ -62,21 +105,16 @@ class NemesisCluster:
         )
         self.config_path = directory / "cluster.toml"
         write_config(self.config, self.config_path)
-        identities = [tls.node(n) for n in self.config.node_ids]
-        identities += [tls.client(c) for c in [*self.clients, AUDITOR]]
-        identities.append(tls.operator(tls.default_operator))
-        ensure_certificates(tls.Files(self.config.tls_dir), identities)
+        ensure_certificates(
+            tls.Files(self.config.tls_dir),
+            identities_of(self.config, clients=[*self.clients, AUDITOR]),
+        )
         self.tmpfs_node: str | None = None
         self._mounted: Path | None = None
         if tmpfs:
             node = self.config.node_ids[-1]
             mount_point = Path(self.config.data_dir_for(node))
-            mount_point.mkdir(parents=True)
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_size}", "tmpfs", str(mount_point)],
-                check=True,
-                capture_output=True,
-            )
+            mount_tmpfs(mount_point, tmpfs_size)
             self.tmpfs_node, self._mounted = node, mount_point
         self.launcher = Launcher(
             self.config,
@@ -104,7 +142,7 @@ class NemesisCluster:
             self.resume(node)
         self.launcher.stop_all(stop_grace_s)
         if self._mounted is not None:
-            subprocess.run(["umount", "-l", str(self._mounted)], check=False)
+            unmount(self._mounted)
             self._mounted = None
 
     @property

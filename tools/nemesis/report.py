@@ -11,11 +11,12 @@ every fault's window shaded in its kind's colour.
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tools.nemesis.run import FAULT_KINDS, FaultRecord, RunResult, latency_summary
+from tools.nemesis.run import FAULT_KINDS, FaultRecord, RunResult, recover_timeout_s
 from tools.tables import format_table
 
 bucket_s = 0.5
@@ -23,7 +24,9 @@ bucket_s = 0.5
 
 def in_fault(sent_s: float, faults: list[FaultRecord]) -> bool:
     return any(
-        f.start_s <= sent_s <= (f.recovered_s if f.recovered_s is not None else f.healed_s + 60)
+        f.start_s
+        <= sent_s
+        <= (f.recovered_s if f.recovered_s is not None else f.healed_s + recover_timeout_s)
         for f in faults
     )
 
@@ -90,6 +93,18 @@ def summary(result: RunResult) -> dict[str, Any]:
             }
             for f in result.faults
         ],
+    }
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "max_ms": 1000 * ordered[-1],
     }
 
 

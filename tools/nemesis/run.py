@@ -28,10 +28,8 @@ the newest WAL segment, started again without a flag).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +43,13 @@ from ledgerpaxos import replicas
 from ledgerpaxos.client import Client, open_client
 from ledgerpaxos.core.messages import CommandKind, ControlOp, Transfer
 from tools.nemesis import net
-from tools.nemesis.cluster import AUDITOR, NemesisCluster, initial_balance
+from tools.nemesis.cluster import (
+    AUDITOR,
+    NemesisCluster,
+    fill,
+    initial_balance,
+    tmpfs_unavailable,
+)
 from tools.nemesis.history import Op, Verdict, check
 
 log = logging.getLogger("ledgerpaxos.nemesis")
@@ -120,6 +124,7 @@ class Nemesis:
         duration_s: float,
         seed: int,
         kinds: tuple[str, ...],
+        skipped: dict[str, str],
         partitioner: net.Partitioner | None,
         progress: Callable[[str], None],
     ) -> None:
@@ -131,6 +136,7 @@ class Nemesis:
         self.seed = seed
         self.rng = random.Random(f"ledgerpaxos-nemesis/{seed}/faults")
         self.kinds = kinds
+        self.skipped = skipped
         self.partitioner = partitioner
         self.progress = progress
         self.ops: list[Op] = []
@@ -179,7 +185,7 @@ class Nemesis:
             duration_s=end,
             ops=self.ops,
             faults=self.faults,
-            skipped_kinds={},
+            skipped_kinds=self.skipped,
             verdict=verdict,
             after_restart=after,
             digest_problems=digest_problems,
@@ -263,11 +269,12 @@ class Nemesis:
                 f"recovered in {took}"
             )
 
+    async def _answers(self, op: ControlOp) -> dict[str, dict[str, Any]]:
+        """The answers of every replica that answers `op` in time, by node."""
+        return replicas.bodies(await replicas.ask_all(self.config, op, timeout_s=control_timeout_s))
+
     async def _leader(self) -> str | None:
-        views = replicas.bodies(
-            await replicas.ask_all(self.config, ControlOp.print_view, timeout_s=control_timeout_s)
-        )
-        return replicas.highest_leader(views)
+        return replicas.highest_leader(await self._answers(ControlOp.print_view))
 
     async def _fault(self, kind: str, hold_s: float) -> FaultRecord | None:
         cluster = self.cluster
@@ -297,7 +304,7 @@ class Nemesis:
             node = cluster.tmpfs_node
             assert node is not None
             filler = cluster.data_dir(node) / "nemesis-filler"
-            await trio.to_thread.run_sync(_fill, filler)
+            await trio.to_thread.run_sync(fill, filler)
             await trio.sleep(hold_s)
             filler.unlink()
             return FaultRecord(kind, (node,), start, healed_s=self.now())
@@ -328,11 +335,7 @@ class Nemesis:
         target: int | None = None
         deadline = record.healed_s + recover_timeout_s
         while self.now() < deadline:
-            views = replicas.bodies(
-                await replicas.ask_all(
-                    self.config, ControlOp.print_view, timeout_s=control_timeout_s
-                )
-            )
+            views = await self._answers(ControlOp.print_view)
             leader = replicas.highest_leader(views)
             if leader is not None:
                 if target is None:
@@ -359,9 +362,7 @@ class Nemesis:
         """Every replica's balances, once they agree (or as they are at the deadline)."""
         deadline = trio.current_time() + converge_timeout_s
         while True:
-            answers = replicas.bodies(
-                await replicas.ask_all(self.config, ControlOp.print_db, timeout_s=control_timeout_s)
-            )
+            answers = await self._answers(ControlOp.print_db)
             balances = {n: dict(b["balances"]) for n, b in answers.items()}
             values = list(balances.values())
             agreed = len(values) == len(self.cluster.node_ids) and all(
@@ -372,9 +373,7 @@ class Nemesis:
             await trio.sleep(poll_s)
 
     async def _digest_problems(self) -> list[str]:
-        views = replicas.bodies(
-            await replicas.ask_all(self.config, ControlOp.print_view, timeout_s=control_timeout_s)
-        )
+        views = await self._answers(ControlOp.print_view)
         seen: dict[str, tuple[str, str]] = {}
         problems = []
         for node, view in sorted(views.items()):
@@ -435,18 +434,6 @@ def _flip_a_wal_byte(directory: Path, rng: random.Random) -> bool:
     return True
 
 
-def _fill(path: Path) -> None:
-    """Write zeros until the file system is full."""
-    with path.open("wb", buffering=0) as filler:
-        for size in (1 << 20, 4096, 64):
-            block = bytes(size)
-            try:
-                while True:
-                    filler.write(block)
-            except OSError:
-                pass
-
-
 def available_kinds(
     *, no_tmpfs: str | None, no_partitions: str | None
 ) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -474,11 +461,7 @@ async def run_nemesis(
 ) -> RunResult:
     """One whole run in a fresh temporary directory (kept at `keep` if given)."""
     why_no_net = net.unavailable()
-    why_no_tmpfs = (
-        "a full disk needs root (it mounts a tmpfs)"
-        if os.geteuid() != 0 or shutil.which("mount") is None
-        else None
-    )
+    why_no_tmpfs = tmpfs_unavailable()
     tmpfs = why_no_tmpfs is None
     kinds, skipped = available_kinds(no_tmpfs=why_no_tmpfs, no_partitions=why_no_net)
     for why in dict.fromkeys(skipped.values()):
@@ -493,27 +476,14 @@ async def run_nemesis(
                 duration_s=duration_s,
                 seed=seed,
                 kinds=kinds,
+                skipped=skipped,
                 partitioner=partitioner,
                 progress=progress,
             )
-            result = await nemesis.run()
-            result.skipped_kinds = skipped
-            return result
+            return await nemesis.run()
     finally:
         if partitioner is not None:
             partitioner.close()
         if keep is not None:
             shutil.copytree(directory / "logs", keep, dirs_exist_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def latency_summary(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"count": 0}
-    ordered = sorted(values)
-    return {
-        "count": len(ordered),
-        "p50_ms": 1000 * statistics.median(ordered),
-        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "max_ms": 1000 * ordered[-1],
-    }
