@@ -206,7 +206,9 @@ async def test_a_print_log_flood_that_is_never_read_changes_no_leader_and_is_cut
         assert max(took) < 0.5, f"a transfer took {max(took):.3f} s during the flood"
         later = await replicas.ask(config, leader, ControlOp.print_view)
         assert (later["role"], later["ballot"]) == ("leader", view["ballot"])  # no election
-        assert after - before < 10 * 2**20, (
+        # The flood, unbounded, grew it by about 1 GB; the thousands of transfers
+        # the test itself makes (log, client table, allocator) take up to ~11 MB.
+        assert after - before < 32 * 2**20, (
             f"{before / 2**20:.0f} MB before, {after / 2**20:.0f} after"
         )
 
