@@ -5,6 +5,8 @@
         reply = await client.transfer("A", "B", 3)   # reply.ok, reply.reason
         balances = await client.balances()           # {"A": 7, ...}
         read = await client.read()                   # read.balances, read.slot, read.index
+        one = await client.balances(["A"])           # {"A": 7}: some accounts only
+        opened = await client.open_accounts(["A-savings"])   # owned by this client, at 0
 
 Exactly once: every request carries (client id, request number); numbers
 strictly increase per client id, also across client restarts (they start from
@@ -20,6 +22,13 @@ believed from then on. One request is in flight per Client at a time.
 A balance read goes through the log like a transfer, so it is linearizable.
 Every reply says where its request was executed: (slot, index), its log slot
 and its place in that slot's batch, one order for all replicas.
+
+Sessions: before its first transfer or opening a Client registers its session
+through the log (core/ledger.py). The cluster keeps `client_sessions_max`
+sessions; when a request finds its session evicted (many other clients
+registered since this one's last request), it is refused unapplied, but an
+earlier attempt of it may have been applied: the call raises SessionEvicted
+(the outcome is unknown), and the next request registers anew.
 """
 
 from __future__ import annotations
@@ -51,7 +60,15 @@ from ledgerpaxos.core.messages import (
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork
 
-__all__ = ["Client", "ClientTimeout", "ReadReply", "TransferReply", "control", "open_client"]
+__all__ = [
+    "Client",
+    "ClientTimeout",
+    "ReadReply",
+    "SessionEvicted",
+    "TransferReply",
+    "control",
+    "open_client",
+]
 
 log = logging.getLogger("ledgerpaxos.client")
 
@@ -64,13 +81,33 @@ class ClientTimeout(Exception):
     """
 
 
+def _transfer_reply(reply: ClientReply) -> TransferReply:
+    outcome = reply.outcome
+    return TransferReply(
+        ok=outcome.ok,
+        reason=outcome.reason,
+        results=outcome.results,
+        request_no=reply.request_no,
+        leader=reply.leader,
+        slot=outcome.slot,
+        index=outcome.index,
+    )
+
+
+class SessionEvicted(Exception):
+    """The client's session was evicted before its request was executed: the
+    request was refused, but an earlier attempt of it may have been applied,
+    so its outcome is unknown. The next request registers a new session."""
+
+
 @attrs.frozen(kw_only=True)
 class TransferReply:
-    """The outcome of one transfer request (possibly carrying many transfers)."""
+    """The outcome of one transfer request (possibly carrying many transfers),
+    or of one opening of accounts."""
 
-    ok: bool  # every transfer succeeded
+    ok: bool  # every transfer (or opening) succeeded
     reason: str | None  # the first failure's reason, None when ok
-    results: tuple[TransferResult, ...]  # one per transfer, in order
+    results: tuple[TransferResult, ...]  # one per transfer (or account), in order
     request_no: int
     leader: str | None  # the leader as the replying replica believed it
     slot: int  # where it was executed: the log slot
@@ -124,6 +161,7 @@ class Client:
         self._nursery = nursery
         self._lock = trio.Lock()
         self._last_request_no = 0
+        self._registered = False  # a session is registered (and not known evicted)
         self._pending: dict[int, _Pending] = {}
         self._connections: dict[str, _Connection] = {}
 
@@ -144,25 +182,44 @@ class Client:
             most = constants.transfers_per_request_max
             raise ValueError(f"a request carries 1-{most} transfers, got {len(items)}")
         reply = await self.request(CommandKind.transfer, items, timeout=timeout)
-        outcome = reply.outcome
-        return TransferReply(
-            ok=outcome.ok,
-            reason=outcome.reason,
-            results=outcome.results,
-            request_no=reply.request_no,
-            leader=reply.leader,
-            slot=outcome.slot,
-            index=outcome.index,
-        )
+        return _transfer_reply(reply)
 
-    async def balances(self, *, timeout: float | None = None) -> dict[str, int]:
-        """The balances of the accounts this client may debit (every account
-        for an auditor or the operator), read through the log (linearizable)."""
-        return (await self.read(timeout=timeout)).balances
+    async def open_accounts(
+        self, accounts: Iterable[str], *, owner: str = "", timeout: float | None = None
+    ) -> TransferReply:
+        """Open `accounts` at balance 0, owned by this client (an operator may
+        name another `owner`); `results` has one per account, a name already
+        taken or malformed refused with a reason."""
+        names = tuple(accounts)
+        if not 1 <= len(names) <= constants.accounts_per_request_max:
+            most = constants.accounts_per_request_max
+            raise ValueError(f"an opening names 1-{most} accounts, got {len(names)}")
+        reply = await self.request(CommandKind.open, accounts=names, owner=owner, timeout=timeout)
+        return _transfer_reply(reply)
 
-    async def read(self, *, timeout: float | None = None) -> ReadReply:
+    async def register(self, *, timeout: float | None = None) -> None:
+        """Register this client's session now (the first transfer or opening
+        does it otherwise)."""
+        await self.request(CommandKind.register, timeout=timeout)
+
+    async def balances(
+        self, accounts: Iterable[str] = (), *, timeout: float | None = None
+    ) -> dict[str, int]:
+        """The balances of `accounts`, or with none named of the accounts this
+        client may debit (every account for an auditor or the operator, at most
+        read_balances_max of them), read through the log (linearizable). An
+        account that does not exist, or that this client may not see, is left out."""
+        return (await self.read(accounts, timeout=timeout)).balances
+
+    async def read(
+        self, accounts: Iterable[str] = (), *, timeout: float | None = None
+    ) -> ReadReply:
         """balances(), with where in the log the read was executed."""
-        reply = await self.request(CommandKind.read, (), timeout=timeout)
+        names = tuple(accounts)
+        if len(names) > constants.accounts_per_request_max:
+            most = constants.accounts_per_request_max
+            raise ValueError(f"a read names at most {most} accounts, got {len(names)}")
+        reply = await self.request(CommandKind.read, accounts=names, timeout=timeout)
         outcome = reply.outcome
         assert outcome.balances is not None, "a read always returns balances"
         return ReadReply(
@@ -177,32 +234,63 @@ class Client:
         kind: CommandKind,
         transfers: tuple[Transfer, ...] = (),
         *,
+        accounts: tuple[str, ...] = (),
+        owner: str = "",
         timeout: float | None = None,
     ) -> ClientReply:
-        """Send one command with a fresh request number and wait for its reply."""
+        """Send one command with a fresh request number and wait for its reply
+        (registering the session first when a transfer or opening needs one)."""
         async with self._lock:
-            command = Command(
-                client_id=self.client_id,
-                request_no=self._next_request_no(),
-                kind=kind,
-                transfers=transfers,
-            )
-            frame = self._encode(ClientRequest(command=command))
-            pending = _Pending()
-            self._pending[command.request_no] = pending
-            try:
-                with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
-                    reply = await self._send_until_answered(frame, pending)
-            except trio.TooSlowError:
-                raise ClientTimeout(
-                    f"no reply to request {command.request_no} of client {self.client_id} "
-                    f"within {timeout} s"
-                ) from None
-            finally:
-                del self._pending[command.request_no]
-            if reply.leader in self.config.node_ids:
-                self.leader = reply.leader
+            deadline = None if timeout is None else trio.current_time() + timeout
+            if not self._registered and kind in (CommandKind.transfer, CommandKind.open):
+                await self._request(CommandKind.register, (), (), "", timeout)
+                self._registered = True
+            left = None if deadline is None else max(0.0, deadline - trio.current_time())
+            reply = await self._request(kind, transfers, accounts, owner, left)
+            if kind == CommandKind.register:
+                self._registered = True
+            elif reply.outcome.evicted:
+                self._registered = False
+                raise SessionEvicted(
+                    f"the session of client {self.client_id} was evicted before request "
+                    f"{reply.request_no} was executed (more than client_sessions_max clients "
+                    "registered since its last request): whether an earlier attempt of it was "
+                    "applied is unknown; the next request registers anew"
+                )
             return reply
+
+    async def _request(
+        self,
+        kind: CommandKind,
+        transfers: tuple[Transfer, ...],
+        accounts: tuple[str, ...],
+        owner: str,
+        timeout: float | None,
+    ) -> ClientReply:
+        command = Command(
+            client_id=self.client_id,
+            request_no=self._next_request_no(),
+            kind=kind,
+            transfers=transfers,
+            accounts=accounts,
+            owner=owner,
+        )
+        frame = self._encode(ClientRequest(command=command))
+        pending = _Pending()
+        self._pending[command.request_no] = pending
+        try:
+            with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+                reply = await self._send_until_answered(frame, pending)
+        except trio.TooSlowError:
+            raise ClientTimeout(
+                f"no reply to request {command.request_no} of client {self.client_id} "
+                f"within {timeout} s"
+            ) from None
+        finally:
+            del self._pending[command.request_no]
+        if reply.leader in self.config.node_ids:
+            self.leader = reply.leader
+        return reply
 
     def _next_request_no(self) -> int:
         now_us = time.time_ns() // 1000

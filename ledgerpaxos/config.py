@@ -26,6 +26,7 @@ import attrs
 import tomli_w
 
 from ledgerpaxos import constants, tls
+from ledgerpaxos.core.accounts import ACCOUNT_FORBIDDEN, AccountNames, account_name_problem
 
 __all__ = [
     "Config",
@@ -57,8 +58,9 @@ default_auditor = tls.default_operator  # the shell's own reads go out as this c
 _NODE_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Characters that would make an account name ambiguous in the CSV sets, whose
-# transfers look like "(A, C, 1)".
-_ACCOUNT_FORBIDDEN = set(",()[]\"'")
+# transfers look like "(A, C, 1)" (core/accounts.py).
+_ACCOUNT_FORBIDDEN = ACCOUNT_FORBIDDEN
+_ACCOUNTS_TABLE_KEYS = ("prefix", "count", "digits")
 
 _TOP_REQUIRED = ("cluster_id", "accounts", "initial_balance", "nodes")
 _TOP_OPTIONAL = (
@@ -73,6 +75,8 @@ _TOP_OPTIONAL = (
     "clients",
     "allow_reset",
     "auditors",
+    "operators",
+    "client_sessions_max",
 )
 _TLS_KEYS = ("dir", "enabled")
 _TIMER_KEYS = (
@@ -124,7 +128,7 @@ class Config:
 
     path: pathlib.Path | None  # absolute path of the file it came from, if any
     cluster_id: int
-    accounts: tuple[str, ...]
+    accounts: AccountNames  # the initial accounts: a list, or a numbered range
     initial_balance: int
     checkpoint_interval: int
     data_dir: pathlib.Path  # absolute
@@ -141,6 +145,8 @@ class Config:
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     allow_reset: bool = False  # control `reset` wipes every replica: test clusters only
     auditors: tuple[str, ...] = (default_auditor,)  # clients whose reads show every balance
+    operators: tuple[str, ...] = (default_auditor,)  # clients that may open accounts for anyone
+    client_sessions_max: int = constants.client_sessions_max_default
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -149,8 +155,9 @@ class Config:
     @property
     def client_ids(self) -> tuple[str, ...]:
         """The clients the config names: those of [clients.<id>], and one per
-        account named like it (the seed's sets)."""
-        return tuple(dict.fromkeys([*(c for c, _ in self.client_accounts), *self.accounts]))
+        listed account named like it (the seed's sets; numbered accounts are
+        too many to name their clients one by one)."""
+        return tuple(dict.fromkeys([*(c for c, _ in self.client_accounts), *self.accounts.listed]))
 
     @property
     def majority(self) -> int:
@@ -237,6 +244,10 @@ def config_from_dict(
     client_accounts = check.clients(data, accounts)
     allow_reset = check.boolean(data, "allow_reset", False)
     auditors = check.client_ids(data, "auditors", [default_auditor])
+    operators = check.client_ids(data, "operators", [default_auditor])
+    client_sessions_max = check.integer(
+        data, "client_sessions_max", 1, None, constants.client_sessions_max_default
+    )
 
     return Config(
         path=pathlib.Path(path).absolute() if path is not None else None,
@@ -257,6 +268,8 @@ def config_from_dict(
         client_accounts=tuple(client_accounts.items()),
         allow_reset=allow_reset,
         auditors=auditors,
+        operators=operators,
+        client_sessions_max=client_sessions_max,
     )
 
 
@@ -349,12 +362,15 @@ class _Checker:
 
     # --- compound values
 
-    def accounts(self, data: Mapping[str, Any]) -> tuple[str, ...]:
+    def accounts(self, data: Mapping[str, Any]) -> AccountNames:
         value = data["accounts"]
+        if isinstance(value, dict):
+            return self.numbered_accounts(value)
         if not isinstance(value, list):
             self.fail(
                 "accounts",
-                f'expected an array of account names like ["A", "B"], got {_show(value)}',
+                f'expected an array of account names like ["A", "B"], or a table like '
+                f'{{ prefix = "a", count = 1000000 }}, got {_show(value)}',
             )
         if not value:
             self.fail(
@@ -384,7 +400,22 @@ class _Checker:
             if name in seen:
                 self.fail(key, f"account {_show(name)} is listed twice; remove the duplicate")
             seen.add(name)
-        return tuple(value)
+        return AccountNames(listed=tuple(value))
+
+    def numbered_accounts(self, table: Mapping[str, Any]) -> AccountNames:
+        """accounts = { prefix = "a", count = 1000, digits = 4 }: a0000 ... a0999."""
+        self.keys(table, "accounts", required=("prefix", "count"), optional=("digits",))
+        prefix = self.string(table, "prefix", dotted="accounts.prefix")
+        count = self.integer(table, "count", 1, None, dotted="accounts.count")
+        digits = self.integer(table, "digits", 0, None, 0, dotted="accounts.digits")
+        names = AccountNames.numbered(prefix, count, digits)
+        for name in (names[0], names[count - 1]):  # the longest name is the last
+            problem = account_name_problem(name)
+            if problem is not None:
+                self.fail(
+                    "accounts.prefix", f"{problem} (account {_show(name)}); change the prefix"
+                )
+        return names
 
     def timers(self, data: Mapping[str, Any]) -> Timers:
         if "timers" not in data:
@@ -450,13 +481,13 @@ class _Checker:
         return tuple(dict.fromkeys(value))
 
     def clients(
-        self, data: Mapping[str, Any], accounts: tuple[str, ...]
+        self, data: Mapping[str, Any], accounts: AccountNames
     ) -> dict[str, tuple[str, ...]]:
         """[clients.<id>] accounts = [...]: the accounts client <id> may debit."""
         if "clients" not in data:
             return {}
         table = self.table(data, "clients", "clients")
-        known = set(accounts)
+        known = accounts
         found: dict[str, tuple[str, ...]] = {}
         for client_id, fields in table.items():
             prefix = f"clients.{client_id}"
@@ -552,7 +583,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     """The config as a TOML-ready dict with every key spelled out."""
     return {
         "cluster_id": config.cluster_id,
-        "accounts": list(config.accounts),
+        "accounts": _accounts_to_toml(config.accounts),
         "initial_balance": config.initial_balance,
         "checkpoint_interval": config.checkpoint_interval,
         "snapshot_interval": config.snapshot_interval,
@@ -565,8 +596,16 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "clients": {c: {"accounts": list(a)} for c, a in config.client_accounts},
         "allow_reset": config.allow_reset,
         "auditors": list(config.auditors),
+        "operators": list(config.operators),
+        "client_sessions_max": config.client_sessions_max,
         "nodes": {node.node_id: {"host": node.host, "port": node.port} for node in config.nodes},
     }
+
+
+def _accounts_to_toml(accounts: AccountNames) -> Any:
+    if accounts.is_numbered:
+        return {"prefix": accounts.prefix, "count": accounts.size, "digits": accounts.digits}
+    return list(accounts)
 
 
 def write_config(config: Config, path: str | os.PathLike[str]) -> None:

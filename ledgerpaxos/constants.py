@@ -17,13 +17,21 @@ client_timeout_ms_default = 1000
 message_size_max = 64 * 1024 * 1024  # bytes of one frame body
 wire_magic = 0x4C504158  # "LPAX"
 # 2: votes name their value, commits the chain digest, catch-up a nonce;
-# 3: an outcome says where its command was executed (slot, index)
-wire_version = 3
+# 3: an outcome says where its command was executed (slot, index);
+# 4: commands name accounts (reads, openings), outcomes say evicted, state digests are sums
+wire_version = 4
 account_name_length_max = 32  # bytes (UTF-8)
 client_id_length_max = 64  # bytes (UTF-8)
 node_id_length_max = 32  # bytes (UTF-8)
 reason_length_max = 200  # bytes (UTF-8)
 replicas_max = 15
+
+# The ledger (core/ledger.py).
+# Client sessions kept (config key client_sessions_max): a registration beyond
+# this evicts the session committed longest ago.
+client_sessions_max_default = 65_536
+read_balances_max = 10_000  # balances one read answers with
+accounts_per_request_max = 8190  # accounts one read or opening names
 
 # Consensus.
 batch_commands_max = 1024  # client commands in one slot
@@ -61,6 +69,9 @@ warnings_interval_ms = 1_000  # one warning of a kind per this, the rest counted
 # `print_log` answers with at most this many of the newest entries and transfers.
 control_log_entries_max = 1_000
 control_log_transfers_max = 20_000
+# `print_db` answers with at most this many balances (a page; the argument says
+# from which account position on).
+control_db_accounts_max = 1_000
 # Bytes of replies waiting for one client connection; a client that lets more
 # pile up (it does not read) is disconnected.
 client_reply_bytes_max = 16 * 1024 * 1024

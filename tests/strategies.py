@@ -79,8 +79,23 @@ def commands(
         client_id=client_ids,
         request_no=request_nos,
         kind=st.just(m.CommandKind.read),
+        accounts=st.lists(account_names(accounts), max_size=3).map(tuple),
     )
-    return st.one_of(transfer_commands, read_commands)
+    open_commands = st.builds(
+        m.Command,
+        client_id=client_ids,
+        request_no=request_nos,
+        kind=st.just(m.CommandKind.open),
+        accounts=st.lists(account_names(accounts), min_size=1, max_size=3).map(tuple),
+        owner=st.one_of(st.just(""), client_ids),
+    )
+    register_commands = st.builds(
+        m.Command,
+        client_id=client_ids,
+        request_no=request_nos,
+        kind=st.just(m.CommandKind.register),
+    )
+    return st.one_of(transfer_commands, read_commands, open_commands, register_commands)
 
 
 def batches(
@@ -123,8 +138,9 @@ def outcomes(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.Outco
         slot=slots,
         index=u32,
     )
+    evicted_outcomes = st.builds(m.Outcome, slot=slots, index=u32, evicted=st.just(True))
     read_outcomes = st.builds(m.Outcome, balances=balance_tuples(accounts), slot=slots, index=u32)
-    return st.one_of(transfer_outcomes, read_outcomes)
+    return st.one_of(transfer_outcomes, read_outcomes, evicted_outcomes)
 
 
 def client_entries(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.ClientEntry]:
@@ -141,6 +157,7 @@ def snapshots(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.Snap
         m.Snapshot,
         slot=slots,
         balances=balance_tuples(accounts),
+        opened=st.lists(st.tuples(account_names(accounts), client_ids, i64), max_size=3).map(tuple),
         clients=clients,
         digest=st.binary(min_size=32, max_size=32),
         chain=st.binary(min_size=16, max_size=16),

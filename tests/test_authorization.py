@@ -31,15 +31,21 @@ def command(client: str, sender: str, receiver: str = "J", amount: int = 5, n: i
     )
 
 
+def registered(ledger: Ledger, *clients: str) -> Ledger:
+    for client in clients:
+        ledger.execute(Command(client_id=client, request_no=0, kind=CommandKind.register))
+    return ledger
+
+
 def test_a_client_debits_its_own_account_or_those_its_table_lists() -> None:
-    ledger = Ledger("ABCJ", 10, {"alice": ["A", "B"]})
+    ledger = registered(Ledger("ABCJ", 10, {"alice": ["A", "B"]}), "A", "mallory", "alice", "C")
     assert ledger.execute(command("A", "A")).ok  # its own name
     refused = ledger.execute(command("mallory", "A", n=1))
     assert refused is not None and refused.reason == REASON_NOT_AUTHORIZED
     assert ledger.execute(command("alice", "B", n=1)).ok
     assert ledger.execute(command("alice", "C", n=2)).reason == REASON_NOT_AUTHORIZED
     assert ledger.execute(command("C", "B", n=1)).reason == REASON_NOT_AUTHORIZED
-    assert ledger.balances == {"A": 5, "B": 5, "C": 10, "J": 20}
+    assert ledger.all_balances() == {"A": 5, "B": 5, "C": 10, "J": 20}
     # An unknown or equal account still says so first: no account is revealed to be someone's.
     assert ledger.execute(command("A", "Z", n=2)).reason == "unknown sender account"
 

@@ -344,8 +344,12 @@ def test_counts_above_their_limits_refused_before_the_elements() -> None:
     one = wire.batch.pack_command(
         m.Command(client_id="c", request_no=1, kind=m.CommandKind.transfer)
     )
-    # client id "c", request number, kind, then the transfer count
-    forged = one[:-4] + (constants.transfers_per_request_max + 1).to_bytes(4, "big")
+    # client id "c", request number, kind, the transfer count, the account
+    # count and the owner
+    forged = one[:-9] + (constants.transfers_per_request_max + 1).to_bytes(4, "big")
+    with pytest.raises(FrameError, match="validation"):
+        read_batch(io.BytesIO((1).to_bytes(4, "big") + forged))
+    forged = one[:-5] + (constants.accounts_per_request_max + 1).to_bytes(4, "big")
     with pytest.raises(FrameError, match="validation"):
         read_batch(io.BytesIO((1).to_bytes(4, "big") + forged))
     with pytest.raises(FrameError, match="validation"):
@@ -361,7 +365,7 @@ def test_counts_above_their_limits_refused_before_the_elements() -> None:
     )
     refused(reframe_body(reply, forged), "validation")
     long_name = bytes([constants.account_name_length_max + 1]) + b"A" * 40
-    forged_command = one[:-4] + (1).to_bytes(4, "big") + long_name
+    forged_command = one[:-9] + (1).to_bytes(4, "big") + long_name
     with pytest.raises(FrameError, match="validation"):
         wire.batch.decode_command(forged_command)
 
@@ -401,7 +405,7 @@ def test_unknown_kind_and_flags_refused() -> None:
     kind_at = 4 + 1 + 2 + 8
     assert data[kind_at] == m.CommandKind.transfer
     with pytest.raises(FrameError, match="CommandKind"):
-        decode_batch(data[:kind_at] + b"\x03" + data[kind_at + 1 :])
+        decode_batch(data[:kind_at] + b"\x05" + data[kind_at + 1 :])
     reply = frame_of(
         m.ClientReply(
             client_id="c",
@@ -539,7 +543,7 @@ def test_a_re_sent_accept_is_decoded_once() -> None:
     assert isinstance(first, m.Accept) and isinstance(second, m.Accept)
     assert first.batch == batch and second.batch is first.batch
     changed = bytearray(frame[wire.HEADER_SIZE :])
-    changed[-1] ^= 1  # another amount: other bytes, decoded afresh
+    changed[-6] ^= 1  # another amount (before no accounts, no owner): decoded afresh
     third = wire.decode_frame(reframe_body(frame, bytes(changed)), cluster_id=1)[1]
     assert isinstance(third, m.Accept) and third.batch != first.batch
 

@@ -140,6 +140,7 @@ def test_commits_with_three_of_five_and_not_with_two() -> None:
     others = [n for n in net.ids if n != leader]
     net.crash(others[0])
     net.crash(others[1])
+    net.register(leader, "B")
     c1 = net.submit(leader, "A", [("A", "B", 1)])
     net.run(20)
     assert net.reply_for(leader, c1) is not None
@@ -174,6 +175,7 @@ def test_killed_leader_is_replaced_and_nothing_committed_is_lost() -> None:
 def test_uncommitted_value_accepted_by_a_majority_survives_a_leader_change() -> None:
     net = CoreNet()
     leader = elected(net)
+    net.register(leader, "A")
     net.submit(leader, "A", [("A", "B", 5)])
     # Let the Accepts reach followers but not the Accepted replies the leader.
     net.cores[leader].take_ready()  # already flushed by submit; nothing more
@@ -207,8 +209,14 @@ def test_same_request_twice_also_across_a_leader_change_applies_once() -> None:
         assert net.cores[node].balances()["A"] == 8
 
 
+def registered(ledger: Ledger, *clients: str) -> Ledger:
+    for client in clients:
+        ledger.execute(Command(client_id=client, request_no=0, kind=CommandKind.register))
+    return ledger
+
+
 def test_duplicate_in_two_slots_executes_once() -> None:
-    ledger = Ledger("AB", 10)
+    ledger = registered(Ledger("AB", 10), "A")
     command = Command(
         client_id="A",
         request_no=7,
@@ -218,7 +226,7 @@ def test_duplicate_in_two_slots_executes_once() -> None:
     first = ledger.execute(command)
     assert first is not None and first.ok
     assert ledger.execute(command) is None
-    assert ledger.balances == {"A": 6, "B": 14}
+    assert ledger.all_balances() == {"A": 6, "B": 14}
     assert ledger.stored_outcome("A", 7) == first
 
 
@@ -246,12 +254,16 @@ def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int,
         st.one_of(
             st.tuples(
                 st.just("transfer"),
-                st.integers(0, 5),
-                st.integers(0, 5),
+                st.integers(0, 7),
+                st.integers(0, 7),
                 st.integers(-1, 12),
                 st.sampled_from(["c1", "c2", "c3"]),
             ),
             st.tuples(st.just("read"), st.sampled_from(["c1", "c2", "c3"])),
+            st.tuples(st.just("register"), st.sampled_from(["c1", "c2", "c3"])),
+            st.tuples(
+                st.just("open"), st.sampled_from(["A", "X", "Y", "c 1"]), st.sampled_from(["X", "Y", "c1"])
+            ),
             st.just(("digest",)),
             st.just(("install",)),
         ),
@@ -259,34 +271,43 @@ def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int,
     )
 )
 def test_the_ledger_digest_kept_between_checkpoints_is_the_full_digest(steps: list[tuple]) -> None:
-    """Ledger.digest() reformats only what changed since its last call; it must
-    always equal state_digest() computed from scratch."""
+    """Ledger.digest() rehashes only what changed since its last call; it must
+    always equal state_digest() computed from every row of a snapshot."""
     accounts = "ABCDEF"
-    ledger = Ledger(accounts, 10)
-    request_no = 0
-    for step in steps:
+    names = [*accounts, "X", "Y"]  # X and Y exist once opened
+    ledger = Ledger(accounts, 10, sessions_max=2)  # three clients: registrations evict
+    for request_no, step in enumerate(steps, start=1):
         if step[0] == "transfer":
             _, s, r, amount, client = step
-            request_no += 1
             ledger.execute(
                 Command(
                     client_id=client,
                     request_no=request_no,
                     kind=CommandKind.transfer,
-                    transfers=(Transfer(sender=accounts[s], receiver=accounts[r], amount=amount),),
+                    transfers=(Transfer(sender=names[s], receiver=names[r], amount=amount),),
                 )
             )
-        elif step[0] == "read":
-            request_no += 1
-            ledger.execute(Command(client_id=step[1], request_no=request_no, kind=CommandKind.read))
+        elif step[0] in ("read", "register"):
+            kind = CommandKind.read if step[0] == "read" else CommandKind.register
+            ledger.execute(Command(client_id=step[1], request_no=request_no, kind=kind))
+        elif step[0] == "open":
+            _, name, client = step
+            ledger.execute(
+                Command(
+                    client_id=client,
+                    request_no=request_no,
+                    kind=CommandKind.open,
+                    accounts=(name,),
+                )
+            )
         elif step[0] == "install":
-            other = Ledger(accounts, 10)
+            other = Ledger(accounts, 10, sessions_max=2)
             other.install(ledger.snapshot(request_no, chain=bytes(16)))
             ledger = other
         if step[0] == "digest" or step is steps[-1]:  # changes pile up in between
-            full = ledger_rules.state_digest(tuple(ledger.balances.items()), ledger._client_rows())
-            assert ledger.digest() == full
-            assert ledger.snapshot(request_no, chain=bytes(16)).digest == full
+            snapshot = ledger.snapshot(request_no, chain=bytes(16))  # (request_no: any slot)
+            assert snapshot.digest == ledger_rules.state_digest(snapshot, 10)
+            assert ledger.digest() == snapshot.digest
 
 
 @pytest.mark.parametrize(
@@ -428,6 +449,7 @@ def test_while_a_slot_is_in_flight_requests_wait_for_a_fuller_batch() -> None:
     net = CoreNet(batch_commands_max=8)
     leader = elected(net)
     core = net.cores[leader]
+    net.register(leader, "c1", "c2", "c3", "c4", "c5", "c6")
     first_slot = core.next_slot
     net.submit(leader, "c1", [("A", "B", 1)])
     assert core.next_slot == first_slot + 1 and core.votes  # proposed at once, in flight
@@ -461,8 +483,8 @@ def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() 
         written.extend(s.slot for s in ready.snapshots)
 
     net.watchers[follower].append(watch)
-    for i in range(25):
-        net.submit(leader, f"c{i}", [("A", "B", 1)])
+    for _ in range(25):  # one slot each, after the slot that registers "c"
+        net.submit(leader, "c", [("A", "B", 1)])
         net.run(3)
     net.run(20)
     core = net.cores[follower]
@@ -470,8 +492,8 @@ def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() 
     assert taken == [10, 20] and written == []
     assert core.snapshot_slot == core.purge_slot == 0
     assert min(core.log) == 1  # nothing purged: no snapshot file holds it yet
-    for i in range(25, 40):
-        net.submit(leader, f"c{i}", [("A", "B", 1)])
+    for _ in range(25, 40):
+        net.submit(leader, "c", [("A", "B", 1)])
         net.run(3)
     net.run(20)
     assert taken[:3] == [10, 20, 30] and written[:1] == [30]
@@ -486,11 +508,11 @@ def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() 
 def test_many_transfers_make_a_snapshot_file_before_snapshot_interval() -> None:
     net = CoreNet(snapshot_interval=1000, snapshot_transfers_min=25)
     leader = elected(net)
-    for i in range(12):
-        net.submit(leader, f"c{i}", [("A", "B", 1), ("B", "C", 1), ("C", "A", 1)])
+    for _ in range(12):
+        net.submit(leader, "c", [("A", "B", 1), ("B", "C", 1), ("C", "A", 1)])
         net.run(3)
     net.run(20)
-    # 3 transfers a slot: the checkpoint at slot 10 has 30 >= 25 behind it.
+    # 3 transfers a slot: the checkpoint at slot 10 has 27 >= 25 behind it (slot 1 registers).
     assert all(net.cores[n].snapshot_slot == 10 for n in net.ids)
     assert all(
         net.storages[n].snapshot is not None and net.storages[n].snapshot.slot == 10
@@ -502,8 +524,8 @@ def test_a_restart_replays_the_wal_past_checkpoints_that_were_never_written() ->
     net = CoreNet(snapshot_interval=30)
     leader = elected(net)
     follower = next(n for n in net.ids if n != leader)
-    for i in range(45):
-        net.submit(leader, f"c{i}", [("A", "B", 1), ("B", "C", 2)])
+    for _ in range(45):
+        net.submit(leader, "c", [("A", "B", 1), ("B", "C", 2)])
         net.run(3)
     net.run(20)
     disk = net.storages[follower]

@@ -258,7 +258,7 @@ def test_checkpoints_and_catch_up_replies_nobody_asked_for_are_ignored() -> None
         digest=b"",
         chain=bytes(16),
     )
-    minted = attrs.evolve(minted, digest=state_digest(minted.balances, ()))
+    minted = attrs.evolve(minted, digest=state_digest(minted, core.s.initial_balance))
     forged_entry = LogEntry(slot=status.commit_slot + 1, ballot=Ballot(1, 1), batch=(command(5),))
     install = InstallCheckpoint(
         snapshot=honest.snapshot(status.executed_slot + 10, chain=bytes(16)), nonce=7

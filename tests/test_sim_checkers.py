@@ -20,7 +20,6 @@ from ledgerpaxos.core.messages import (
     Command,
     CommandKind,
     Outcome,
-    Snapshot,
     Transfer,
     TransferResult,
 )
@@ -53,8 +52,21 @@ def executed(slot: int, *commands: Command, outcomes: tuple[Outcome | None, ...]
     return Executed(slot=slot, batch=commands, outcomes=outcomes)
 
 
+def registered(reference: ReferenceLedger) -> ReferenceLedger:
+    """The clients below hold sessions from the start (as if registered before slot 1)."""
+    for client in ANYONE:
+        reference.ledger.execute(Command(client_id=client, request_no=0, kind=CommandKind.register))
+    reference.digests[0] = reference.ledger.digest()
+    return reference
+
+
+def reference_ledger(checks: Checks | None = None) -> ReferenceLedger:
+    return registered(ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, checks, ANYONE))
+
+
 def checker(*disabled: str) -> SafetyChecker:
     safety = SafetyChecker(ACCOUNTS, INITIAL_BALANCE, Checks(disabled), client_accounts=ANYONE)
+    registered(safety.reference)
     for node in ("n1", "n2"):
         safety.process_started(node, 0)
     return safety
@@ -72,29 +84,29 @@ def violated(prop: str, action: object) -> None:
 
 
 def test_the_reference_replays_slots_in_order_once_the_gap_is_filled() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
+    reference = reference_ledger()
     assert reference.learn(2, (transfer("c1", 2),), "n1") == []  # slot 1 not known yet
     assert reference.learn(1, (transfer("c1", 1),), "n2") == [1, 2]
     assert reference.outcomes == {1: (OK,), 2: (attrs.evolve(OK, slot=2),)}
-    assert reference.ledger.balances["A"] == INITIAL_BALANCE - 2
-    assert reference.results[("c1", 2)] == attrs.evolve(OK, slot=2)
+    assert reference.ledger.balance("A") == INITIAL_BALANCE - 2
+    assert reference.results[("c1", 2)] == [attrs.evolve(OK, slot=2)]
     assert reference.slot_of[("c1", 2)] == 2
     assert reference.learn(1, (transfer("c1", 1),), "n1") == []  # the same batch again
 
 
 def test_the_reference_applies_a_duplicate_once() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
+    reference = reference_ledger()
     reference.learn(1, (transfer("c1", 1),), "n1")
     reference.learn(2, (transfer("c1", 1),), "n1")
     assert reference.outcomes[2] == (None,)
-    assert reference.ledger.balances["A"] == INITIAL_BALANCE - 1
+    assert reference.ledger.balance("A") == INITIAL_BALANCE - 1
 
 
 def test_two_batches_for_one_slot_break_agreement() -> None:
-    reference = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE)
+    reference = reference_ledger()
     reference.learn(1, (transfer("c1", 1),), "n1")
     violated("agreement", lambda: reference.learn(1, (transfer("c2", 1),), "n2"))
-    off = ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, Checks({"agreement"}), ANYONE)
+    off = reference_ledger(Checks({"agreement"}))
     off.learn(1, (transfer("c1", 1),), "n1")
     assert off.learn(1, (transfer("c2", 1),), "n2") == []
     assert off.canonical[1] == (transfer("c1", 1),)  # the first one stays the reference
@@ -186,7 +198,8 @@ def _core_like(state: _State) -> Core:
 
 
 def test_the_initial_state_matches_the_replay() -> None:
-    safety = checker()
+    safety = SafetyChecker(ACCOUNTS, INITIAL_BALANCE, Checks(), client_accounts=ANYONE)
+    safety.process_started("n1", 0)
     core = Core(settings("n1"), random.Random(1))
     safety.state("n1", core, 0)
 
@@ -216,11 +229,11 @@ def test_a_state_past_the_replay_is_a_replay_failure() -> None:
 def test_a_checkpoint_with_another_digest_is_caught() -> None:
     safety = checker()
     core = Core(settings("n1"), random.Random(1))
-    good = core.ledger.snapshot(0, chain=bytes(16))
-    safety.snapshot("n1", good)
-    bad = Snapshot(slot=0, balances=good.balances, clients=(), digest=bytes(32), chain=bytes(16))
-    violated("checkpoint", lambda: safety.snapshot("n1", bad))
-    checker("checkpoint").snapshot("n1", bad)
+    registered_core = registered(ReferenceLedger(ACCOUNTS, INITIAL_BALANCE, None, ANYONE))
+    assert core.ledger.digest() != registered_core.ledger.digest()  # sessions are state
+    safety.checkpoint("n1", 0, registered_core.ledger.digest())
+    violated("checkpoint", lambda: safety.checkpoint("n1", 0, bytes(32)))
+    checker("checkpoint").checkpoint("n1", 0, bytes(32))
 
 
 def test_a_reply_the_replay_does_not_give_is_caught() -> None:

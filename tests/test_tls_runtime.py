@@ -117,8 +117,13 @@ async def test_clients_and_operators_work_over_tls(tmp_path: Path, autojump_cloc
     async with tls_cluster(config) as network:
         async with open_client(config, "A", network=network) as client:
             assert (await client.transfer("A", "B", 3)).ok
-        reply = await control(config, "n1", ControlOp.print_db, network=network)
-        assert reply.ok and json.loads(reply.body)["balances"]["A"] == 7
+        for _ in range(50):  # n1 may learn of the commit a heartbeat later
+            reply = await control(config, "n1", ControlOp.print_db, network=network)
+            assert reply.ok
+            if json.loads(reply.body)["balances"]["A"] == 7:
+                break
+            await trio.sleep(0.05)
+        assert json.loads(reply.body)["balances"]["A"] == 7
 
 
 async def test_a_plaintext_connection_is_closed_and_changes_nothing(

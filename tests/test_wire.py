@@ -222,13 +222,13 @@ def test_golden_heartbeat_bytes() -> None:
     )
     assert frame.hex() == (
         "4c504158"  # magic "LPAX"
-        "03"  # version
+        "04"  # version
         "00000007"  # cluster id
         "09"  # message type: heartbeat
         "02"  # sender
         "0000002a"  # body length: 42
         "95702ac7"  # crc32 of the body
-        "579d492a"  # crc32 of the 19 header bytes above
+        "cc9c4630"  # crc32 of the 19 header bytes above
         "0000000000000003"
         "02"  # ballot 3.2
         "000000000000000a"  # commit slot
@@ -525,7 +525,7 @@ def test_unknown_command_kind_refused() -> None:
     body = bytearray(body_of(message))
     kind_at = 1 + 1 + 8
     assert body[kind_at] == m.CommandKind.read
-    for bad in (0, 3, 255):
+    for bad in (0, 5, 255):
         body[kind_at] = bad
         body_refused(
             forge_frame(bytes(body), message_type=MessageType.client_request), "CommandKind"
@@ -563,6 +563,7 @@ def test_string_longer_than_its_maximum_refused() -> None:
         + bytes([1])
         + b"B"
         + (5).to_bytes(8, "big")
+        + bytes(5)  # no accounts, no owner
     )
     body_refused(forge_frame(body, message_type=MessageType.client_request))
     # The same body with a legal name decodes: the forgery above is exact.
@@ -698,7 +699,7 @@ def encode(message: object) -> bytes:
             command=m.Command(client_id="c" * 65, request_no=1, kind=m.CommandKind.read)
         ),
         m.ClientRequest(command=m.Command(client_id="c", request_no=-1, kind=m.CommandKind.read)),
-        m.ClientRequest(command=m.Command(client_id="c", request_no=1, kind=3)),  # type: ignore[arg-type]
+        m.ClientRequest(command=m.Command(client_id="c", request_no=1, kind=5)),  # type: ignore[arg-type]
         m.Accept(
             ballot=BALLOT,
             slot=1,

@@ -146,10 +146,14 @@ class Mutator:
 
         balances = tuple((a, self.rng.randint(0, 100)) for a in sorted(set(self.view.accounts)))
         slot = max(0, self.view.checkpoint_slot + self.rng.randint(-10, 20))
-        digest = state_digest(balances, ()) if self.rng.random() < 0.5 else bytes(32)
-        return m.Snapshot(
-            slot=slot, balances=balances, clients=(), digest=digest, chain=self.digest()
+        snapshot = m.Snapshot(
+            slot=slot, balances=balances, clients=(), digest=bytes(32), chain=self.digest()
         )
+        if self.rng.random() < 0.5:  # a digest that matches, or one that does not
+            snapshot = attrs.evolve(
+                snapshot, digest=state_digest(snapshot, self.rng.randint(0, 100))
+            )
+        return snapshot
 
     # ---------------------------------------------------------------- messages
 

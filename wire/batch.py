@@ -16,9 +16,14 @@ Layout (big-endian), as the construct declaration says:
               u64 request number
               u8  kind (CommandKind)
               u32 transfer count (<= transfers_per_request_max), then the transfers
+              u32 account count (<= accounts_per_request_max), then each
+                  account as u8 length + UTF-8 (reads and openings)
+              u8 length + UTF-8 owner (openings; <= client_id_length_max bytes)
     transfer  u8 length + UTF-8 sender (<= account_name_length_max bytes)
               u8 length + UTF-8 receiver
               i64 amount
+
+A field a kind does not use is empty on the wire and ignored by the ledger.
 
 The strictness of the construct fields is kept: counts and lengths are
 checked before the elements, UTF-8 is strict, an unknown kind is refused, and
@@ -78,6 +83,8 @@ CommandField = AttrsAdapter(
         "request_no" / RequestNo,
         "kind" / StrictEnum(U8, CommandKind),
         "transfers" / BoundedArray(TransferField, constants.transfers_per_request_max),
+        "accounts" / BoundedArray(AccountName, constants.accounts_per_request_max),
+        "owner" / ClientId,
     ),
 )
 
@@ -95,6 +102,8 @@ _KINDS = {int(kind): kind for kind in CommandKind}
 _name_max = constants.account_name_length_max
 _client_id_max = constants.client_id_length_max
 _transfers_max = constants.transfers_per_request_max
+_accounts_max = constants.accounts_per_request_max
+_NO_ACCOUNTS_NO_OWNER = b"\x00\x00\x00\x00\x00"
 _commands_max = constants.batch_commands_max
 
 # One Struct per pair of name lengths: a transfer is one pack() call.
@@ -156,6 +165,20 @@ def _pack_command(command: Any, out: list[bytes]) -> None:
             )
         except struct.error as error:
             raise ValueError(f"amount {transfer.amount!r}: {error}") from None
+    accounts = command.accounts
+    owner = command.owner
+    if not accounts and owner == "":
+        append(_NO_ACCOUNTS_NO_OWNER)
+        return
+    _sequence_length(accounts, "accounts", _accounts_max, "accounts_per_request_max")
+    append(_U32.pack(len(accounts)))
+    for account in accounts:
+        name = _encode_text(account, _name_max, "account")
+        append(bytes((len(name),)))
+        append(name)
+    owner_bytes = _encode_text(owner, _client_id_max, "owner")
+    append(bytes((len(owner_bytes),)))
+    append(owner_bytes)
 
 
 def pack_command(command: Command) -> bytes:
@@ -204,8 +227,17 @@ def slot_setters(value_class: type) -> tuple[Callable[..., Any], ...]:
 _new = object.__new__
 _set_sender, _set_receiver, _set_amount = slot_setters(Transfer)
 assert [f.name for f in attrs.fields(Transfer)] == ["sender", "receiver", "amount"]
-_set_client_id, _set_request_no, _set_kind, _set_transfers = slot_setters(Command)
-assert [f.name for f in attrs.fields(Command)] == ["client_id", "request_no", "kind", "transfers"]
+_set_client_id, _set_request_no, _set_kind, _set_transfers, _set_accounts, _set_owner = (
+    slot_setters(Command)
+)
+assert [f.name for f in attrs.fields(Command)] == [
+    "client_id",
+    "request_no",
+    "kind",
+    "transfers",
+    "accounts",
+    "owner",
+]
 
 
 def _malformed(what: str, error: Exception) -> FrameError:
@@ -261,11 +293,41 @@ def unpack_command(data: bytes, offset: int) -> tuple[Command, int]:
         set_receiver(transfer, receiver)
         set_amount(transfer, amount)
         append(transfer)
+    accounts: tuple[str, ...] = ()
+    owner = ""
+    if data.startswith(_NO_ACCOUNTS_NO_OWNER, offset):
+        offset += 5
+    else:
+        (count,) = _U32.unpack_from(data, offset)
+        if count > _accounts_max:
+            raise FrameError(f"account count {count} failed validation (at most {_accounts_max})")
+        offset += 4
+        names = []
+        for _ in range(count):
+            length = data[offset]
+            if length > _name_max:
+                raise FrameError(f"account length {length} failed validation (at most {_name_max})")
+            start = offset + 1
+            offset = start + length
+            if offset > len(data):
+                raise IndexError("account cut short")
+            names.append(data[start:offset].decode())
+        accounts = tuple(names)
+        length = data[offset]
+        if length > _client_id_max:
+            raise FrameError(f"owner length {length} failed validation (at most {_client_id_max})")
+        start = offset + 1
+        offset = start + length
+        if offset > len(data):
+            raise IndexError("owner cut short")
+        owner = data[start:offset].decode()
     command = new(Command)  # Command(client_id=..., ...), see slot_setters
     _set_client_id(command, client_id)
     _set_request_no(command, request_no)
     _set_kind(command, kind)
     _set_transfers(command, tuple(transfers))
+    _set_accounts(command, accounts)
+    _set_owner(command, owner)
     return command, offset
 
 

@@ -220,6 +220,22 @@ class Pair(Adapter):  # type: ignore[misc]  # construct is untyped
 
 # ---------------------------------------------------------------- small values
 
+
+class Triple(Adapter):  # type: ignore[misc]  # construct is untyped
+    """A 3-tuple stored as a three-field struct, e.g. (account, owner, balance)."""
+
+    def __init__(self, first: Construct, second: Construct, third: Construct) -> None:
+        super().__init__(Struct("first" / first, "second" / second, "third" / third))
+
+    def _decode(self, obj: Any, context: Any, path: str) -> tuple[Any, Any, Any]:
+        return (obj.first, obj.second, obj.third)
+
+    def _encode(self, obj: Any, context: Any, path: str) -> dict[str, Any]:
+        if not isinstance(obj, tuple) or len(obj) != 3:
+            raise ValueError(f"expected a 3-tuple, found {obj!r}")
+        return {"first": obj[0], "second": obj[1], "third": obj[2]}
+
+
 NodeIndex = ExprValidator(U8, lambda node, ctx: node <= constants.replicas_max)
 
 BallotField = AttrsAdapter(Ballot, Struct("round" / U64, "node" / NodeIndex))

@@ -205,9 +205,10 @@ def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
     balances = outcome.balances
     if balances is None:
         append(b"\x00")
-        return
-    append(b"\x01")
-    _pack_balances(balances, out)
+    else:
+        append(b"\x01")
+        _pack_balances(balances, out)
+    append(_pack_flag(outcome.evicted))
 
 
 def _pack_balances(balances: Any, out: list[bytes]) -> None:
@@ -295,7 +296,11 @@ def _unpack_outcome(data: bytes, offset: int) -> tuple[m.Outcome, int]:
     offset += 1
     if present:
         balances, offset = _unpack_balances(data, offset)
-    return m.Outcome(results=tuple(results), balances=balances, slot=slot, index=index), offset
+    evicted = _flag(data[offset])
+    outcome = m.Outcome(
+        results=tuple(results), balances=balances, slot=slot, index=index, evicted=evicted
+    )
+    return outcome, offset + 1
 
 
 def _pack_outcome_alone(outcome: Any) -> bytes:
@@ -487,6 +492,15 @@ def _pack_snapshot(snapshot: Any) -> bytes:
     _check(snapshot, m.Snapshot)
     out = [_U64.pack(snapshot.slot)]
     _pack_balances(snapshot.balances, out)
+    opened = snapshot.opened
+    out.append(_U32.pack(_sequence_length(opened, "opened", _clients_max, "the maximum")))
+    for row in opened:
+        if not isinstance(row, tuple) or len(row) != 3:
+            raise ValueError(f"expected (account, owner, balance), found {row!r}")
+        name, owner, balance = row
+        out.append(_pack_text(name, _name_max, "account"))
+        out.append(_pack_text(owner, _client_id_max, "owner"))
+        out.append(_I64.pack(balance))
     clients = snapshot.clients
     out.append(_U32.pack(_sequence_length(clients, "clients", _clients_max, "the maximum")))
     for entry in clients:
@@ -504,6 +518,17 @@ def _unpack_snapshot(data: bytes, offset: int) -> tuple[m.Snapshot, int]:
     balances, offset = _unpack_balances(data, offset + 8)
     (count,) = _U32.unpack_from(data, offset)
     if count > _clients_max:
+        raise FrameError(f"opened count {count} failed validation")
+    offset += 4
+    opened = []
+    for _ in range(count):
+        name, offset = _unpack_text(data, offset, _name_max, "account")
+        owner, offset = _unpack_text(data, offset, _client_id_max, "owner")
+        (balance,) = _I64.unpack_from(data, offset)
+        offset += 8
+        opened.append((name, owner, balance))
+    (count,) = _U32.unpack_from(data, offset)
+    if count > _clients_max:
         raise FrameError(f"client count {count} failed validation")
     offset += 4
     clients = []
@@ -515,7 +540,12 @@ def _unpack_snapshot(data: bytes, offset: int) -> tuple[m.Snapshot, int]:
     digest, offset = _unpack_digest(data, offset, "digest")
     chain, end = _unpack_digest(data, offset, "chain")
     snapshot = m.Snapshot(
-        slot=slot, balances=balances, clients=tuple(clients), digest=digest, chain=chain
+        slot=slot,
+        balances=balances,
+        opened=tuple(opened),
+        clients=tuple(clients),
+        digest=digest,
+        chain=chain,
     )
     return snapshot, end
 

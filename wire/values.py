@@ -15,7 +15,9 @@ from ledgerpaxos.core.messages import (
 
 from .batch import Batch_
 from .fields import (
+    I64,
     U32,
+    AccountName,
     AttrsAdapter,
     Balances,
     BallotField,
@@ -27,6 +29,7 @@ from .fields import (
     Reason,
     RequestNo,
     Slot,
+    Triple,
 )
 from .packed import Outcome_
 
@@ -56,6 +59,7 @@ OutcomeField = AttrsAdapter(
         "slot" / Slot,
         "index" / U32,
         "balances" / Maybe(Balances),
+        "evicted" / Flag,
     ),
 )
 
@@ -68,11 +72,14 @@ ClientEntryField = AttrsAdapter(
     ),
 )
 
+OpenedAccountField = Triple(AccountName, ClientId, I64)  # (name, owner, balance)
+
 SnapshotField = AttrsAdapter(
     Snapshot,
     Struct(
         "slot" / Slot,
         "balances" / Balances,
+        "opened" / BoundedArray(OpenedAccountField),
         "clients" / BoundedArray(ClientEntryField),
         "digest" / Digest,
         "chain" / Digest,

@@ -121,7 +121,7 @@ def on_install_checkpoint(core: Core, m: InstallCheckpoint, sender: str) -> None
         return  # ignore: not asked: a checkpoint replaces our whole state
     if snapshot.slot <= core.executed_slot:
         return  # ignore: we are past it
-    if state_digest(snapshot.balances, snapshot.clients) != snapshot.digest:
+    if state_digest(snapshot, core.s.initial_balance) != snapshot.digest:
         core.ready.alarms.append(
             f"checkpoint from {sender} at slot {snapshot.slot} fails its digest"
         )

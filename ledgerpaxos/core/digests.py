@@ -48,7 +48,9 @@ def batch_digest(batch: Batch) -> bytes:
 def _text_form(batch: Batch) -> bytes:
     parts: list[str] = []
     for c in batch:
-        parts.append(f"{c.client_id!r}\x1f{c.request_no!r}\x1f{c.kind!r}\x1e")
+        parts.append(
+            f"{c.client_id!r}\x1f{c.request_no!r}\x1f{c.kind!r}\x1f{c.accounts!r}\x1f{c.owner!r}\x1e"
+        )
         parts.extend(f"{t.sender!r}\x1f{t.receiver!r}\x1f{t.amount!r}\x1e" for t in c.transfers)
     return "".join(parts).encode("utf-8", "surrogatepass")
 

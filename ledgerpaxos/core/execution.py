@@ -19,6 +19,7 @@ from ledgerpaxos import constants
 from ledgerpaxos.core import clients, digests, leading
 from ledgerpaxos.core.messages import (
     AcceptRecord,
+    Checkpoint,
     CommitRecord,
     Outcome,
     PromiseRecord,
@@ -57,21 +58,24 @@ def execute_decided(core: Core) -> None:
 
 
 def checkpoint(core: Core, slot: int) -> None:
-    """Every checkpoint gets a digest (compared across replicas) and an
-    in-memory snapshot (for installs). A snapshot file costs an encoding and
-    two fsyncs, so only some are written: once `snapshot_interval` slots or
-    `snapshot_transfers_min` transfers have been executed since the last one.
-    The WAL holds everything in between, and the log is purged only up to a
-    written snapshot."""
-    snapshot = core.ledger.snapshot(slot, chain=core.chain)
+    """Every checkpoint gets a digest (compared across replicas), which costs
+    what changed since the last one (core/ledger.py). A snapshot (the state
+    for a file, and for installs) costs what differs from the initial state,
+    an encoding and two fsyncs, so only some checkpoints are snapshots: once
+    `snapshot_interval` slots or `snapshot_transfers_min` transfers have been
+    executed since the last one. The WAL holds everything in between, and the
+    log is purged only up to a written snapshot, the one installs are served."""
+    digest = core.ledger.digest()
+    core.ledger.check_conservation()
     core.checkpoint_slot = slot
-    core.last_snapshot = snapshot
-    remember_digest(core, slot, snapshot.digest)
-    core.ready.checkpoints.append(snapshot)
+    remember_digest(core, slot, digest)
+    core.ready.checkpoints.append(Checkpoint(slot=slot, digest=digest))
     if (
         slot - core.snapshot_slot >= core.s.snapshot_interval
         or core.transfers_since_snapshot >= core.s.snapshot_transfers_min
     ):
+        snapshot = core.ledger.snapshot(slot, chain=core.chain)
+        core.last_snapshot = snapshot
         core.ready.snapshots.append(snapshot)
         core.snapshot_slot = slot
         core.transfers_since_snapshot = 0

@@ -69,7 +69,9 @@ class Transfer:
 
 class CommandKind(enum.IntEnum):
     transfer = 1  # apply `transfers` in order
-    read = 2  # linearizable read of every balance
+    read = 2  # linearizable read of `accounts` (none named: the client's own)
+    open = 3  # open `accounts`, owned by `owner` (empty: the client itself), at 0
+    register = 4  # register the client's session (core/ledger.py, "Sessions")
 
 
 @attrs.frozen(kw_only=True)
@@ -83,7 +85,9 @@ class Command:
     client_id: str
     request_no: int
     kind: CommandKind
-    transfers: tuple[Transfer, ...] = ()
+    transfers: tuple[Transfer, ...] = ()  # transfer
+    accounts: tuple[str, ...] = ()  # read, open
+    owner: str = ""  # open
 
     @property
     def key(self) -> CommandKey:
@@ -110,12 +114,15 @@ class Outcome:
 
     (slot, index) is where the command was executed: its log slot and its
     place in that slot's batch, the command's place in the one order every
-    replica applies (a re-sent request is answered with the first one's)."""
+    replica applies (a re-sent request is answered with the first one's).
+    `evicted`: the command was refused, not applied, as its client has no
+    session (never registered, or evicted since): its outcome is unknown."""
 
-    results: tuple[TransferResult, ...] = ()  # one per transfer, in order
+    results: tuple[TransferResult, ...] = ()  # one per transfer or account opened, in order
     balances: tuple[tuple[str, int], ...] | None = None  # for reads
     slot: int = 0
     index: int = 0
+    evicted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -154,13 +161,24 @@ class ClientEntry:
 
 @attrs.frozen(kw_only=True)
 class Snapshot:
-    """The ledger state after executing every slot up to and including `slot`."""
+    """The ledger state after executing every slot up to and including `slot`,
+    as what differs from the config's initial state (core/ledger.py)."""
 
     slot: int
-    balances: tuple[tuple[str, int], ...]
-    clients: tuple[ClientEntry, ...]
-    digest: bytes  # sha256 of the canonical encoding of balances and clients
+    balances: tuple[tuple[str, int], ...]  # initial accounts whose balance changed
+    # Accounts opened through the log, in that order: (name, owner, balance).
+    clients: tuple[ClientEntry, ...]  # the sessions, committed longest ago first
+    digest: bytes  # core/ledger.state_digest of the above
     chain: bytes  # the chain digest of the decided log up to `slot` (core/digests.py)
+    opened: tuple[tuple[str, str, int], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """A checkpoint taken: the state digest after `slot` (compared across replicas)."""
+
+    slot: int
+    digest: bytes
 
 
 # ---------------------------------------------------------------- client messages

@@ -6,6 +6,7 @@ import attrs
 
 from ledgerpaxos.core.messages import (
     Batch,
+    Checkpoint,
     ClientReply,
     ClientRequest,
     Outcome,
@@ -62,7 +63,7 @@ class Ready:
     send: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
     replies: list[ClientReply] = attrs.field(factory=list)
     executed: list[Executed] = attrs.field(factory=list)
-    checkpoints: list[Snapshot] = attrs.field(factory=list)
+    checkpoints: list[Checkpoint] = attrs.field(factory=list)
     events: list[str] = attrs.field(factory=list)
     alarms: list[str] = attrs.field(factory=list)
     # A rejoin after a lost disk is done (core/rejoin.py): once `persist` is

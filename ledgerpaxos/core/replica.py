@@ -186,6 +186,8 @@ class Core:
             settings.initial_balance,
             dict(settings.client_accounts),
             settings.auditors,
+            operators=settings.operators,
+            sessions_max=settings.client_sessions_max,
         )
         # Requests this replica's own clients wait on (clients.admit).
         self.asked_here: OrderedDict[CommandKey, None] = OrderedDict()
@@ -451,4 +453,5 @@ class Core:
         return "-"
 
     def balances(self) -> dict[str, int]:
-        return dict(self.ledger.balances)
+        """Every balance: O(accounts), for tests, the simulator and small ledgers."""
+        return self.ledger.all_balances()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -20,7 +21,7 @@ def ticks_for(ms: int) -> int:
 class CoreSettings:
     node_id: str
     node_ids: tuple[str, ...]  # configuration order; a node's index is its position + 1
-    accounts: tuple[str, ...]
+    accounts: Sequence[str]  # the initial accounts (an AccountNames from a config)
     initial_balance: int
     checkpoint_interval: int
     heartbeat_ticks: int
@@ -38,6 +39,8 @@ class CoreSettings:
     # Who may debit which account (Ledger's client_accounts), as the config says.
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     auditors: tuple[str, ...] = ()  # clients whose reads show every balance
+    operators: tuple[str, ...] = ()  # clients that may open accounts for others
+    client_sessions_max: int = constants.client_sessions_max_default
 
     def __attrs_post_init__(self) -> None:
         assert self.node_id in self.node_ids
@@ -71,7 +74,7 @@ class CoreSettings:
         return CoreSettings(
             node_id=node_id,
             node_ids=tuple(config.node_ids),
-            accounts=tuple(config.accounts),
+            accounts=config.accounts,
             initial_balance=config.initial_balance,
             checkpoint_interval=config.checkpoint_interval,
             heartbeat_ticks=ticks_for(t.heartbeat_ms),
@@ -82,4 +85,6 @@ class CoreSettings:
             snapshot_interval=config.snapshot_interval,
             client_accounts=config.client_accounts,
             auditors=config.auditors,
+            operators=config.operators,
+            client_sessions_max=config.client_sessions_max,
         )

@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
+from ledgerpaxos.core.accounts import account_name_problem
 from ledgerpaxos.core.digests import digest_bytes
+from ledgerpaxos.core.ledger import digest_bytes as state_digest_bytes
 from ledgerpaxos.core.messages import (
     Accept,
     Ballot,
@@ -152,17 +154,41 @@ def _entries_refusal(
 
 def snapshot_refusal(core: Core, snapshot: Snapshot) -> str | None:
     """A checkpoint must hold this cluster's accounts and its money, no more, no less."""
-    accounts = [account for account, _ in snapshot.balances]
-    if accounts != list(core.s.accounts):
-        return "its accounts are not the cluster's"
+    ledger = core.ledger
     if len(snapshot.chain) != digest_bytes:
         return f"its chain digest has {len(snapshot.chain)} bytes, not {digest_bytes}"
-    if any(balance < 0 for _, balance in snapshot.balances):
-        return "a balance below zero"
-    total = sum(balance for _, balance in snapshot.balances)
-    if total != core.ledger.total:
-        return f"its balances sum to {total}, not {core.ledger.total}"
+    if len(snapshot.digest) != state_digest_bytes:
+        return f"its state digest has {len(snapshot.digest)} bytes, not {state_digest_bytes}"
+    seen: set[str] = set()
+    moved = 0
+    for account, balance in snapshot.balances:
+        if account not in ledger.initial:
+            return f"it holds a balance of {account!r}, not an initial account of the cluster"
+        if account in seen:
+            return f"it holds two balances of {account!r}"
+        if balance < 0:
+            return f"the balance of {account!r} is below zero"
+        seen.add(account)
+        moved += balance - ledger.initial_balance
+    for account, owner, balance in snapshot.opened:
+        problem = account_name_problem(account)
+        if problem is not None:
+            return f"it opened {account!r}: {problem}"
+        if account in ledger.initial or account in seen:
+            return f"it opened {account!r} twice or over an initial account"
+        if not owner:
+            return f"account {account!r} has no owner"
+        if balance < 0:
+            return f"the balance of {account!r} is below zero"
+        seen.add(account)
+        moved += balance
+    if moved != 0:
+        return f"its balances sum to {ledger.total + moved}, not {ledger.total}"
     clients = [c.client_id for c in snapshot.clients]
-    if clients != sorted(set(clients)):
-        return "its client table is not one sorted entry per client"
+    if len(clients) != len(set(clients)):
+        return "its sessions hold a client twice"
+    if len(clients) > ledger.sessions_max:
+        return (
+            f"it holds {len(clients)} sessions, more than client_sessions_max {ledger.sessions_max}"
+        )
     return None

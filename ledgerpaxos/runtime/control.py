@@ -6,7 +6,8 @@ is a JSON object; the keys per operation:
     ping          {"node", "alive", "role", "leader", "paused"}
     print_log     {"node", "entries": [{"slot", "ballot", "status", "batch": [str, ...]}],
                    "older_left_out": n}   the newest entries within control_log_*_max
-    print_db      {"node", "alive", "balances": {account: balance}}
+    print_db      {"node", "alive", "balances": {account: balance}, "start", "next",
+                   "accounts", "total"}   argument: the position to start from (0: the first)
     print_status  {"node", "status": {"<slot>": "E|C|A|X|-"}}   argument: a slot, 0 = all known
     print_view    {"node", "alive", "role", "leader", "ballot", "promised", "views": [{"ballot", "leader"}],
                    "commit_slot", "executed_slot", "checkpoint_slot", "rejoin", "paused", "wal_fsyncs", "snapshots_written",
@@ -17,7 +18,8 @@ is a JSON object; the keys per operation:
 
 A ballot is written "round.node" ("3.2"); `ballot` in print_view is the ballot
 of the view the replica is in (its own ballot when it leads). A command in a
-batch reads "<client>#<request no> (A, B, 3) (B, C, 1)" or "<client>#<request no> read".
+batch reads "<client>#<request no> (A, B, 3) (B, C, 1)", "<client>#<request no> read [ACCOUNT...]",
+"<client>#<request no> open ACCOUNT... [for OWNER]" or "<client>#<request no> register".
 Status letters: E executed, C committed, A accepted, X purged (folded into a
 checkpoint), - nothing known. `wal_fsyncs` counts the WAL's fsyncs since the
 process started (files and directory; one per group commit), `snapshots_written`
@@ -95,7 +97,8 @@ def answer(replica: Controllable, request: ControlRequest) -> ControlReply:
         entries, left_out = newest_entries(core.log_view())
         body = {"node": node, "entries": entries, "older_left_out": left_out}
     elif op == ControlOp.print_db:
-        body = {"node": node, "alive": replica.alive, "balances": core.balances()}
+        body = db_page(core, request.argument)
+        body.update(node=node, alive=replica.alive)
     elif op == ControlOp.print_status:
         body = {"node": node, "status": slot_statuses(core, status, request.argument)}
     elif op == ControlOp.print_view:
@@ -160,10 +163,35 @@ def newest_entries(log: Sequence[SlotView]) -> tuple[list[dict[str, Any]], int]:
     return shown, len(log) - len(shown)
 
 
+def db_page(core: Core, start: int) -> dict[str, Any]:
+    """A page of balances in account order (the initial accounts, then those
+    opened): at most control_db_accounts_max from position `start`; `next` is
+    where the next page starts (None after the last), `accounts` how many
+    there are, `total` the money they hold."""
+    ledger = core.ledger
+    count = ledger.account_count
+    start = min(max(0, start), count)
+    page = ledger.page(start, constants.control_db_accounts_max)
+    after = start + len(page)
+    return {
+        "balances": dict(page),
+        "start": start,
+        "next": after if after < count else None,
+        "accounts": count,
+        "total": ledger.total,
+    }
+
+
 def describe_command(command: Command) -> str:
     head = f"{command.client_id}#{command.request_no}"
     if command.kind == CommandKind.read:
-        return f"{head} read"
+        named = "".join(f" {a}" for a in command.accounts)
+        return f"{head} read{named}"
+    if command.kind == CommandKind.register:
+        return f"{head} register"
+    if command.kind == CommandKind.open:
+        owner = f" for {command.owner}" if command.owner else ""
+        return f"{head} open {' '.join(command.accounts)}{owner}"
     return " ".join([head, *(f"({t.sender}, {t.receiver}, {t.amount})" for t in command.transfers)])
 
 

@@ -8,6 +8,12 @@ behaves like a client that restarted without knowing whether its last request
 went through: it sends that request once more, and must get the same answer
 (from the replicas' client table).
 
+A client registers its session before its first transfer or opening, and
+again after a reply says its session was evicted (the ledger keeps only
+`sessions_max`). Some requests open an account named after the client (or
+one that exists, which the ledger refuses); accounts opened are senders of
+their owner's transfers and receivers of everyone's.
+
 Once the heal begins (or after `requests_max` requests) a client finishes its
 outstanding request and stops.
 """
@@ -65,6 +71,9 @@ class SimClient:
         self.resends = 0
         self.answered = 0
         self.last_answered = 0  # highest request number answered
+        self.last_stored = 0  # and of those the client table keeps (not reads, not evicted)
+        self.registered = False
+        self.owned: list[str] = []  # accounts this client opened
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,9 +95,28 @@ class SimClient:
 
     def _make_command(self) -> Command:
         rng, plan = self.rng, self.plan
-        if rng.random() < plan.read_probability:
+        if not self.registered:
             return Command(
-                client_id=self.client_id, request_no=self.request_no, kind=CommandKind.read
+                client_id=self.client_id, request_no=self.request_no, kind=CommandKind.register
+            )
+        if rng.random() < plan.read_probability:
+            named = rng.sample(self.accounts, rng.randint(0, 2))  # none: the client's own
+            return Command(
+                client_id=self.client_id,
+                request_no=self.request_no,
+                kind=CommandKind.read,
+                accounts=tuple(named),
+            )
+        if rng.random() < plan.open_probability:
+            taken = self.sim.opened + list(self.accounts)
+            name = (
+                rng.choice(taken) if rng.random() < 0.2 else f"{self.client_id}-{self.request_no}"
+            )
+            return Command(
+                client_id=self.client_id,
+                request_no=self.request_no,
+                kind=CommandKind.open,
+                accounts=(name,),
             )
         transfers = tuple(self._make_transfer() for _ in range(rng.randint(1, plan.transfers_max)))
         return Command(
@@ -101,6 +129,10 @@ class SimClient:
     def _make_transfer(self) -> Transfer:
         rng, plan = self.rng, self.plan
         sender, receiver = rng.sample(self.accounts, 2)
+        if self.owned and rng.random() < 0.3:
+            sender = rng.choice(self.owned)
+        if self.sim.opened and rng.random() < 0.3:
+            receiver = rng.choice(self.sim.opened)
         amount = rng.randint(1, plan.amount_max)
         if rng.random() < plan.invalid_probability:
             flaw = rng.randrange(4)
@@ -171,7 +203,22 @@ class SimClient:
                 sim.marks.hit(coverage.RESEND_ACROSS_CRASH)
             if installs > self._epoch[2]:
                 sim.marks.hit(coverage.RESEND_ACROSS_INSTALL)
-        if any(not r.ok for r in reply.outcome.results):
+        outcome = reply.outcome
+        if command.kind != CommandKind.read and not outcome.evicted:
+            self.last_stored = max(self.last_stored, command.request_no)
+        if command.kind == CommandKind.register:
+            self.registered = True
+        elif outcome.evicted:
+            self.registered = False  # the outcome is unknown; register anew
+            sim.marks.hit(coverage.SESSION_EVICTED)
+        elif command.kind == CommandKind.open:
+            # (not strict: a wrong reply is the reply check's to report)
+            for name, result in zip(command.accounts, outcome.results):  # noqa: B905
+                if result.ok and name not in self.owned:  # a re-sent opening is answered again
+                    sim.marks.hit(coverage.ACCOUNT_OPENED)
+                    self.owned.append(name)
+                    sim.opened.append(name)
+        elif any(not r.ok for r in outcome.results):
             sim.marks.hit(coverage.REJECTED_TRANSFER)
         if not sim.healing and self.rng.random() < self.plan.reconnect_probability:
             # Restarted without knowing the answer: ask again, same number.

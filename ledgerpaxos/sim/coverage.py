@@ -20,6 +20,8 @@ BIT_FLIPPED = "bit flipped in a WAL segment or a snapshot"
 DISK_ROLLED_BACK = "restart on an older copy of the disk"
 DISK_FULL_PAUSED = "paused by a full disk"
 DISK_FULL_RESUMED = "resumed after a full disk"
+ACCOUNT_OPENED = "account opened through the log"
+SESSION_EVICTED = "request refused: its session was evicted"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -31,6 +33,8 @@ REQUIRED: tuple[str, ...] = (
     DISK_LOST,
     REJOINED,
     DISK_FULL_RESUMED,
+    ACCOUNT_OPENED,
+    SESSION_EVICTED,
 )
 
 # Reported, not required.

@@ -107,8 +107,13 @@ class Simulation:
             for i in range(1, self.plan.workload.clients + 1)
         )
         self.safety = SafetyChecker(
-            ACCOUNTS, INITIAL_BALANCE, self.checks, client_accounts=dict(self.client_accounts)
+            ACCOUNTS,
+            INITIAL_BALANCE,
+            self.checks,
+            client_accounts=dict(self.client_accounts),
+            sessions_max=self.plan.workload.sessions_max,
         )
+        self.opened: list[str] = []  # accounts the clients opened, as their replies said
         stream = f"ledgerpaxos-sim/{seed}"
         self.disk_rng = random.Random(f"{stream}/disk")
         self.latency_rng = random.Random(f"{stream}/latency")
@@ -158,6 +163,7 @@ class Simulation:
             election_timeout_ticks_min=ticks_for(self.plan.timers.election_timeout_ms_min),
             election_timeout_ticks_max=ticks_for(self.plan.timers.election_timeout_ms_max),
             client_accounts=self.client_accounts,
+            client_sessions_max=self.plan.workload.sessions_max,
         )
 
     # ================================================================ running
@@ -192,7 +198,12 @@ class Simulation:
             check_committed_kept(
                 self.checks,
                 {n: (c.executed_slot, c.client_request_nos()) for n, c in cores.items()},
-                {c.client_id: c.last_answered for c in self.clients.values()},
+                # Reads are not kept in the client table, nor evicted sessions.
+                {
+                    c.client_id: c.last_stored
+                    for c in self.clients.values()
+                    if c.client_id in self.safety.reference.ledger.clients
+                },
                 self.safety.max_executed,
                 converged=converged,
             )
@@ -325,8 +336,10 @@ class Simulation:
             safety.executed(node, executed)
             if any(o is None for o in executed.outcomes):
                 self.marks.hit(coverage.DUPLICATE_IN_LOG)
-        for snapshot in (*ready.checkpoints, *ready.snapshots):  # taken or installed
-            safety.snapshot(node, snapshot)
+        for taken in ready.checkpoints:
+            safety.checkpoint(node, taken.slot, taken.digest)
+        for snapshot in ready.snapshots:  # taken or installed
+            safety.checkpoint(node, snapshot.slot, snapshot.digest)
         safety.state(node, core, status.executed_slot)
 
     def leader_elected(self, node: str, ballot: Ballot) -> None:

@@ -63,6 +63,9 @@ class WorkloadPlan:
     amount_max: int
     reconnect_probability: float  # after a reply, re-send the same request (client restart)
     requests_max: int  # per client: a bound on the run's length when the network is fast
+    open_probability: float = 0.0  # a request opens an account (sometimes one that exists)
+    # Sessions the ledger keeps: fewer than the clients make registrations evict.
+    sessions_max: int = constants.client_sessions_max_default
 
 
 @attrs.frozen(kw_only=True)
@@ -111,7 +114,8 @@ class SimPlan:
             f"loss {n.loss:.0%}, dup {n.duplication:.0%}, delay {n.delay_us_min / 1000:.1f}-{n.delay_us_max / 1000:.1f}ms, "
             f"faults every ~{f.mean_interval_us / 1e6:.2f}s ({kinds}), "
             f"fault phase {self.fault_phase_us / 1e6:.1f}s, {w.clients} clients, "
-            f"client timeout {w.client_timeout_us / 1000:.0f}ms"
+            f"client timeout {w.client_timeout_us / 1000:.0f}ms, "
+            f"{w.sessions_max} sessions, openings {w.open_probability:.0%}"
         )
 
 
@@ -181,6 +185,14 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
         wal_flip_probability=storage_rng.choice((0.0, 0.1, 0.3)),
         rollback_probability=storage_rng.choice((0.0, 0.1, 0.2)),
         disk_full_probability=storage_rng.choice((0.0, 0.15, 0.3)),
+    )
+    # Openings and sessions too: the draws above stay as they were.
+    ledger_rng = random.Random(f"ledgerpaxos-sim/{seed}/plan/ledger")
+    clients = workload.clients
+    workload = attrs.evolve(
+        workload,
+        open_probability=ledger_rng.choice((0.0, 0.05, 0.15)),
+        sessions_max=ledger_rng.choice((clients, clients, clients - 1, max(1, clients - 2))),
     )
     return SimPlan(
         seed=seed,

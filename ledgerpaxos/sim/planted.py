@@ -121,9 +121,12 @@ class RejectedStillAppliedLedger(Ledger):
     def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         result = super()._transfer(transfer, client_id)
         if result.reason == REASON_INSUFFICIENT:
-            self.balances[transfer.sender] -= transfer.amount
-            self.balances[transfer.receiver] += transfer.amount
-            self._digest_rows.changed.update((transfer.sender, transfer.receiver))
+            for account in (transfer.sender, transfer.receiver):
+                self._changed.setdefault(account, self.balance(account))
+            self.balances[transfer.sender] = (self.balance(transfer.sender) or 0) - transfer.amount
+            self.balances[transfer.receiver] = (
+                self.balance(transfer.receiver) or 0
+            ) + transfer.amount
         return result
 
 
@@ -150,9 +153,8 @@ class CheckpointWithoutClientsLedger(Ledger):
     (with a digest to match, so an install verifies)."""
 
     def snapshot(self, slot: int, *, chain: bytes) -> Snapshot:
-        balances = tuple(self.balances.items())
-        digest = state_digest(balances, ())
-        return Snapshot(slot=slot, balances=balances, clients=(), digest=digest, chain=chain)
+        taken = attrs.evolve(super().snapshot(slot, chain=chain), clients=())
+        return attrs.evolve(taken, digest=state_digest(taken, self.initial_balance))
 
 
 class NaiveRejoinCore(Core):

@@ -49,7 +49,7 @@ from typing import Any
 from ledgerpaxos.client import ClientTimeout
 from ledgerpaxos.config import ConfigError, load_config
 from tools.bench import versus_pysyncobj as bench_pysyncobj
-from tools.bench.cluster import LaunchedCluster, account_names
+from tools.bench.cluster import LaunchedCluster
 from tools.bench.report import (
     render_comparison,
     render_table,
@@ -183,7 +183,7 @@ def _run_launched(
             clients=clients,
             transfers_per_request=transfers,
             duration=args.duration,
-            accounts=tuple(account_names(accounts)),
+            accounts=cluster.config.accounts,
             replica_pids=cluster.pids,
             check_alive=check_alive,
             label=f"{clients}x{transfers}",
@@ -203,7 +203,7 @@ def _run_existing(args: argparse.Namespace) -> dict[str, Any]:
         clients=args.clients,
         transfers_per_request=args.transfers_per_request,
         duration=args.duration,
-        accounts=tuple(accounts),
+        accounts=accounts,
         replica_pids={},
     )
 

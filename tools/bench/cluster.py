@@ -66,7 +66,8 @@ class LaunchedCluster:
                 self.ports.ports,
                 self.directory / "data",
                 **{
-                    "accounts": account_names(accounts),
+                    # numbered (core/accounts.py): a0000, a0001, ... as account_names() says
+                    "accounts": {"prefix": "a", "count": accounts, "digits": 4},
                     "initial_balance": initial_balance_for(accounts),
                     "fsync": True,
                     "tls": {"enabled": tls_on, "dir": str(self.directory / "tls")},

@@ -29,6 +29,7 @@ requests whose outcome never came (`unknown`: applied or not, nobody knows).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing.connection
 import random
 import selectors
@@ -49,6 +50,7 @@ from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, Comma
 
 drain_s = 5.0  # after the window, how long in-flight requests may still take
 pool_size_min = 256  # transfers in each client's random pool
+register_timeout_s = 30.0  # for a client's session registration before the window
 connect_timeout_s = 5.0
 
 
@@ -58,7 +60,7 @@ class LoadSpec:
     leader: str
     client_ids: tuple[str, ...]
     transfers_per_request: int
-    accounts: tuple[str, ...]
+    accounts: Sequence[str]  # an AccountNames: ten million of them stay two numbers
     seed: int
 
 
@@ -75,19 +77,27 @@ class LoadResult:
 
 
 def transfer_pool(
-    sender: str, accounts: tuple[str, ...], size: int, rng: random.Random
+    sender: str, accounts: Sequence[str], size: int, rng: random.Random
 ) -> tuple[Transfer, ...]:
     """Random transfers from `sender` (the account the client may debit) to
     the others; the pool is doubled so that any slice of up to `size`
-    transfers can start anywhere in the first half."""
-    receivers = [a for a in accounts if a != sender]
-    if not receivers:
+    transfers can start anywhere in the first half. Receivers are drawn by
+    position: no list of all accounts is made (there may be millions)."""
+    if not any(a != sender for a in itertools.islice(accounts, 2)):
         raise ValueError("the benchmark needs at least 2 accounts")
-    pool = [
-        Transfer(sender=sender, receiver=rng.choice(receivers), amount=rng.randint(1, 100))
-        for _ in range(size)
-    ]
+    count = len(accounts)
+    pool = []
+    for _ in range(size):
+        receiver = sender
+        while receiver == sender:
+            receiver = accounts[rng.randrange(count)]
+        pool.append(Transfer(sender=sender, receiver=receiver, amount=rng.randint(1, 100)))
     return tuple(pool + pool)
+
+
+def touched_accounts(pools: Sequence[tuple[Transfer, ...]]) -> frozenset[str]:
+    """Every account the transfers of `pools` may change."""
+    return frozenset(a for pool in pools for t in pool for a in (t.sender, t.receiver))
 
 
 class _LoadClient:
@@ -118,6 +128,41 @@ class _LoadClient:
         self.resend_at = 0.0
         self.unsent = b""  # bytes of frames the socket did not take yet
         self.wants_write = False
+
+    def register(self, retry_s: float) -> None:
+        """Register this client's session (core/ledger.py) before the window:
+        send, and wait for the reply, re-sending every `retry_s`."""
+        self.request_no += 1
+        command = Command(
+            client_id=self.client_id, request_no=self.request_no, kind=CommandKind.register
+        )
+        frame = wire.encode_frame(
+            ClientRequest(command=command), cluster_id=self.cluster_id, sender=0
+        )
+        deadline = time.monotonic() + register_timeout_s
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        try:
+            while time.monotonic() < deadline:
+                self.sock.setblocking(True)
+                self.sock.sendall(frame)
+                self.sock.setblocking(False)
+                resend_at = time.monotonic() + retry_s
+                while time.monotonic() < min(resend_at, deadline):
+                    if not selector.select(timeout=0.05):
+                        continue
+                    try:
+                        data = _receive(self.sock)
+                    except (BlockingIOError, ssl.SSLWantReadError):
+                        continue
+                    if not data:
+                        raise ConnectionError("the leader closed the connection")
+                    for _, reply in self.decoder.feed(data):
+                        if isinstance(reply, ClientReply) and reply.request_no == self.request_no:
+                            return
+        finally:
+            selector.close()
+        raise TimeoutError(f"no reply within {register_timeout_s:.0f} s")
 
     def new_request(
         self, start: int, transfers: tuple[Transfer, ...], now: float, retry_s: float
@@ -184,12 +229,13 @@ def _receive(sock: socket.socket) -> bytes:
 
 def run_load(
     spec: LoadSpec,
-    get_window: Callable[[], tuple[float, float]],
+    get_window: Callable[[frozenset[str]], tuple[float, float]],
     progress: Any = None,
     slot: int = 0,
 ) -> LoadResult:
-    """Connect the clients of `spec`, then `get_window()` -> (start_at, end_at)
-    and drive them through that window; `progress[slot]` counts transfers."""
+    """Connect the clients of `spec` and register their sessions, then
+    `get_window(accounts the load may touch)` -> (start_at, end_at) and drive
+    them through that window; `progress[slot]` counts transfers."""
     config = load_config(spec.config_path)
     rng = random.Random(spec.seed)
     size = max(pool_size_min, 4 * spec.transfers_per_request)
@@ -215,6 +261,12 @@ def run_load(
                 continue
             pool = transfer_pool(client_id, spec.accounts, size, rng)
             client = _LoadClient(client_id, sock, config, spec.seed * 100_003 + i, pool)
+            try:
+                client.register(retry_s)
+            except (OSError, wire.FrameError, TimeoutError) as error:
+                errors.append(f"{client_id}: cannot register its session: {error}")
+                sock.close()
+                continue
             clients.append(client)
             selector.register(sock, selectors.EVENT_READ, client)
 
@@ -231,7 +283,7 @@ def run_load(
             client.sock.close()
             live.discard(client)
 
-        start_at, end_at = get_window()
+        start_at, end_at = get_window(touched_accounts([c.pool for c in clients]))
         time.sleep(max(0.0, start_at - time.monotonic()))
         live = set(clients)
         now = time.monotonic()
@@ -372,8 +424,8 @@ def run_load_process(
     """The body of one load process (multiprocessing, spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
 
-    def get_window() -> tuple[float, float]:
-        pipe.send("ready")
+    def get_window(touched: frozenset[str]) -> tuple[float, float]:
+        pipe.send(("ready", touched))
         window: tuple[float, float] = pipe.recv()
         return window
 

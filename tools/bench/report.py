@@ -184,14 +184,17 @@ def _check_lines(run: dict[str, Any]) -> list[str]:
     )
     unanswered = run.get("unanswered_transfers", 0)
     if run_ok(run):
+        checked = run.get("accounts_checked")
+        of = f" of the {checked:,} accounts the load touched" if checked is not None else ""
         return [
-            name + f"all {run['replicas']} replicas hold the same balances, the sum "
-            f"{run['total_before']:,} unchanged, each balance what the acknowledged transfers "
-            "give" + (f" (within {unanswered:,} unanswered)" if unanswered else "") + refused
+            name + f"all {run['replicas']} replicas hold the same state (digests), the sum"
+            f"{of} {run['total_before']:,} unchanged, each balance what the acknowledged "
+            "transfers give"
+            + (f" (within {unanswered:,} unanswered)" if unanswered else "")
+            + refused
         ]
-    totals = sorted(set(run["total_after"].values()))
     lines = [
-        name + f"FAILED: balances agree={run['balances_agree']}, sums {totals} "
+        name + f"FAILED: replicas agree={run['balances_agree']}, sum {run['total_after']:,} "
         f"(before {run['total_before']:,})" + refused
     ]
     lines.extend(f"  {line}" for line in run.get("acknowledged_mismatches", []))
