@@ -98,6 +98,13 @@ slots_ahead_max = 4_096
 # so these also bound the log a replica keeps in memory.
 snapshot_interval_default = 1000  # slots; the config key snapshot_interval
 snapshot_transfers_min = 20_000
+# And a snapshot of R rows (balances that moved, accounts opened, sessions),
+# once R is above the first, waits for R times the second slots plus transfers
+# since the last (execution.py): encoding, checking and writing a row costs
+# about as much as executing a few transfers, so snapshots of a large state
+# stay a small share of the work (a small one costs little anyway).
+snapshot_rows_cheap_max = 10_000
+snapshot_work_per_row_min = 8
 
 # Runtime.
 inbox_messages_max = 4096  # bounded channel between network tasks and the core

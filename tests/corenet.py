@@ -161,9 +161,7 @@ class CoreNet:
         if kind in (CommandKind.transfer, CommandKind.open) and client not in self.registered:
             # Its session first (core/ledger.py), under a number below any of its requests.
             self.registered.add(client)
-            self.request(
-                node, Command(client_id=client, request_no=0, kind=CommandKind.register)
-            )
+            self.request(node, Command(client_id=client, request_no=0, kind=CommandKind.register))
         if request_no is None:
             self.request_no += 1
             request_no = self.request_no

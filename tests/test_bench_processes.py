@@ -104,7 +104,7 @@ def test_a_launched_run_measures_checks_and_stops_everything(tmp_path: Path) -> 
         time.sleep(0.05)
     stdout, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
-    assert "transfers/s" in stdout and "hold the same balances" in stdout
+    assert "transfers/s" in stdout and "hold the same state" in stdout
     figures = json.loads(output.read_text())
     assert all(key in figures for key in JSON_KEYS), sorted(figures)
     assert (figures["replicas"], figures["clients"], figures["transfers_per_request"]) == (3, 3, 5)

@@ -262,7 +262,9 @@ def test_ballots_order_as_their_round_then_node(pairs: list[tuple[int, int, int,
             st.tuples(st.just("read"), st.sampled_from(["c1", "c2", "c3"])),
             st.tuples(st.just("register"), st.sampled_from(["c1", "c2", "c3"])),
             st.tuples(
-                st.just("open"), st.sampled_from(["A", "X", "Y", "c 1"]), st.sampled_from(["X", "Y", "c1"])
+                st.just("open"),
+                st.sampled_from(["A", "X", "Y", "c 1"]),
+                st.sampled_from(["X", "Y", "c1"]),
             ),
             st.just(("digest",)),
             st.just(("install",)),

@@ -63,16 +63,22 @@ def checkpoint(core: Core, slot: int) -> None:
     for a file, and for installs) costs what differs from the initial state,
     an encoding and two fsyncs, so only some checkpoints are snapshots: once
     `snapshot_interval` slots or `snapshot_transfers_min` transfers have been
-    executed since the last one. The WAL holds everything in between, and the
-    log is purged only up to a written snapshot, the one installs are served."""
+    executed since the last one; and a large state (more rows than
+    snapshot_rows_cheap_max: balances moved, accounts opened, sessions) no
+    sooner than its rows are paid for by the work since the last one
+    (snapshot_work_per_row_min slots plus transfers per row), so what snapshots
+    cost per transfer does not grow with the state. The WAL holds everything in between, and the log is
+    purged only up to a written snapshot, the one installs are served."""
     digest = core.ledger.digest()
     core.ledger.check_conservation()
     core.checkpoint_slot = slot
     remember_digest(core, slot, digest)
     core.ready.checkpoints.append(Checkpoint(slot=slot, digest=digest))
-    if (
-        slot - core.snapshot_slot >= core.s.snapshot_interval
-        or core.transfers_since_snapshot >= core.s.snapshot_transfers_min
+    slots = slot - core.snapshot_slot
+    transfers = core.transfers_since_snapshot
+    if (slots >= core.s.snapshot_interval or transfers >= core.s.snapshot_transfers_min) and (
+        (rows := core.ledger.rows) <= constants.snapshot_rows_cheap_max
+        or slots + transfers >= rows * core.s.snapshot_work_per_row_min
     ):
         snapshot = core.ledger.snapshot(slot, chain=core.chain)
         core.last_snapshot = snapshot

@@ -36,6 +36,7 @@ class CoreSettings:
     catchup_slots_max: int = constants.catchup_slots_max
     snapshot_interval: int = constants.snapshot_interval_default
     snapshot_transfers_min: int = constants.snapshot_transfers_min
+    snapshot_work_per_row_min: int = constants.snapshot_work_per_row_min
     # Who may debit which account (Ledger's client_accounts), as the config says.
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     auditors: tuple[str, ...] = ()  # clients whose reads show every balance

@@ -121,12 +121,10 @@ class RejectedStillAppliedLedger(Ledger):
     def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         result = super()._transfer(transfer, client_id)
         if result.reason == REASON_INSUFFICIENT:
-            for account in (transfer.sender, transfer.receiver):
-                self._changed.setdefault(account, self.balance(account))
-            self.balances[transfer.sender] = (self.balance(transfer.sender) or 0) - transfer.amount
-            self.balances[transfer.receiver] = (
-                self.balance(transfer.receiver) or 0
-            ) + transfer.amount
+            moves = ((transfer.sender, -transfer.amount), (transfer.receiver, transfer.amount))
+            for account, change in moves:
+                self.balances[account] = (self.balance(account) or 0) + change
+                self._changed[account] = self._changed.get(account, 0) + change
         return result
 
 
