@@ -157,6 +157,7 @@ class CoreNet:
         *,
         request_no: int | None = None,
         kind: CommandKind = CommandKind.transfer,
+        accounts: Sequence[str] = (),
     ) -> Command:
         if kind in (CommandKind.transfer, CommandKind.open) and client not in self.registered:
             # Its session first (core/ledger.py), under a number below any of its requests.
@@ -172,6 +173,7 @@ class CoreNet:
             transfers=tuple(
                 Transfer(sender=s, receiver=r, amount=a) for s, r, a in (transfers or ())
             ),
+            accounts=tuple(accounts),
         )
         self.request(node, command)
         return command
