@@ -223,8 +223,10 @@ async def test_backend_one_off_requests_and_failures(
         assert (await backend.transfer("A", "B", 4)).ok
         rejected = await backend.transfer("C", "D", 11)
         assert not rejected.ok and rejected.reason == "insufficient funds"
-        with pytest.raises(ShellError, match="unknown account 'Z'; the accounts are A, B"):
-            await backend.transfer("A", "Z", 1)
+        unknown = await backend.transfer("A", "Z", 1)  # no such account (yet): the ledger says
+        assert not unknown.ok and unknown.reason == "unknown receiver account"
+        with pytest.raises(ShellError, match=r"not allowed.*: 'Z\(1'; the config's accounts are A, B"):
+            await backend.transfer("A", "Z(1", 1)
         with pytest.raises(ShellError, match="unknown node 'n9'"):
             await backend.set_alive("n9", False)
         assert (await backend.balances())["B"] == 14
@@ -356,7 +358,7 @@ def test_shell_errors_are_messages_and_stop_a_script(
     status, _ = harness.run("next")
     assert status == 1 and "error: nothing loaded" in capsys.readouterr().err
     for line, words in [
-        ("transfer A Z 1", "unknown account 'Z'"),
+        ("transfer A Z(1 1", "account name contains a character that is not allowed"),
         ("transfer A B x", "amount 'x' is not an integer"),
         ("alive n9 on", "unknown node 'n9'"),
         ("alive n1 maybe", "invalid choice"),
@@ -405,3 +407,20 @@ def test_command_line_options() -> None:
     )
     with pytest.raises(SystemExit):
         parse_args(["--keep-data"])
+
+
+def test_the_shell_opens_accounts_reads_some_and_pages_print_db(harness: ShellHarness) -> None:
+    status, out = harness.run("open K L", "open M --owner A", "open A")
+    assert status == 0
+    assert "opened K (owner K, balance 0)" in out and "opened M (owner A, balance 0)" in out
+    assert "refused A: account already exists" in out
+    status, out = harness.run("transfer A M 3", "transfer M K 1 --as A", "transfer M K 1")
+    assert status == 0 and "done: (A, M, 3) applied" in out and "done: (M, K, 1) applied" in out
+    assert "rejected: (M, K, 1): not authorized" in out  # client M does not own M
+    status, out = harness.run("balance M K Q")
+    assert status == 0 and "no such account: Q" in out
+    assert harness.shell.last_result == {"M": 2, "K": 1}
+    status, out = harness.run("print db --from 9")
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[2:7]] == ["J", "K", "L", "M", "total"]
+    assert "accounts 10-13 of 13" in out and "all accounts hold 100" in out

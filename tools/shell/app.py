@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import signal
 import sys
@@ -203,9 +204,10 @@ class Shell(cmd2.Cmd):
         """Show every replica's balances, log, slot status or view (each takes --json)."""
         backend = self.backend
         if args.what == "db":
-            answers = self.call(backend.ask_all_or_fail, ControlOp.print_db)
+            answers = self.call(backend.ask_all_or_fail, ControlOp.print_db, args.start)
             document = views.db_json(answers)
-            text = views.render_db(answers, backend.config.accounts)
+            text = views.render_db(answers, views.db_accounts(answers))
+            text += views.db_page_note(answers)
         elif args.what == "log":
             nodes = None
             if args.node is not None:
@@ -227,19 +229,41 @@ class Shell(cmd2.Cmd):
 
     @with_argparser(parsers.transfer_parser)
     def do_transfer(self, args: argparse.Namespace) -> None:
-        """Send one transfer: transfer SENDER RECEIVER AMOUNT."""
-        reply = self.call(self.backend.transfer, args.sender, args.receiver, args.amount)
+        """Send one transfer: transfer SENDER RECEIVER AMOUNT [--as CLIENT]."""
+        reply = self.call(
+            functools.partial(
+                self.backend.transfer,
+                args.sender,
+                args.receiver,
+                args.amount,
+                client_id=args.client,
+            )
+        )
         self.say(views.render_transfer(args.sender, args.receiver, args.amount, reply))
         self.last_result = {"ok": reply.ok, "reason": reply.reason, "leader": reply.leader}
 
     @with_argparser(parsers.balance_parser)
     def do_balance(self, args: argparse.Namespace) -> None:
-        """Read balances through the log: balance [ACCOUNT]."""
-        if args.account is not None:
-            self.backend.check_account(args.account)
-        balances = self.call(self.backend.balances)
-        self.say(views.render_balances(balances, args.account))
-        self.last_result = {args.account: balances[args.account]} if args.account else balances
+        """Read balances through the log: balance [ACCOUNT...]."""
+        for account in args.accounts:
+            self.backend.check_account(account)
+        balances = self.call(self.backend.balances, tuple(args.accounts))
+        self.say(views.render_balances(balances, args.accounts))
+        self.last_result = balances
+
+    @with_argparser(parsers.open_parser)
+    def do_open(self, args: argparse.Namespace) -> None:
+        """Open accounts at balance 0: open ACCOUNT... [--owner CLIENT]."""
+        for account in args.accounts:
+            self.backend.check_account(account)
+        replies = self.call(self.backend.open_accounts, tuple(args.accounts), args.owner)
+        self.say(views.render_openings(replies, args.accounts))
+        self.last_result = {
+            name: {"ok": result.ok, "reason": result.reason}
+            for name, result in zip(
+                args.accounts, [r for _, reply in replies for r in reply.results], strict=True
+            )
+        }
 
     @with_argparser(parsers.kill_parser)
     def do_kill(self, _: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ import trio
 from ledgerpaxos import replicas, tls
 from ledgerpaxos.client import Client, ClientTimeout, TransferReply, open_client
 from ledgerpaxos.config import Config
+from ledgerpaxos.core.accounts import account_name_problem
 from ledgerpaxos.core.messages import ControlOp
 from ledgerpaxos.runtime.network import Network
 from ledgerpaxos.testsets.driver import Driver, SetReport, TxnResult
@@ -147,10 +148,15 @@ class Backend:
         return node_id
 
     def check_account(self, account: str) -> str:
-        if account not in self.config.accounts:
-            raise ShellError(
-                f"unknown account {account!r}; the accounts are {', '.join(self.config.accounts)}"
-            )
+        """A name that can be an account: one of the config's, or one opened
+        through the log (the ledger says whether it exists)."""
+        if account in self.config.accounts:
+            return account
+        problem = account_name_problem(account)
+        if problem is not None:
+            accounts = self.config.accounts
+            known = accounts.describe() if accounts.is_numbered else ", ".join(accounts)
+            raise ShellError(f"{problem}: {account!r}; the config's accounts are {known}")
         return account
 
     def start_hint(self, node_id: str) -> str:
@@ -306,12 +312,16 @@ class Backend:
             )
         return f"a majority is alive ({state}) but nothing was decided yet: electing a leader? `print view` shows the views"
 
-    async def transfer(self, sender: str, receiver: str, amount: int) -> TransferReply:
+    async def transfer(
+        self, sender: str, receiver: str, amount: int, *, client_id: str | None = None
+    ) -> TransferReply:
         self.check_account(sender)
         self.check_account(receiver)
         try:
             # As the sender's client, who may debit it (the CSV sets' rule too).
-            async with open_client(self.config, sender, network=self.network) as client:
+            async with open_client(
+                self.config, client_id or sender, network=self.network
+            ) as client:
                 reply = await client.transfer(sender, receiver, amount, timeout=self.wait_s)
         except ClientTimeout:
             error = await self._no_reply(f"transfer ({sender}, {receiver}, {amount})")
@@ -321,12 +331,30 @@ class Backend:
         await self._settle()
         return reply
 
-    async def balances(self) -> dict[str, int]:
+    async def balances(self, accounts: Sequence[str] = ()) -> dict[str, int]:
+        for account in accounts:
+            self.check_account(account)
         client = await self._shell_client()
         try:
-            return await client.balances(timeout=self.wait_s)
+            return await client.balances(accounts, timeout=self.wait_s)
         except ClientTimeout:
             raise await self._no_reply("the balance read") from None
+
+    async def open_accounts(
+        self, accounts: Sequence[str], owner: str | None
+    ) -> list[tuple[str, TransferReply]]:
+        """Open `accounts` as the operator, each owned by `owner` (None: its namesake)."""
+        groups = [(owner, list(accounts))] if owner else [(a, [a]) for a in accounts]
+        client = await self._shell_client()
+        replies = []
+        try:
+            for owned_by, names in groups:
+                reply = await client.open_accounts(names, owner=owned_by, timeout=self.wait_s)
+                replies.append((owned_by, reply))
+        except ClientTimeout:
+            raise await self._no_reply("the opening") from None
+        await self._settle()
+        return replies
 
     async def _settle(self) -> None:
         """Let the live replicas execute what was just committed (bounded), so that a

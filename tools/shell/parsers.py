@@ -18,7 +18,22 @@ def node_choices(app: Shell) -> Choices:
 
 
 def account_choices(app: Shell) -> Choices:
-    return Choices(items=[CompletionItem(a) for a in app.backend.config.accounts])
+    # A numbered range may hold millions: complete its first names only.
+    accounts = app.backend.config.accounts
+    return Choices(items=[CompletionItem(a) for a in accounts[:completions_max]])
+
+
+completions_max = 1_000
+
+
+def position(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"position {text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("positions start at 0")
+    return value
 
 
 def amount(text: str) -> int:
@@ -64,7 +79,17 @@ def next_parser() -> Cmd2ArgumentParser:
 def print_parser() -> Cmd2ArgumentParser:
     parser = Cmd2ArgumentParser(description="Show the state of every replica.")
     subparsers = parser.add_subparsers(dest="what", metavar="db|log|status|view", required=True)
-    db = subparsers.add_parser("db", help="balances of every replica side by side")
+    db = subparsers.add_parser(
+        "db", help="balances of every replica side by side (a page of at most 1,000 accounts)"
+    )
+    db.add_argument(
+        "--from",
+        dest="start",
+        metavar="POSITION",
+        type=position,
+        default=0,
+        help="the account position to start the page at (0: the first; a page says the next)",
+    )
     log = subparsers.add_parser("log", help="the log entries of one or every replica")
     log.add_argument(
         "node",
@@ -92,17 +117,36 @@ def transfer_parser() -> Cmd2ArgumentParser:
         "receiver", metavar="RECEIVER", choices_provider=account_choices, help="account to give to"
     )
     parser.add_argument("amount", metavar="AMOUNT", type=amount, help="a positive integer")
+    parser.add_argument(
+        "--as",
+        dest="client",
+        metavar="CLIENT",
+        help="the client that sends it (default: the one named like SENDER, its usual owner)",
+    )
     return parser
 
 
 def balance_parser() -> Cmd2ArgumentParser:
     parser = Cmd2ArgumentParser(description="Read balances through the log (linearizable).")
     parser.add_argument(
-        "account",
+        "accounts",
         metavar="ACCOUNT",
-        nargs="?",
+        nargs="*",
         choices_provider=account_choices,
-        help="one account (default: all)",
+        help="the accounts to read (default: all, at most the first 10,000)",
+    )
+    return parser
+
+
+def open_parser() -> Cmd2ArgumentParser:
+    parser = Cmd2ArgumentParser(
+        description="Open accounts through the log, at balance 0, owned by a client."
+    )
+    parser.add_argument("accounts", metavar="ACCOUNT", nargs="+", help="names of new accounts")
+    parser.add_argument(
+        "--owner",
+        metavar="CLIENT",
+        help="the client that may debit them (default: each one's namesake, as for the config's)",
     )
     return parser
 

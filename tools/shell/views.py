@@ -11,6 +11,7 @@ import collections
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ledgerpaxos import constants
 from ledgerpaxos.client import TransferReply
 from ledgerpaxos.replicas import ballot_key, highest_leader
 from ledgerpaxos.testsets.driver import TxnResult
@@ -47,6 +48,33 @@ def db_json(answers: Mapping[str, NodeAnswer]) -> dict[str, Any]:
         else:
             nodes[node] = {"alive": answer.body["alive"], "balances": answer.body["balances"]}
     return {"nodes": nodes}
+
+
+def db_accounts(answers: Mapping[str, NodeAnswer]) -> list[str]:
+    """The accounts of the answered page, in account order (a replica that is
+    behind may not know the newest openings yet)."""
+    names: dict[str, None] = {}
+    for answer in answers.values():
+        if answer.body is not None:
+            names.update(dict.fromkeys(answer.body["balances"]))
+    return list(names)
+
+
+def db_page_note(answers: Mapping[str, NodeAnswer]) -> str:
+    """Where the page sits among all accounts, when they do not fit one page."""
+    bodies = [a.body for a in answers.values() if a.body is not None]
+    if not bodies:
+        return ""
+    body = max(bodies, key=lambda b: b.get("accounts", 0))
+    count, start, after = body.get("accounts"), body.get("start", 0), body.get("next")
+    if count is None or (start == 0 and after is None):
+        return ""
+    shown = len(body["balances"])
+    more = f"; `print db --from {after}` shows the next" if after is not None else ""
+    return (
+        f"\naccounts {start + 1:,}-{start + shown:,} of {count:,} (total is of this page; "
+        f"all accounts hold {body['total']:,}){more}"
+    )
 
 
 def render_db(answers: Mapping[str, NodeAnswer], accounts: Sequence[str]) -> str:
@@ -349,10 +377,35 @@ def render_transfer(sender: str, receiver: str, amount: int, reply: TransferRepl
     return f"rejected: ({sender}, {receiver}, {amount}): {reply.reason}"
 
 
-def render_balances(balances: Mapping[str, int], account: str | None = None) -> str:
-    if account is not None:
-        return f"{account}: {balances[account]}"
-    return format_table(["account", "balance"], [[a, b] for a, b in balances.items()], align="lr")
+def render_balances(balances: Mapping[str, int], accounts: Sequence[str] = ()) -> str:
+    if len(accounts) == 1:
+        account = accounts[0]
+        return (
+            f"{account}: {balances[account]}"
+            if account in balances
+            else f"{account}: no such account"
+        )
+    rows: list[list[Any]] = [[a, b] for a, b in balances.items()]
+    missing = [a for a in accounts if a not in balances]
+    table = format_table(["account", "balance"], rows, align="lr")
+    notes = [f"no such account: {', '.join(missing)}"] if missing else []
+    if not accounts and len(balances) >= constants.read_balances_max:
+        notes.append(
+            f"the first {len(balances):,} accounts; name accounts to read others "
+            "(`balance ACCOUNT...`), or page through them with `print db --from POSITION`"
+        )
+    return "\n".join([table, *notes])
+
+
+def render_openings(replies: Sequence[tuple[str, TransferReply]], accounts: Sequence[str]) -> str:
+    lines = []
+    results = [(owner, r) for owner, reply in replies for r in reply.results]
+    for name, (owner, result) in zip(accounts, results, strict=True):
+        if result.ok:
+            lines.append(f"opened {name} (owner {owner}, balance 0)")
+        else:
+            lines.append(f"refused {name}: {result.reason}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ helpers
