@@ -225,7 +225,9 @@ async def test_backend_one_off_requests_and_failures(
         assert not rejected.ok and rejected.reason == "insufficient funds"
         unknown = await backend.transfer("A", "Z", 1)  # no such account (yet): the ledger says
         assert not unknown.ok and unknown.reason == "unknown receiver account"
-        with pytest.raises(ShellError, match=r"not allowed.*: 'Z\(1'; the config's accounts are A, B"):
+        with pytest.raises(
+            ShellError, match=r"not allowed.*: 'Z\(1'; the config's accounts are A, B"
+        ):
             await backend.transfer("A", "Z(1", 1)
         with pytest.raises(ShellError, match="unknown node 'n9'"):
             await backend.set_alive("n9", False)
