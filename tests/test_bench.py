@@ -24,6 +24,7 @@ from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
 from tools.bench import profile as bench_profile
+from tools.bench import report
 from tools.bench.cluster import account_names, initial_balance_for
 from tools.bench.load import acknowledged_mismatches, transfer_pool
 from tools.bench.stats import percentile
@@ -225,10 +226,41 @@ def test_json_has_the_required_keys_and_no_private_ones(tmp_path: Path) -> None:
     assert len(json.loads(path.read_text())["runs"]) == 2
 
 
+def sweep_runs() -> list[dict[str, Any]]:
+    return [
+        fake_run(tls=True, clients=16, transfers_per_request=10, transfers_per_s=10_000.0),
+        fake_run(tls=True, transfers_per_s=50_000.0),
+        fake_run(tls=False, accounts=100_000, transfers_per_s=1.0),  # not part of the sweep
+        fake_run(
+            tls=True,
+            clients=16,
+            transfers_per_request=10,
+            accounts=1_000_000,
+            transfers_per_s=9_000.0,
+        ),
+        fake_run(tls=True, accounts=1_000_000, transfers_per_s=40_000.0),
+    ]
+
+
+def test_the_accounts_sweep_compares_each_ledger_size_with_the_smallest() -> None:
+    runs = sweep_runs()
+    assert report.accounts_sweep(runs) == {
+        "16x10": {1_000: 10_000.0, 1_000_000: 9_000.0},
+        "64x100": {1_000: 50_000.0, 1_000_000: 40_000.0},
+    }
+    text = bench.render_accounts_sweep(runs)
+    assert "accounts sweep 16x10: 1k 10,000/s (1.00x), 1M 9,000/s (0.90x), against 1k" in text
+    assert "1M 40,000/s (0.80x)" in text
+    assert bench.render_accounts_sweep([fake_run()]) == ""  # one size: no sweep
+    assert "1M" in bench.render_table(runs)  # the accounts column
+
+
 def test_plot_is_a_png(tmp_path: Path) -> None:
     # matplotlib is in the test extras: without it this fails, it does not skip.
     path = tmp_path / "bench.png"
     bench.write_plot([fake_run(), fake_run(clients=1)], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench.write_plot(sweep_runs(), str(path))  # with the sweep's panel
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -51,6 +51,7 @@ from ledgerpaxos.config import ConfigError, load_config
 from tools.bench import versus_pysyncobj as bench_pysyncobj
 from tools.bench.cluster import LaunchedCluster
 from tools.bench.report import (
+    render_accounts_sweep,
     render_comparison,
     render_table,
     render_tls_cost,
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 MATRIX = ((1, 1), (64, 1), (64, 100))  # (clients, transfers per request)
+# --matrix also runs these loads (TLS on) on ledgers of these many accounts.
+ACCOUNTS_SWEEP_LOADS = ((16, 10), (64, 100))
+ACCOUNTS_SWEEP = (1_000, 100_000, 1_000_000)
 # ---------------------------------------------------------------- arguments
 
 
@@ -156,9 +160,14 @@ def config_overrides() -> dict[str, Any]:
 
 
 def _run_launched(
-    args: argparse.Namespace, clients: int, transfers: int, *, tls_on: bool
+    args: argparse.Namespace,
+    clients: int,
+    transfers: int,
+    *,
+    tls_on: bool,
+    accounts: int | None = None,
 ) -> dict[str, Any]:
-    accounts = args.accounts or 1000
+    accounts = accounts or args.accounts or 1000
     overrides = config_overrides()
     with LaunchedCluster(
         replicas=args.replicas,
@@ -233,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for clients, transfers in MATRIX
                 for mode in modes
             ]
+            if not args.plaintext:
+                runs += [
+                    _run_launched(args, clients, transfers, tls_on=True, accounts=accounts)
+                    for clients, transfers in ACCOUNTS_SWEEP_LOADS
+                    for accounts in ACCOUNTS_SWEEP
+                ]
             if bench_pysyncobj.available():
                 if sys.stderr.isatty():
                     print(
@@ -266,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cost:
             print(cost)
         print(render_comparison(runs, pysyncobj))
+        sweep = render_accounts_sweep(runs)
+        if sweep:
+            print(sweep)
     if args.json:
         write_json(runs, args.json, pysyncobj)
     if args.plot:

@@ -19,6 +19,41 @@ def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _count(n: int) -> str:
+    """1,000 -> 1k, 1,000,000 -> 1M: the accounts column."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n:,}"
+
+
+def accounts_sweep(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per load of the accounts sweep ("16x10"), transfers/s per ledger size
+    (TLS on; the first run of each size)."""
+    sweep: dict[str, dict[int, float]] = {}
+    for run in runs:
+        if not run.get("tls", False):
+            continue
+        load = f"{run['clients']}x{run['transfers_per_request']}"
+        sweep.setdefault(load, {}).setdefault(run["accounts"], run["transfers_per_s"])
+    return {load: sizes for load, sizes in sweep.items() if len(sizes) > 1}
+
+
+def render_accounts_sweep(runs: list[dict[str, Any]]) -> str:
+    """How throughput holds up as the ledger grows (the issue's 0.85x target)."""
+    lines = []
+    for load, sizes in accounts_sweep(runs).items():
+        smallest = min(sizes)
+        parts = [
+            f"{_count(n)} {rate:,.0f}/s ({rate / sizes[smallest]:.2f}x)"
+            for n, rate in sorted(sizes.items())
+        ]
+        lines.append(
+            f"accounts sweep {load}: " + ", ".join(parts) + f", against {_count(smallest)}"
+        )
+    return "\n".join(lines)
+
+
 def render_table(runs: list[dict[str, Any]]) -> str:
     first = runs[0]
     commit = first["commit"][:12] + (
@@ -27,13 +62,13 @@ def render_table(runs: list[dict[str, Any]]) -> str:
     load = max(max(run["load_average_before"][0], run["load_average_after"][0]) for run in runs)
     lines = [
         f"{prog}: {first['replicas']} replicas on 127.0.0.1, fsync {'on' if first['fsync'] else 'OFF'}, "
-        f"{first['accounts']} accounts, {first['duration_s']:g} s per run, "
+        f"{first['accounts']:,} accounts (unless a row says), {first['duration_s']:g} s per run, "
         f"{first['cpu_count']} CPUs shared by replicas and load, load average up to {load:.1f}",
         f"code: {commit}",
         "",
     ]
     header = (
-        f"{'clients':>7} {'T':>5} {'TLS':>3} {'transfers/s':>12} {'requests/s':>11} "
+        f"{'clients':>7} {'T':>5} {'TLS':>3} {'accounts':>9} {'transfers/s':>12} {'requests/s':>11} "
         f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'fsyncs/s':>9}  "
         f"{'CPU s per 1k transfers: leader':>30} {'followers':>9} {'bench':>7}"
     )
@@ -46,7 +81,8 @@ def render_table(runs: list[dict[str, Any]]) -> str:
         bench_cpu = cpu.get("bench (all)", math.nan)
         lines.append(
             f"{run['clients']:>7} {run['transfers_per_request']:>5} "
-            f"{'on' if run.get('tls', False) else 'off':>3} {run['transfers_per_s']:>12,.0f} "
+            f"{'on' if run.get('tls', False) else 'off':>3} {_count(run['accounts']):>9} "
+            f"{run['transfers_per_s']:>12,.0f} "
             f"{run['requests_per_s']:>11,.0f} {_ms(run['p50_ms']):>7} {_ms(run['p90_ms']):>7} "
             f"{_ms(run['p99_ms']):>7} {_ms(run['max_ms']):>7} {run['fsyncs_per_s']:>9,.0f}  "
             f"{leader_cpu:>30.3f} {follower_cpu:>9.3f} {bench_cpu:>7.3f}"
@@ -136,10 +172,27 @@ def write_plot(runs: list[dict[str, Any]], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install -e '.[plot]'") from None
-    figure, (over_time, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sweep = accounts_sweep(runs)
+    panels = 3 if sweep else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    over_time, latency = axes[0], axes[1]
+    if sweep:
+        sizes_axis = axes[2]
+        for load, sizes in sweep.items():
+            ns = sorted(sizes)
+            sizes_axis.plot(ns, [sizes[n] for n in ns], marker="o", label=load)
+        sizes_axis.set_xscale("log")
+        sizes_axis.set_xlabel("accounts in the ledger")
+        sizes_axis.set_ylabel("transfers/s")
+        sizes_axis.set_title("throughput by ledger size (TLS on)")
+        sizes_axis.set_ylim(bottom=0)
+        sizes_axis.grid(True, alpha=0.3)
+        sizes_axis.legend()
     for run in runs:
         clients = run["clients"]
         label = f"{clients} client{'s' if clients != 1 else ''} x {run['transfers_per_request']}"
+        if run["accounts"] != runs[0]["accounts"]:
+            label += f", {_count(run['accounts'])} accounts"
         bucket = run["timeline_bucket_s"]
         series = run["timeline_transfers_per_s"]
         over_time.plot([bucket * (i + 0.5) for i in range(len(series))], series, label=label)
