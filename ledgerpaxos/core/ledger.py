@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -115,6 +116,7 @@ class Ledger:
         self._opened_since: list[str] = []
         self._clients_changed: dict[str, ClientEntry | None] = {}
         self._moved = 0  # by how much the balances digest() saw change moved in sum
+        self._weights = _Weights(self.owners)
 
     def _in_account_order(self, accounts: Iterable[str]) -> list[str]:
         known = [a for a in dict.fromkeys(accounts) if a in self.initial]
@@ -301,23 +303,17 @@ class Ledger:
         last call only. Notes on the way by how much the changed balances moved
         in sum, for check_conservation()."""
         total = self._sum
-        moved = 0
         owners = self.owners
-        weights = _initial_weights  # the hot path: an initial account's weight, remembered
         for account in self._opened_since:
             total += _opened_row(account, owners[account])
-        for account, change in self._changed.items():
-            if not change:
-                continue
-            moved += change
-            if account in owners:
-                total += _weight(account, owners[account]) * change
-                continue
-            weight = weights.get(account)
-            if weight is None:
-                weight = _weight(account, None)
-            total += weight * change
-        self._moved += moved
+        changed = self._changed
+        weights = self._weights
+        if len(weights) > _weights_remembered_max:
+            weights.clear()
+        # weight x change for every account changed, summed in C (map and sum):
+        # a checkpoint after many transfers changes many accounts.
+        total += sum(map(operator.mul, map(weights.__getitem__, changed), changed.values()))
+        self._moved += sum(changed.values())
         clients = self.clients
         for client, before_entry in self._clients_changed.items():
             now_entry = clients.get(client)
@@ -403,22 +399,29 @@ def _row_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=digest_bytes).digest(), "big")
 
 
-_initial_weights: dict[str, int] = {}
-_initial_weights_remembered_max = 1 << 18
+_weights_remembered_max = 1 << 18
+
+
+class _Weights(dict[str, int]):
+    """Account -> _weight(account, its owner), computed when first asked for
+    (a name is one account's: an opening never takes an initial account's name)."""
+
+    def __init__(self, owners: Mapping[str, str]) -> None:
+        super().__init__()
+        self.owners = owners
+
+    def __missing__(self, account: str) -> int:
+        weight = self[account] = _weight(account, self.owners.get(account))
+        return weight
 
 
 def _weight(account: str, owner: str | None) -> int:
     """What one unit of `account`'s balance adds to the digest (owner None: an
-    initial account). A pure function of its arguments; an initial account's
-    is remembered (bounded) for the accounts changed lately."""
+    initial account). A pure function of its arguments; a ledger remembers
+    those of the accounts changed lately (_Weights, bounded)."""
     if owner is not None:
         return _row_hash(f"v{len(account)}:{account}{owner}")
-    weight = _initial_weights.get(account)
-    if weight is None:
-        if len(_initial_weights) >= _initial_weights_remembered_max:
-            _initial_weights.clear()
-        weight = _initial_weights[account] = _row_hash(f"w{len(account)}:{account}")
-    return weight
+    return _row_hash(f"w{len(account)}:{account}")
 
 
 def _opened_row(account: str, owner: str) -> int:

@@ -38,7 +38,7 @@ def account_names(count: int) -> list[str]:
 
 def initial_balance_for(accounts: int) -> int:
     """Large enough that random transfers of 1-100 are almost never refused."""
-    return 10**12 // max(1, accounts)
+    return 10**15 // max(1, accounts)  # 10^8 each at 10M accounts; the sum fits an i64
 
 
 class LaunchedCluster:
