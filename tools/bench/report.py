@@ -29,13 +29,14 @@ def _count(n: int) -> str:
 
 def accounts_sweep(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
     """Per load of the accounts sweep ("16x10"), transfers/s per ledger size
-    (TLS on; the first run of each size)."""
+    (TLS on; the last run of each size: --matrix runs the sweep last, its
+    sizes one after the other)."""
     sweep: dict[str, dict[int, float]] = {}
     for run in runs:
         if not run.get("tls", False):
             continue
         load = f"{run['clients']}x{run['transfers_per_request']}"
-        sweep.setdefault(load, {}).setdefault(run["accounts"], run["transfers_per_s"])
+        sweep.setdefault(load, {})[run["accounts"]] = run["transfers_per_s"]
     return {load: sizes for load, sizes in sweep.items() if len(sizes) > 1}
 
 
@@ -138,8 +139,10 @@ def render_tls_cost(runs: list[dict[str, Any]]) -> str:
     """What TLS costs, from the runs of one load with it and without (same run)."""
     by_load: dict[tuple[int, int], dict[bool, dict[str, Any]]] = {}
     for run in runs:
+        if run["accounts"] != runs[0]["accounts"]:
+            continue  # the accounts sweep: TLS on only
         load = (run["clients"], run["transfers_per_request"])
-        by_load.setdefault(load, {})[bool(run.get("tls", False))] = run
+        by_load.setdefault(load, {}).setdefault(bool(run.get("tls", False)), run)
     lines = []
     for (clients, transfers), pair in by_load.items():
         if True in pair and False in pair:
