@@ -253,6 +253,8 @@ def test_the_accounts_sweep_compares_each_ledger_size_with_the_smallest() -> Non
     assert "1M 40,000/s (0.80x)" in text
     assert bench.render_accounts_sweep([fake_run()]) == ""  # one size: no sweep
     assert "1M" in bench.render_table(runs)  # the accounts column
+    memory = bench.render_table([fake_run(replica_rss_mib={"n1": 45.4, "n2": 1234.0})])
+    assert "64x100, 1k accounts: n1 45, n2 1,234" in memory
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:

@@ -102,6 +102,16 @@ def render_table(runs: list[dict[str, Any]]) -> str:
             + ", ".join(parts)
             + "   (* leader)"
         )
+    resident = [run for run in runs if run.get("replica_rss_mib")]
+    if resident:
+        lines.append("")
+        lines.append("Replica memory (resident) at the end of each run, MiB:")
+        for run in resident:
+            sizes = ", ".join(f"{n} {mib:,.0f}" for n, mib in run["replica_rss_mib"].items())
+            lines.append(
+                f"  {run['clients']}x{run['transfers_per_request']}, "
+                f"{_count(run['accounts'])} accounts: {sizes}"
+            )
     lines.append("")
     for run in runs:
         lines.extend(_check_lines(run))

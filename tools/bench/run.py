@@ -33,7 +33,7 @@ from tools.bench.load import (
     run_load_process,
 )
 from tools.bench.stats import percentile
-from tools.cluster.processes import cpu_seconds, stop_process
+from tools.cluster.processes import cpu_seconds, resident_bytes, stop_process
 
 prog = "ledgerpaxos-bench"
 
@@ -354,9 +354,10 @@ async def _sample_window(
         progress.show(now - start_at, end_at - start_at, count, rate)
         await trio.sleep(min(0.25, max(0.0, end_at - now)))
     second = await counters()
+    resident = {name: resident_bytes(pid) for name, pid in replica_pids.items()}
     for profiler in profilers:
         await trio.to_thread.run_sync(profiler.wait)
-    return {"first": first, "second": second}
+    return {"first": first, "second": second, "resident": resident}
 
 
 def _start_profilers(
@@ -507,6 +508,12 @@ def _figures(
         "wal_fsyncs_per_s": fsyncs_per_s,
         "snapshots_per_s": snapshots_per_s,
         "cpu_s": cpu_s,
+        # each replica's resident memory at the end of the window, MiB
+        "replica_rss_mib": {
+            node: round(size / 2**20, 1)
+            for node, size in samples.get("resident", {}).items()
+            if size is not None
+        },
         "cpu_s_per_1k_transfers": cpu_per_1k,
         "cpu_count": os.cpu_count(),
         "load_average_before": list(load[0]),
