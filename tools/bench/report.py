@@ -206,6 +206,8 @@ def write_plot(runs: list[dict[str, Any]], path: str) -> None:
         label = f"{clients} client{'s' if clients != 1 else ''} x {run['transfers_per_request']}"
         if run["accounts"] != runs[0]["accounts"]:
             label += f", {_count(run['accounts'])} accounts"
+        if not run.get("tls", True):
+            label += ", plaintext"
         bucket = run["timeline_bucket_s"]
         series = run["timeline_transfers_per_s"]
         over_time.plot([bucket * (i + 0.5) for i in range(len(series))], series, label=label)
