@@ -243,13 +243,12 @@ class Client:
         async with self._lock:
             deadline = None if timeout is None else trio.current_time() + timeout
             if not self._registered and kind in (CommandKind.transfer, CommandKind.open):
-                await self._request(CommandKind.register, (), (), "", timeout)
-                self._registered = True
+                await self._register(deadline)
             left = None if deadline is None else max(0.0, deadline - trio.current_time())
-            reply = await self._request(kind, transfers, accounts, owner, left)
             if kind == CommandKind.register:
-                self._registered = True
-            elif reply.outcome.evicted:
+                return await self._register(deadline)
+            reply = await self._request(kind, transfers, accounts, owner, left)
+            if reply.outcome.evicted:
                 self._registered = False
                 raise SessionEvicted(
                     f"the session of client {self.client_id} was evicted before request "
@@ -258,6 +257,16 @@ class Client:
                     "applied is unknown; the next request registers anew"
                 )
             return reply
+
+    async def _register(self, deadline: float | None) -> ClientReply:
+        """Register a session; again if the answer says a registration from
+        before an eviction came late (then the session is gone)."""
+        while True:
+            left = None if deadline is None else max(0.0, deadline - trio.current_time())
+            reply = await self._request(CommandKind.register, (), (), "", left)
+            if not reply.outcome.evicted:
+                self._registered = True
+                return reply
 
     async def _request(
         self,

@@ -290,3 +290,29 @@ def test_snapshots_of_a_large_state_wait_until_the_work_pays_for_them() -> None:
         net.run(2)
     # 10 slots have passed, but not rows * snapshot_work_per_row_min of work yet
     assert core.checkpoint_slot >= 30 and core.snapshot_slot == 0
+
+
+def test_a_late_registration_from_before_an_eviction_never_brings_back_the_old_session() -> None:
+    ledger = Ledger("ABC", 10, sessions_max=1)
+    r = Requests(ledger)
+    old_registration = Command(client_id="A", request_no=1, kind=CommandKind.register)
+    assert r.again(old_registration) is not None
+    transfer = Command(
+        client_id="A",
+        request_no=2,
+        kind=CommandKind.transfer,
+        transfers=(Transfer(sender="A", receiver="C", amount=4),),
+    )
+    assert r.again(transfer).ok  # type: ignore[union-attr]  # applied; the reply is lost
+    r.register("B")  # evicts A
+    late = r.again(old_registration)  # re-sent late: refused, not a new session
+    assert late is not None and late.evicted
+    assert "A" not in ledger.clients and ledger.evicted["A"].request_no == 2
+    retry = r.again(transfer)
+    assert retry is not None and retry.evicted  # so the retry is refused, never applied twice
+    assert ledger.all_balances() == {"A": 6, "B": 10, "C": 14}
+    snapshot = ledger.snapshot(r.slot, chain=bytes(16))  # tombstones travel in snapshots
+    other = Ledger("ABC", 10, sessions_max=1)
+    other.install(snapshot)
+    assert other.evicted == ledger.evicted and other.digest() == ledger.digest()
+    assert state_digest(snapshot, 10) == snapshot.digest

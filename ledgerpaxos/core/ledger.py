@@ -107,6 +107,12 @@ class Ledger:
         # client id -> its last executed request and the outcome it got; the
         # session committed longest ago first
         self.clients: OrderedDict[str, ClientEntry] = OrderedDict()
+        # client id -> what its evicted session last executed (its outcome marked
+        # evicted, at the position of the registration that evicted it): a
+        # registration of it with a number at or below is a late duplicate of
+        # one from before the eviction and is ignored, so an old session never
+        # comes back to accept old retries. At most sessions_max, the oldest go.
+        self.evicted: OrderedDict[str, ClientEntry] = OrderedDict()
         self.evictions = 0
         self._sum = 0
         # Since the digest was last brought up to date: account -> by how much
@@ -115,6 +121,7 @@ class Ledger:
         self._changed: dict[str, int] = {}
         self._opened_since: list[str] = []
         self._clients_changed: dict[str, ClientEntry | None] = {}
+        self._evicted_changed: dict[str, ClientEntry | None] = {}
         self._moved = 0  # by how much the balances digest() saw change moved in sum
         self._weights = _Weights(self.owners)
 
@@ -203,9 +210,17 @@ class Ledger:
             return None
         entry = self.clients.get(client)
         if kind == CommandKind.register:
+            if entry is None:
+                tombstone = self.evicted.get(client)
+                if tombstone is not None:
+                    if command.request_no <= tombstone.request_no:
+                        # A late duplicate from before the eviction: refused, so
+                        # that its client (if it still waits) registers anew.
+                        return Outcome(evicted=True, slot=slot, index=index)
+                    self._set_evicted(client, None)
+                if len(self.clients) >= self.sessions_max:
+                    self._evict_oldest(slot, index)
             outcome = Outcome(slot=slot, index=index)
-            if entry is None and len(self.clients) >= self.sessions_max:
-                self._evict_oldest()
         elif entry is None:
             return Outcome(evicted=True, slot=slot, index=index)  # refused, not stored
         elif kind == CommandKind.transfer:
@@ -228,10 +243,24 @@ class Ledger:
         clients[client] = entry
         clients.move_to_end(client)
 
-    def _evict_oldest(self) -> None:
+    def _evict_oldest(self, slot: int, index: int) -> None:
         client, entry = self.clients.popitem(last=False)
         self._clients_changed.setdefault(client, entry)
         self.evictions += 1
+        gone = Outcome(evicted=True, slot=slot, index=index)
+        self._set_evicted(
+            client, ClientEntry(client_id=client, request_no=entry.request_no, outcome=gone)
+        )
+        if len(self.evicted) > self.sessions_max:
+            self._set_evicted(next(iter(self.evicted)), None)
+
+    def _set_evicted(self, client: str, tombstone: ClientEntry | None) -> None:
+        if client not in self._evicted_changed:
+            self._evicted_changed[client] = self.evicted.get(client)
+        if tombstone is None:
+            del self.evicted[client]
+        else:
+            self.evicted[client] = tombstone
 
     def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         amount = transfer.amount
@@ -314,18 +343,22 @@ class Ledger:
         # a checkpoint after many transfers changes many accounts.
         total += sum(map(operator.mul, map(weights.__getitem__, changed), changed.values()))
         self._moved += sum(changed.values())
-        clients = self.clients
-        for client, before_entry in self._clients_changed.items():
-            now_entry = clients.get(client)
-            if now_entry is before_entry:
-                continue
-            if now_entry is not None:
-                total += _client_row(now_entry)
-            if before_entry is not None:
-                total -= _client_row(before_entry)
+        for table, changes in (
+            (self.clients, self._clients_changed),
+            (self.evicted, self._evicted_changed),
+        ):
+            for client, before_entry in changes.items():
+                now_entry = table.get(client)
+                if now_entry is before_entry:
+                    continue
+                if now_entry is not None:
+                    total += _client_row(now_entry)
+                if before_entry is not None:
+                    total -= _client_row(before_entry)
         self._changed.clear()
         self._opened_since.clear()
         self._clients_changed.clear()
+        self._evicted_changed.clear()
         self._sum = total % _digest_modulus
         return self._sum.to_bytes(digest_bytes, "big")
 
@@ -347,7 +380,8 @@ class Ledger:
             slot=slot,
             balances=tuple((a, b) for a, b in balances.items() if b != b0 and a not in owners),
             opened=tuple((a, owners[a], balances[a]) for a in self.opened),
-            clients=tuple(self.clients.values()),
+            # the sessions, then the evicted sessions' tombstones (outcome evicted)
+            clients=(*self.clients.values(), *self.evicted.values()),
             digest=digest,
             chain=chain,
         )
@@ -365,7 +399,8 @@ class Ledger:
             self.owned_by.setdefault(owner, []).append(account)
         # Eviction order is the order of the sessions' last commits.
         by_commit = sorted(snapshot.clients, key=lambda c: (c.outcome.slot, c.outcome.index))
-        self.clients.update((c.client_id, c) for c in by_commit)
+        self.clients.update((c.client_id, c) for c in by_commit if not c.outcome.evicted)
+        self.evicted.update((c.client_id, c) for c in by_commit if c.outcome.evicted)
         self._sum = int.from_bytes(snapshot.digest, "big")
 
     def page(self, start: int, count: int) -> list[tuple[str, int]]:
@@ -431,6 +466,8 @@ def _opened_row(account: str, owner: str) -> int:
 def _client_row(c: ClientEntry) -> int:
     o = c.outcome
     results = "".join("1" if r.ok else f"0{len(r.reason or '')}:{r.reason}" for r in o.results)
+    if o.evicted:
+        results += "e"  # a tombstone
     return _row_hash(
         f"c{len(c.client_id)}:{c.client_id}{len(results)}:{results}{o.slot}.{o.index}.{c.request_no}"
     )

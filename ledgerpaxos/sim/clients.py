@@ -207,7 +207,7 @@ class SimClient:
         if command.kind != CommandKind.read and not outcome.evicted:
             self.last_stored = max(self.last_stored, command.request_no)
         if command.kind == CommandKind.register:
-            self.registered = True
+            self.registered = not outcome.evicted  # evicted: a late one, register anew
         elif outcome.evicted:
             self.registered = False  # the outcome is unknown; register anew
             sim.marks.hit(coverage.SESSION_EVICTED)
