@@ -137,6 +137,24 @@ def _encode_text(value: Any, length_max: int, what: str) -> bytes:
     return data
 
 
+def _pack_text(value: Any, length_max: int, what: str) -> bytes:
+    """A string field: u8 length + UTF-8."""
+    data = _encode_text(value, length_max, what)
+    return bytes((len(data),)) + data
+
+
+def _unpack_text(data: bytes, offset: int, length_max: int, what: str) -> tuple[str, int]:
+    """The string field at `offset` and the offset after it."""
+    length = data[offset]
+    if length > length_max:
+        raise FrameError(f"{what} length {length} failed validation (at most {length_max})")
+    start = offset + 1
+    end = start + length
+    if end > len(data):
+        raise FrameError(f"{what} truncated")
+    return data[start:end].decode("utf-8"), end
+
+
 def _pack_command(command: Any, out: list[bytes]) -> None:
     if not isinstance(command, Command):
         raise ValueError(f"expected Command, found {command!r}")
@@ -173,12 +191,8 @@ def _pack_command(command: Any, out: list[bytes]) -> None:
     _sequence_length(accounts, "accounts", _accounts_max, "accounts_per_request_max")
     append(_U32.pack(len(accounts)))
     for account in accounts:
-        name = _encode_text(account, _name_max, "account")
-        append(bytes((len(name),)))
-        append(name)
-    owner_bytes = _encode_text(owner, _client_id_max, "owner")
-    append(bytes((len(owner_bytes),)))
-    append(owner_bytes)
+        append(_pack_text(account, _name_max, "account"))
+    append(_pack_text(owner, _client_id_max, "owner"))
 
 
 def pack_command(command: Command) -> bytes:
@@ -304,23 +318,10 @@ def unpack_command(data: bytes, offset: int) -> tuple[Command, int]:
         offset += 4
         names = []
         for _ in range(count):
-            length = data[offset]
-            if length > _name_max:
-                raise FrameError(f"account length {length} failed validation (at most {_name_max})")
-            start = offset + 1
-            offset = start + length
-            if offset > len(data):
-                raise IndexError("account cut short")
-            names.append(data[start:offset].decode())
+            name, offset = _unpack_text(data, offset, _name_max, "account")
+            names.append(name)
         accounts = tuple(names)
-        length = data[offset]
-        if length > _client_id_max:
-            raise FrameError(f"owner length {length} failed validation (at most {_client_id_max})")
-        start = offset + 1
-        offset = start + length
-        if offset > len(data):
-            raise IndexError("owner cut short")
-        owner = data[start:offset].decode()
+        owner, offset = _unpack_text(data, offset, _client_id_max, "owner")
     command = new(Command)  # Command(client_id=..., ...), see slot_setters
     _set_client_id(command, client_id)
     _set_request_no(command, request_no)

@@ -36,7 +36,9 @@ from ledgerpaxos.core import messages as m
 from .batch import (
     _encode_text,
     _malformed,
+    _pack_text,
     _sequence_length,
+    _unpack_text,
     batch_of_bytes,
     encode_batch,
     pack_command,
@@ -135,26 +137,10 @@ def _pack_flag(value: Any) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
-def _pack_text(value: Any, length_max: int, what: str) -> bytes:
-    data = _encode_text(value, length_max, what)
-    return bytes((len(data),)) + data
-
-
 def _pack_maybe_text(value: Any, length_max: int, what: str) -> bytes:
     if value is None:
         return b"\x00"
     return b"\x01" + _pack_text(value, length_max, what)
-
-
-def _unpack_text(data: bytes, offset: int, length_max: int, what: str) -> tuple[str, int]:
-    length = data[offset]
-    if length > length_max:
-        raise FrameError(f"{what} length {length} failed validation (at most {length_max})")
-    start = offset + 1
-    end = start + length
-    if end > len(data):
-        raise FrameError(f"{what} truncated")
-    return data[start:end].decode("utf-8"), end
 
 
 def _unpack_maybe_text(

@@ -236,12 +236,8 @@ class Ledger:
         return outcome
 
     def _store(self, entry: ClientEntry) -> None:
-        client = entry.client_id
-        clients = self.clients
-        if client not in self._clients_changed:
-            self._clients_changed[client] = clients.get(client)
-        clients[client] = entry
-        clients.move_to_end(client)
+        _put(self.clients, self._clients_changed, entry.client_id, entry)
+        self.clients.move_to_end(entry.client_id)
 
     def _evict_oldest(self, slot: int, index: int) -> None:
         client, entry = self.clients.popitem(last=False)
@@ -255,12 +251,7 @@ class Ledger:
             self._set_evicted(next(iter(self.evicted)), None)
 
     def _set_evicted(self, client: str, tombstone: ClientEntry | None) -> None:
-        if client not in self._evicted_changed:
-            self._evicted_changed[client] = self.evicted.get(client)
-        if tombstone is None:
-            del self.evicted[client]
-        else:
-            self.evicted[client] = tombstone
+        _put(self.evicted, self._evicted_changed, client, tombstone)
 
     def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         amount = transfer.amount
@@ -410,6 +401,22 @@ class Ledger:
     def all_balances(self) -> dict[str, int]:
         """Every balance, in account order: O(accounts), for tests and small ledgers."""
         return {a: self.balance(a) or 0 for a in self.accounts()}
+
+
+def _put(
+    table: dict[str, ClientEntry],
+    changes: dict[str, ClientEntry | None],
+    client: str,
+    entry: ClientEntry | None,
+) -> None:
+    """Set (None: remove) `client`'s row of `table`, noting in `changes` the
+    row it had when the digest was last brought up to date."""
+    if client not in changes:
+        changes[client] = table.get(client)
+    if entry is None:
+        del table[client]
+    else:
+        table[client] = entry
 
 
 def state_digest(snapshot: Snapshot, initial_balance: int) -> bytes:
