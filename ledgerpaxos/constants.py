@@ -19,7 +19,7 @@ wire_magic = 0x4C504158  # "LPAX"
 # 2: votes name their value, commits the chain digest, catch-up a nonce;
 # 3: an outcome says where its command was executed (slot, index);
 # 4: commands name accounts (reads, openings), outcomes say evicted, state digests are sums
-wire_version = 4
+wire_version = 5
 account_name_length_max = 32  # bytes (UTF-8)
 client_id_length_max = 64  # bytes (UTF-8)
 node_id_length_max = 32  # bytes (UTF-8)
@@ -105,6 +105,12 @@ snapshot_transfers_min = 20_000
 # stay a small share of the work (a small one costs little anyway).
 snapshot_rows_cheap_max = 10_000
 snapshot_work_per_row_min = 8
+# A checkpoint is installed in parts of at most this many rows (a session counts
+# one more for every 4 results it holds; core/ledger.split_snapshot): about 1.5
+# MB of balances, far below message_size_max, and a few milliseconds of the
+# sender's loop per part.
+install_part_units_max = 20_000
+install_parts_max = 1 << 20  # parts of one checkpoint a replica accepts
 
 # Runtime.
 inbox_messages_max = 4096  # bounded channel between network tasks and the core

@@ -84,6 +84,8 @@ class CoreNet:
         self.executors = {i: self._executor(i) for i in self.ids}
         self.request_no = 0
         self.registered: set[str] = set()  # clients whose session submit() registered
+        # A test's filter: (to, sender, message) -> lost on the way.
+        self.drop: Callable[[str, str | None, object], bool] = lambda to, sender, message: False
 
     def _executor(self, node: str) -> ReadyExecutor[str]:
         storage = self.storages[node]
@@ -118,6 +120,8 @@ class CoreNet:
             touched = set()
             for to, sender, message in batch:
                 if sender is not None and self.rng.random() < self.loss:
+                    continue
+                if self.drop(to, sender, message):
                     continue
                 if sender is not None and self.rng.random() < self.duplication:
                     self.queue.append((to, sender, message))

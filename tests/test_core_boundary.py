@@ -286,7 +286,7 @@ def test_checkpoints_and_catch_up_replies_nobody_asked_for_are_ignored() -> None
     core.step(InstallCheckpoint(snapshot=minted, nonce=8), leader)
     ready = core.take_ready()
     assert ready.alarms == [
-        f"refused InstallCheckpoint from {leader}: its balances sum to 1090, not 100"
+        f"checkpoint {minted.slot} from {leader} refused: its balances sum to 1090, not 100"
     ]
     assert ready.snapshots == [] and core.balances() == before
 

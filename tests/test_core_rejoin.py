@@ -16,6 +16,8 @@ from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
     Ballot,
+    CatchupReply,
+    InstallCheckpoint,
     LogEntry,
     Nack,
     Prepare,
@@ -183,5 +185,42 @@ def test_a_replica_far_behind_rejoins_a_cluster_far_ahead() -> None:
             ),
             node,
         )
-    assert core.status().role is Role.follower
+    # It holds the promise and the acceptances, and fetches slots up to 10,000 before voting.
     assert core.status().promised == ballot and len(core.log_view()) == 5
+    assert core.status().role is Role.rejoining
+    assert "up to 10000" in (core.status().rejoin or "")
+
+
+def test_it_votes_again_only_once_it_holds_what_the_answers_checkpointed() -> None:
+    """Below an answerer's checkpoint the answers report no acceptances, so a
+    value chosen there with the forgotten vote is in none of them: the
+    rejoining replica fetches those slots before its promises count."""
+    net = CoreNet(5)
+    leader = decided(net, 25)  # past checkpoints at slots 10 and 20
+    victim = next(n for n in net.ids if n != leader)
+    net.crash(victim)
+    net.restart(victim, disk_lost=True)
+    core = net.cores[victim]
+    # It fetches nothing until the answers are in, so it has slots to fetch then.
+    net.drop = lambda to, sender, m: (
+        to == victim
+        and isinstance(m, CatchupReply | InstallCheckpoint)
+        and core.status().role is Role.rejoining
+        and core.rejoin_floor is None
+    )
+    seen: list[tuple[int, str | None, list[str], list[object]]] = []
+    net.watchers[victim].append(
+        lambda ready: seen.append(
+            (core.status().commit_slot, core.status().rejoin, ready.events, votes_of(ready.send))
+        )
+    )
+    net.run(core.s.rejoin_wait_ticks + 100)
+    answered = next(i for i, (*_, events, _) in enumerate(seen) if "rejoin answered" in str(events))
+    rejoined = next(i for i, (*_, events, _) in enumerate(seen) if "rejoined:" in str(events))
+    floor = min(net.cores[n].status().checkpoint_slot for n in net.ids if n != victim)
+    assert floor >= 20
+    commit, rejoin, _, _ = seen[answered]
+    assert commit < floor and rejoin is not None and f"up to {floor}" in rejoin
+    assert seen[rejoined][0] >= floor, "voted again before holding the checkpointed slots"
+    assert not any(votes for *_, votes in seen[:rejoined]), "voted while rejoining"
+    assert core.status().role is Role.follower

@@ -222,13 +222,13 @@ def test_golden_heartbeat_bytes() -> None:
     )
     assert frame.hex() == (
         "4c504158"  # magic "LPAX"
-        "04"  # version
+        "05"  # version
         "00000007"  # cluster id
         "09"  # message type: heartbeat
         "02"  # sender
         "0000002a"  # body length: 42
         "95702ac7"  # crc32 of the body
-        "cc9c4630"  # crc32 of the 19 header bytes above
+        "75679dd8"  # crc32 of the 19 header bytes above
         "0000000000000003"
         "02"  # ballot 3.2
         "000000000000000a"  # commit slot

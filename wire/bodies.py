@@ -18,6 +18,7 @@ from ledgerpaxos.core import messages as m
 from .batch import Batch_, CommandField
 from .fields import (
     U8,
+    U32,
     U64,
     AttrsAdapter,
     BallotField,
@@ -124,7 +125,14 @@ _CODECS = (
         "checkpoint_slot" / Slot,
         "checkpoint_digest" / Digest,
     ),
-    _body(MessageType.catchup_request, m.CatchupRequest, "after_slot" / Slot, "nonce" / U64),
+    _body(
+        MessageType.catchup_request,
+        m.CatchupRequest,
+        "after_slot" / Slot,
+        "nonce" / U64,
+        "install_slot" / Slot,
+        "part" / U32,
+    ),
     _body(
         MessageType.catchup_reply,
         m.CatchupReply,
@@ -137,6 +145,8 @@ _CODECS = (
         MessageType.install_checkpoint,
         m.InstallCheckpoint,
         "nonce" / U64,
+        "part" / U32,
+        "parts" / U32,
         "snapshot" / SnapshotField,
     ),
     _body(MessageType.rejoin_request, m.RejoinRequest, "nonce" / U64),

@@ -11,7 +11,8 @@ Only the answer to the request asked last counts: from the peer asked, with
 the request's random nonce (as in Viewstamped Replication's recovery), so no
 frame that was not asked for can replace entries or the state. Entries are
 committed only when they chain onto our decided log to the chain digest the
-reply names (core/digests.py).
+reply names (core/digests.py). A checkpoint comes in parts, asked for one
+at a time (core/install.py).
 
 Functions of a `Core`; any role serves and uses these.
 """
@@ -21,9 +22,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import digests, execution, leading
+from ledgerpaxos.core import digests, execution, install, leading, validation
 from ledgerpaxos.core.ledger import state_digest
-from ledgerpaxos.core.messages import CatchupReply, CatchupRequest, InstallCheckpoint, LogEntry
+from ledgerpaxos.core.install import PartialInstall
+from ledgerpaxos.core.messages import (
+    CatchupReply,
+    CatchupRequest,
+    InstallCheckpoint,
+    LogEntry,
+    Snapshot,
+)
 from ledgerpaxos.core.status import Role
 
 if TYPE_CHECKING:
@@ -52,7 +60,18 @@ def ask(core: Core, source: str) -> None:
     core.catchup_retry.arm(core.now, core.s.catchup_retry_ticks)
     core.catchup_source = source
     core.catchup_nonce = core.rng.getrandbits(64)
-    core.send(source, CatchupRequest(after_slot=core.commit_slot, nonce=core.catchup_nonce))
+    partial = core.installing
+    if partial is not None and partial.slot <= core.executed_slot:
+        core.installing = partial = None  # we got past it by other means
+    core.send(
+        source,
+        CatchupRequest(
+            after_slot=core.commit_slot,
+            nonce=core.catchup_nonce,
+            install_slot=0 if partial is None else partial.slot,
+            part=0 if partial is None else partial.received,
+        ),
+    )
 
 
 def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
@@ -63,8 +82,13 @@ def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
     if after < core.checkpoint_slot and any(
         s not in core.log for s in range(after + 1, core.checkpoint_slot + 1)
     ):
-        assert core.last_snapshot is not None
-        core.send(sender, InstallCheckpoint(snapshot=core.last_snapshot, nonce=m.nonce))
+        parts = parts_to_install(core)
+        # The part asked for if the asker is installing our checkpoint, else its first.
+        part = m.part if m.install_slot == parts[0].slot and m.part < len(parts) else 0
+        core.send(
+            sender,
+            InstallCheckpoint(snapshot=parts[part], nonce=m.nonce, part=part, parts=len(parts)),
+        )
         return
     entries: list[LogEntry] = []
     transfers = 0
@@ -115,18 +139,52 @@ def on_catchup_reply(core: Core, m: CatchupReply, sender: str) -> None:
         ask(core, sender)
 
 
+def parts_to_install(core: Core) -> tuple[Snapshot, ...]:
+    """Our last snapshot in parts, cut once per snapshot (a sort: O(rows log rows))."""
+    snapshot = core.last_snapshot
+    assert snapshot is not None
+    if not core.install_parts or core.install_parts[0].slot != snapshot.slot:
+        core.install_parts = install.split(snapshot, core.s.install_part_units_max)
+    return core.install_parts
+
+
 def on_install_checkpoint(core: Core, m: InstallCheckpoint, sender: str) -> None:
-    snapshot = m.snapshot
     if sender != core.catchup_source or m.nonce != core.catchup_nonce:
         return  # ignore: not asked: a checkpoint replaces our whole state
-    if snapshot.slot <= core.executed_slot:
+    if m.snapshot.slot <= core.executed_slot:
         return  # ignore: we are past it
-    if state_digest(snapshot, core.s.initial_balance) != snapshot.digest:
+    partial = core.installing
+    if partial is not None and partial.of_this(m) and m.part < partial.received:
+        return  # ignore: a part we have (duplicated, or asked for again)
+    if partial is None or not partial.continues(m):
+        if m.part != 0:
+            return  # ignore: not the part we asked for; the retry asks again
+        if partial is not None:
+            core.ready.events.append(
+                f"checkpoint {partial.slot}: {partial.received} of {partial.parts} parts "
+                f"dropped for checkpoint {m.snapshot.slot} from {sender}"
+            )
+        core.installing = partial = PartialInstall.start(m, sender)
+    partial.add(m, sender)
+    if not partial.complete:
+        ask(core, sender)  # the next part
+        return
+    core.installing = None
+    snapshot = partial.whole()
+    reason = validation.snapshot_refusal(core, snapshot)
+    if reason is None and state_digest(snapshot, core.s.initial_balance) != snapshot.digest:
+        reason = "it fails its digest"
+    if reason is not None:
+        parts = f" in {partial.parts} parts, the last" if partial.parts > 1 else ""
         core.ready.alarms.append(
-            f"checkpoint from {sender} at slot {snapshot.slot} fails its digest"
+            f"checkpoint {snapshot.slot}{parts} from {sender} refused: {reason}"
         )
         return
-    core.ready.events.append(f"installing checkpoint {snapshot.slot} from {sender}")
+    core.ready.events.append(
+        f"installing checkpoint {snapshot.slot} from {sender}"
+        + (f" ({partial.parts} parts)" if partial.parts > 1 else "")
+        + (", resumed from another replica" if partial.resumed else "")
+    )
     core.adopt_snapshot(snapshot, source=sender)
     core.ready.snapshots.append(snapshot)
     core.installed_this_round = True

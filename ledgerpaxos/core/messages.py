@@ -281,10 +281,14 @@ class HeartbeatAck:
 
 @attrs.frozen(kw_only=True)
 class CatchupRequest:
-    """Send me the committed values of the slots after `after_slot`."""
+    """Send me the committed values of the slots after `after_slot`; or, if
+    they are purged and `install_slot` is your checkpoint's slot, its part
+    `part` (an install in parts resumes from whoever is asked next)."""
 
     after_slot: int
     nonce: int  # echoed by the answer: only the answer to this request counts
+    install_slot: int = 0  # 0: no install under way
+    part: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -297,10 +301,14 @@ class CatchupReply:
 
 @attrs.frozen(kw_only=True)
 class InstallCheckpoint:
-    """Sent instead of entries that were purged: take this state and go on from it."""
+    """Sent instead of entries that were purged: take this state and go on
+    from it. One part of it (core/ledger.split_snapshot): `snapshot` holds the
+    checkpoint's slot, digest and chain, and part `part` of `parts` of its rows."""
 
     snapshot: Snapshot
     nonce: int  # the request's
+    part: int = 0
+    parts: int = 1
 
 
 @attrs.frozen(kw_only=True)

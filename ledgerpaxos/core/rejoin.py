@@ -22,7 +22,14 @@ slot: the simulator's planted bug `naive-rejoin`). So it starts in the role
    acceptance (each was accepted by the one who reports it, under a ballot
    whose leader proposed it; a value chosen with our forgotten vote is the
    highest-ballot value of that slot in any majority: Paxos's phase 1), and
-   votes again. What is decided it fetches by catch-up, as any follower.
+   votes again, once it holds every value decided at or below the newest
+   checkpoint among the answers (step 4).
+4. Below an answerer's checkpoint the answers report no acceptances, so a
+   value chosen there with our forgotten vote is in no answer: until it has
+   fetched those slots by catch-up (or installed a checkpoint past them), its
+   promises would leave that value out, and a new leader counting on them, or
+   itself as leader, could fill the slot with another value. So it keeps
+   following without voting until its commit point reaches that checkpoint.
 
 Meanwhile it follows: it learns the leader and the commit point, fetches the
 decided values and executes them, answers heartbeats and forwards its
@@ -71,6 +78,9 @@ def begin(core: Core) -> None:
 def tick(core: Core) -> None:
     """Ask once the wait is over, and again every rejoin_retry_ticks until a
     majority answered (peers may be down, or the answers lost)."""
+    if core.rejoin_floor is not None:
+        catch_up_done(core)
+        return
     if core.rejoin_after.pending(core.now):
         return
     core.rejoin_after.arm(core.now, core.s.rejoin_retry_ticks)
@@ -97,6 +107,11 @@ def describe(core: Core) -> str | None:
     if not core.rejoin_asked:
         assert core.rejoin_after.due is not None
         return f"waiting {core.rejoin_after.due - core.now} ticks before asking a majority"
+    if core.rejoin_floor is not None:
+        return (
+            f"answered; fetching the decided slots up to {core.rejoin_floor} before voting "
+            f"(commit point {core.commit_slot})"
+        )
     heard = ", ".join(sorted(core.rejoin_answers)) or "nobody yet"
     return f"asked the peers: answers from {heard}, {needed(core)} needed"
 
@@ -116,8 +131,8 @@ def on_rejoin_request(core: Core, m: RejoinRequest, sender: str) -> None:
 
 
 def on_rejoin_reply(core: Core, m: RejoinReply, sender: str) -> None:
-    if m.nonce != core.rejoin_nonce:
-        return  # ignore: not an answer to this rejoin
+    if m.nonce != core.rejoin_nonce or core.rejoin_floor is not None:
+        return  # ignore: not an answer to this rejoin, or answered enough
     core.rejoin_answers[sender] = m
     election.see(core, m.promised)
     if len(core.rejoin_answers) >= needed(core):
@@ -140,15 +155,29 @@ def finish(core: Core) -> None:
             core.store(entry)
             taken += 1
     core.known_commit = max([core.known_commit, *(a.commit_slot for a in answers.values())])
-    core.role = Role.follower
     core.rejoin_answers = {}
-    core.ready.rejoined = True
+    core.rejoin_floor = start
     core.ready.events.append(
-        f"rejoined: answers from {', '.join(sorted(answers))}; promised {promised}, "
-        f"took {taken} accepted entries above slot {start}; voting again"
+        f"rejoin answered by {', '.join(sorted(answers))}; promised {promised}, "
+        f"took {taken} accepted entries above slot {start}"
     )
-    election.reset_election_timer(core)
+    catch_up_done(core)
     catchup.ask_if_stuck(core)
+
+
+def catch_up_done(core: Core) -> None:
+    """Vote again once every slot up to the answers' newest checkpoint is
+    decided here (step 4)."""
+    assert core.rejoin_floor is not None
+    if core.commit_slot < core.rejoin_floor:
+        return
+    core.ready.events.append(
+        f"rejoined: decided up to {core.commit_slot}, past slot {core.rejoin_floor}; voting again"
+    )
+    core.rejoin_floor = None
+    core.role = Role.follower
+    core.ready.rejoined = True
+    election.reset_election_timer(core)
 
 
 # ---------------------------------------------------------------- following without voting

@@ -53,6 +53,7 @@ from ledgerpaxos.core import (
     rejoin,
     validation,
 )
+from ledgerpaxos.core.install import PartialInstall
 from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.messages import (
     Accept,
@@ -224,12 +225,17 @@ class Core:
         self.catchup_retry = Deadline()  # no new catch-up request before it
         self.catchup_source: str | None = None  # the peer asked last: only its answers count
         self.catchup_nonce = 0  # and only its answer to that request
+        self.installing: PartialInstall | None = None  # a checkpoint's parts received so far
+        # Our last snapshot cut into parts, made when a peer first asks for one.
+        self.install_parts: tuple[Snapshot, ...] = ()
 
         # Rejoining after a lost disk (rejoin.py).
         self.rejoin_nonce = 0
         self.rejoin_asked = False
         self.rejoin_after = Deadline()  # ask (again) then
         self.rejoin_answers: dict[str, RejoinReply] = {}
+        # Answered: the newest checkpoint among the answers, to reach before voting.
+        self.rejoin_floor: int | None = None
 
         # Candidate.
         self.phase = Phase.pre_vote

@@ -37,6 +37,7 @@ class CoreSettings:
     snapshot_interval: int = constants.snapshot_interval_default
     snapshot_transfers_min: int = constants.snapshot_transfers_min
     snapshot_work_per_row_min: int = constants.snapshot_work_per_row_min
+    install_part_units_max: int = constants.install_part_units_max
     # Who may debit which account (Ledger's client_accounts), as the config says.
     client_accounts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     auditors: tuple[str, ...] = ()  # clients whose reads show every balance
@@ -49,6 +50,7 @@ class CoreSettings:
         assert 1 <= len(self.node_ids) <= constants.replicas_max
         assert self.checkpoint_interval >= 1
         assert self.snapshot_interval >= 1 and self.snapshot_transfers_min >= 1
+        assert self.install_part_units_max >= 1
         assert 0 < self.heartbeat_ticks < self.election_timeout_ticks_min
         assert self.election_timeout_ticks_min <= self.election_timeout_ticks_max
 

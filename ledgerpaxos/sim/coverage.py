@@ -22,6 +22,7 @@ DISK_FULL_PAUSED = "paused by a full disk"
 DISK_FULL_RESUMED = "resumed after a full disk"
 ACCOUNT_OPENED = "account opened through the log"
 SESSION_EVICTED = "request refused: its session was evicted"
+INSTALL_IN_PARTS = "checkpoint installed in parts"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -35,6 +36,7 @@ REQUIRED: tuple[str, ...] = (
     DISK_FULL_RESUMED,
     ACCOUNT_OPENED,
     SESSION_EVICTED,
+    INSTALL_IN_PARTS,
 )
 
 # Reported, not required.
@@ -51,6 +53,7 @@ REJECTED_TRANSFER = "transfer rejected by the ledger"
 RESEND_ACROSS_LEADER_CHANGE = "re-send answered across a leader change"
 RESEND_ACROSS_CRASH = "re-send answered across a crash"
 RESEND_ACROSS_INSTALL = "re-send answered across a checkpoint install"
+INSTALL_RESUMED = "checkpoint install resumed from another replica"
 
 INFORMATIONAL: tuple[str, ...] = (
     CRASH_RESTART,
@@ -66,6 +69,7 @@ INFORMATIONAL: tuple[str, ...] = (
     RESEND_ACROSS_LEADER_CHANGE,
     RESEND_ACROSS_CRASH,
     RESEND_ACROSS_INSTALL,
+    INSTALL_RESUMED,
     WAL_SALVAGED,
     BIT_FLIPPED,
     DISK_ROLLED_BACK,

@@ -164,6 +164,7 @@ class Simulation:
             election_timeout_ticks_max=ticks_for(self.plan.timers.election_timeout_ms_max),
             client_accounts=self.client_accounts,
             client_sessions_max=self.plan.workload.sessions_max,
+            install_part_units_max=self.plan.install_part_units_max,
         )
 
     # ================================================================ running

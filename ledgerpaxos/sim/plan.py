@@ -97,6 +97,9 @@ class SimPlan:
     network: NetworkPlan
     faults: FaultPlan
     workload: WorkloadPlan
+    # Rows per part of a checkpoint install: small ones cut the sim's few rows
+    # into many parts, so installs run across lost parts and leader changes.
+    install_part_units_max: int = constants.install_part_units_max
 
     @property
     def faulty_max(self) -> int:
@@ -115,7 +118,8 @@ class SimPlan:
             f"faults every ~{f.mean_interval_us / 1e6:.2f}s ({kinds}), "
             f"fault phase {self.fault_phase_us / 1e6:.1f}s, {w.clients} clients, "
             f"client timeout {w.client_timeout_us / 1000:.0f}ms, "
-            f"{w.sessions_max} sessions, openings {w.open_probability:.0%}"
+            f"{w.sessions_max} sessions, openings {w.open_probability:.0%}, "
+            f"install parts of {self.install_part_units_max} rows"
         )
 
 
@@ -209,4 +213,8 @@ def draw_plan(seed: int, replicas: int) -> SimPlan:
         network=network,
         faults=faults,
         workload=workload,
+        # From a stream of its own, so the draws above stay as they were.
+        install_part_units_max=random.Random(f"ledgerpaxos-sim/{seed}/plan/install").choice(
+            (2, 5, constants.install_part_units_max)
+        ),
     )

@@ -393,6 +393,7 @@ class ReplicaHost:
             if sim.trace is not None:
                 sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
             before = core.basic_status()
+            installing = core.installing  # a PartialInstall is added to in place
             core.step(message, sender)
             after = core.basic_status()
             if before.is_preparing and after.role is Role.follower:
@@ -402,6 +403,10 @@ class ReplicaHost:
                 and after.executed_slot > before.executed_slot
             ):
                 sim.marks.hit(coverage.CHECKPOINT_INSTALL)
+                if message.parts > 1:
+                    sim.marks.hit(coverage.INSTALL_IN_PARTS)
+                if installing is not None and installing.resumed:
+                    sim.marks.hit(coverage.INSTALL_RESUMED)
                 sim.installs += 1
                 sim.safety.checkpoint_installed(self.node, message.snapshot.slot)
         except Exception as error:  # reported with the seed, never swallowed

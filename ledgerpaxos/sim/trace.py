@@ -83,12 +83,18 @@ def describe(message: object) -> str:
     if isinstance(message, Nack):
         return f"Nack b={message.ballot} promised={message.promised}"
     if isinstance(message, CatchupRequest):
-        return f"CatchupRequest after={message.after_slot}"
+        installing = (
+            f" install={message.install_slot} part={message.part}" if message.install_slot else ""
+        )
+        return f"CatchupRequest after={message.after_slot}{installing}"
     if isinstance(message, CatchupReply):
         slots = f"{message.entries[0].slot}..{message.entries[-1].slot}" if message.entries else "-"
         return f"CatchupReply {slots} c={message.commit_slot}"
     if isinstance(message, InstallCheckpoint):
-        return f"InstallCheckpoint s={message.snapshot.slot} d={message.snapshot.digest.hex()[:12]}"
+        return (
+            f"InstallCheckpoint s={message.snapshot.slot} d={message.snapshot.digest.hex()[:12]}"
+            f" part {message.part + 1}/{message.parts}"
+        )
     if isinstance(message, ClientRequest):
         return f"ClientRequest {describe_command(message.command)}"
     if isinstance(message, ClientReply):
