@@ -47,6 +47,7 @@ import trio
 import wire
 from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config
+from ledgerpaxos.core.ledger import session_number
 from ledgerpaxos.core.messages import (
     ClientReply,
     ClientRequest,
@@ -71,6 +72,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledgerpaxos.client")
+
+
+# The requests that name their client's session (the others need none).
+_IN_A_SESSION = frozenset((CommandKind.transfer, CommandKind.open))
 
 
 class ClientTimeout(Exception):
@@ -161,7 +166,9 @@ class Client:
         self._nursery = nursery
         self._lock = trio.Lock()
         self._last_request_no = 0
-        self._registered = False  # a session is registered (and not known evicted)
+        # The session registered (ledger.session_number), named in every transfer
+        # and opening; None: none yet, or known evicted.
+        self._session: int | None = None
         self._pending: dict[int, _Pending] = {}
         self._connections: dict[str, _Connection] = {}
 
@@ -242,14 +249,14 @@ class Client:
         (registering the session first when a transfer or opening needs one)."""
         async with self._lock:
             deadline = None if timeout is None else trio.current_time() + timeout
-            if not self._registered and kind in (CommandKind.transfer, CommandKind.open):
+            if self._session is None and kind in (CommandKind.transfer, CommandKind.open):
                 await self._register(deadline)
             left = None if deadline is None else max(0.0, deadline - trio.current_time())
             if kind == CommandKind.register:
                 return await self._register(deadline)
             reply = await self._request(kind, transfers, accounts, owner, left)
             if reply.outcome.evicted:
-                self._registered = False
+                self._session = None
                 raise SessionEvicted(
                     f"the session of client {self.client_id} was evicted before request "
                     f"{reply.request_no} was executed (more than client_sessions_max clients "
@@ -258,15 +265,19 @@ class Client:
                 )
             return reply
 
+    @property
+    def session(self) -> int | None:
+        """The number of this client's session (core/ledger.session_number);
+        None before it registered, or once it learned it was evicted."""
+        return self._session
+
     async def _register(self, deadline: float | None) -> ClientReply:
-        """Register a session; again if the answer says a registration from
-        before an eviction came late (then the session is gone)."""
-        while True:
-            left = None if deadline is None else max(0.0, deadline - trio.current_time())
-            reply = await self._request(CommandKind.register, (), (), "", left)
-            if not reply.outcome.evicted:
-                self._registered = True
-                return reply
+        """Register a session: its number is where the registration executed."""
+        left = None if deadline is None else max(0.0, deadline - trio.current_time())
+        reply = await self._request(CommandKind.register, (), (), "", left)
+        outcome = reply.outcome
+        self._session = session_number(outcome.slot, outcome.index)
+        return reply
 
     async def _request(
         self,
@@ -280,6 +291,7 @@ class Client:
             client_id=self.client_id,
             request_no=self._next_request_no(),
             kind=kind,
+            session=(self._session or 0) if kind in _IN_A_SESSION else 0,
             transfers=transfers,
             accounts=accounts,
             owner=owner,

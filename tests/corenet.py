@@ -83,7 +83,8 @@ class CoreNet:
         self.watchers: dict[str, list[Callable[[Ready], None]]] = {i: [] for i in self.ids}
         self.executors = {i: self._executor(i) for i in self.ids}
         self.request_no = 0
-        self.registered: set[str] = set()  # clients whose session submit() registered
+        # client -> the session submit() or register() registered for it
+        self.sessions: dict[str, int] = {}
         # A test's filter: (to, sender, message) -> lost on the way.
         self.drop: Callable[[str, str | None, object], bool] = lambda to, sender, message: False
 
@@ -162,11 +163,15 @@ class CoreNet:
         request_no: int | None = None,
         kind: CommandKind = CommandKind.transfer,
         accounts: Sequence[str] = (),
+        session: int | None = None,
     ) -> Command:
-        if kind in (CommandKind.transfer, CommandKind.open) and client not in self.registered:
-            # Its session first (core/ledger.py), under a number below any of its requests.
-            self.registered.add(client)
-            self.request(node, Command(client_id=client, request_no=0, kind=CommandKind.register))
+        """A request from `client` to `node`. A transfer or an opening names
+        the client's session (`session`, or else the one registered for it
+        here, which is done first, running the net until it has executed)."""
+        if kind in (CommandKind.transfer, CommandKind.open) and session is None:
+            if client not in self.sessions:
+                self.register(node, client, ticks=0)
+            session = self.sessions[client]
         if request_no is None:
             self.request_no += 1
             request_no = self.request_no
@@ -174,6 +179,7 @@ class CoreNet:
             client_id=client,
             request_no=request_no,
             kind=kind,
+            session=session or 0,
             transfers=tuple(
                 Transfer(sender=s, receiver=r, amount=a) for s, r, a in (transfers or ())
             ),
@@ -184,13 +190,14 @@ class CoreNet:
 
     def register(self, node: str, *clients: str, ticks: int = 20) -> None:
         """Register the sessions of `clients` now (submit() would before their
-        first transfer), so that what a test counts next is its own slots."""
-        for client in clients:
-            if client not in self.registered:
-                self.registered.add(client)
-                self.request(
-                    node, Command(client_id=client, request_no=0, kind=CommandKind.register)
-                )
+        first transfer), under a number below any of their requests; run until
+        `node` executed them, then `ticks` more."""
+        new = [c for c in clients if c not in self.sessions]
+        for client in new:
+            self.request(node, Command(client_id=client, request_no=0, kind=CommandKind.register))
+        self.run_until(lambda: all(c in self.cores[node].ledger.clients for c in new))
+        for client in new:
+            self.sessions[client] = self.cores[node].ledger.clients[client].session
         self.run(ticks)
 
     def request(self, node: str, command: Command) -> None:

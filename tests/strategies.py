@@ -72,6 +72,7 @@ def commands(
         client_id=client_ids,
         request_no=request_nos,
         kind=st.just(m.CommandKind.transfer),
+        session=request_nos,
         transfers=st.lists(transfers(accounts), min_size=1, max_size=transfers_max).map(tuple),
     )
     read_commands = st.builds(
@@ -86,6 +87,7 @@ def commands(
         client_id=client_ids,
         request_no=request_nos,
         kind=st.just(m.CommandKind.open),
+        session=request_nos,
         accounts=st.lists(account_names(accounts), min_size=1, max_size=3).map(tuple),
         owner=st.one_of(st.just(""), client_ids),
     )
@@ -145,7 +147,11 @@ def outcomes(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.Outco
 
 def client_entries(accounts: Sequence[str] | None = None) -> st.SearchStrategy[m.ClientEntry]:
     return st.builds(
-        m.ClientEntry, client_id=client_ids, request_no=request_nos, outcome=outcomes(accounts)
+        m.ClientEntry,
+        client_id=client_ids,
+        request_no=request_nos,
+        outcome=outcomes(accounts),
+        session=request_nos,
     )
 
 

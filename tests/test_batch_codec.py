@@ -402,7 +402,7 @@ def test_every_truncation_refused_on_every_read_path() -> None:
 
 def test_unknown_kind_and_flags_refused() -> None:
     data = uncached((COMMAND,))
-    kind_at = 4 + 1 + 2 + 8
+    kind_at = 4 + 1 + 2 + 8 + 8  # count, client id, request number, session
     assert data[kind_at] == m.CommandKind.transfer
     with pytest.raises(FrameError, match="CommandKind"):
         decode_batch(data[:kind_at] + b"\x05" + data[kind_at + 1 :])

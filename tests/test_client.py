@@ -106,6 +106,8 @@ async def test_every_reply_says_where_its_request_was_executed_and_a_resend_the_
         replies = [await first.transfer("A", "B", 1), await second.transfer("B", "C", 1)]
         read = await first.read()
         assert read.balances == await first.balances()
+        session = second.session
+        assert session is not None
     positions = [(r.slot, r.index) for r in replies] + [(read.slot, read.index)]
     assert positions == sorted(set(positions)) and positions[0][0] >= 1
     # A re-sent request is answered from the client table: the same place.
@@ -116,6 +118,7 @@ async def test_every_reply_says_where_its_request_was_executed_and_a_resend_the_
             client_id="c1",
             request_no=replies[1].request_no,
             kind=CommandKind.transfer,
+            session=session,
             transfers=(Transfer(sender="B", receiver="C", amount=1),),
         ),
     )

@@ -158,8 +158,7 @@ def test_parts_out_of_turn_or_out_of_range_do_nothing() -> None:
     # A part number beyond the parts: refused at the boundary.
     core.step(InstallCheckpoint(snapshot=parts[0], nonce=9, part=5, parts=5), leader)
     assert core.take_ready().alarms == [
-        f"refused InstallCheckpoint from {leader}: part 5 of 5: parts count from 0, "
-        "at most 1048576"
+        f"refused InstallCheckpoint from {leader}: part 5 of 5: parts count from 0, at most 1048576"
     ]
     # Parts 0 and 1, then part 0 again (duplicated on the way): kept once; the
     # next one asked for is part 2.

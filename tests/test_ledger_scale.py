@@ -19,6 +19,7 @@ from ledgerpaxos.core.ledger import (
     REASON_ACCOUNT_EXISTS,
     REASON_NOT_AUTHORIZED,
     REASON_OPEN_FOR_OTHERS,
+    session_number,
     state_digest,
 )
 from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, Outcome, Transfer
@@ -34,11 +35,14 @@ class Requests:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.numbers: dict[str, int] = {}
+        self.sessions: dict[str, int] = {}  # as each client's last registration gave it
         self.slot = 0
 
     def run(self, client: str, kind: CommandKind, **fields: object) -> Outcome | None:
         self.numbers[client] = self.numbers.get(client, 0) + 1
         number = self.numbers[client]
+        if kind in (CommandKind.transfer, CommandKind.open):
+            fields.setdefault("session", self.sessions.get(client, 0))
         command = Command(client_id=client, request_no=number, kind=kind, **fields)  # type: ignore[arg-type]
         return self.again(command)
 
@@ -50,6 +54,7 @@ class Requests:
         for client in clients:
             outcome = self.run(client, CommandKind.register)
             assert outcome is not None and not outcome.evicted
+            self.sessions[client] = session_number(outcome.slot, outcome.index)
 
     def transfer(self, client: str, sender: str, receiver: str, amount: int) -> Command:
         self.numbers[client] = self.numbers.get(client, 0) + 1
@@ -57,6 +62,7 @@ class Requests:
             client_id=client,
             request_no=self.numbers[client],
             kind=CommandKind.transfer,
+            session=self.sessions.get(client, 0),
             transfers=(Transfer(sender=sender, receiver=receiver, amount=amount),),
         )
 
@@ -106,7 +112,13 @@ def test_an_opening_is_exactly_once_and_travels_in_snapshots() -> None:
     ledger = Ledger("AB", 10)
     r = Requests(ledger)
     r.register("A")
-    opening = Command(client_id="A", request_no=5, kind=CommandKind.open, accounts=("A2",))
+    opening = Command(
+        client_id="A",
+        request_no=5,
+        kind=CommandKind.open,
+        session=r.sessions["A"],
+        accounts=("A2",),
+    )
     first = r.again(opening)
     assert first is not None and first.ok
     assert r.again(opening) is None  # a re-sent opening: applied once, the stored answer kept
@@ -148,8 +160,10 @@ def test_an_evicted_clients_retry_is_never_applied_twice() -> None:
     retry = r.again(first)  # A did not hear: it re-sends
     assert retry is not None and retry.evicted  # the outcome is unknown: refused
     r.numbers["A"] = first.request_no
-    r.register("A")  # A registers anew (evicting B), with a newer number
-    assert r.again(first) is None  # the old request is older than the session: never again
+    r.register("A")  # A registers anew (evicting B): a session under another number
+    again = r.again(first)
+    assert again is not None and again.evicted  # it names the old session: never applied
+    assert r.again(attrs.evolve(first, session=r.sessions["A"])) is None  # older than the session
     assert ledger.all_balances() == {"A": 6, "B": 10, "C": 14}
 
 
@@ -296,23 +310,27 @@ def test_a_late_registration_from_before_an_eviction_never_brings_back_the_old_s
     ledger = Ledger("ABC", 10, sessions_max=1)
     r = Requests(ledger)
     old_registration = Command(client_id="A", request_no=1, kind=CommandKind.register)
-    assert r.again(old_registration) is not None
+    registered = r.again(old_registration)
+    assert registered is not None
+    session = session_number(registered.slot, registered.index)
     transfer = Command(
         client_id="A",
         request_no=2,
         kind=CommandKind.transfer,
+        session=session,
         transfers=(Transfer(sender="A", receiver="C", amount=4),),
     )
     assert r.again(transfer).ok  # type: ignore[union-attr]  # applied; the reply is lost
     r.register("B")  # evicts A
-    late = r.again(old_registration)  # re-sent late: refused, not a new session
-    assert late is not None and late.evicted
-    assert "A" not in ledger.clients and ledger.evicted["A"].request_no == 2
-    retry = r.again(transfer)
-    assert retry is not None and retry.evicted  # so the retry is refused, never applied twice
+    late = r.again(old_registration)  # re-sent late: a new session, under another number
+    assert late is not None and not late.evicted and late.slot == r.slot
+    assert ledger.clients["A"].session == session_number(r.slot, 0) != session
+    retry = r.again(transfer)  # names the old session
+    assert retry is not None and retry.evicted  # so it is refused, never applied twice
     assert ledger.all_balances() == {"A": 6, "B": 10, "C": 14}
-    snapshot = ledger.snapshot(r.slot, chain=bytes(16))  # tombstones travel in snapshots
+    snapshot = ledger.snapshot(r.slot, chain=bytes(16))  # sessions travel in snapshots
     other = Ledger("ABC", 10, sessions_max=1)
     other.install(snapshot)
-    assert other.evicted == ledger.evicted and other.digest() == ledger.digest()
+    assert other.clients == ledger.clients and other.digest() == ledger.digest()
     assert state_digest(snapshot, 10) == snapshot.digest
+    assert other.execute(transfer, slot=r.slot + 1) == Outcome(evicted=True, slot=r.slot + 1)

@@ -171,8 +171,10 @@ async def test_the_same_request_twice_is_applied_once_also_across_a_leader_chang
 ) -> None:
     leader = await cluster.wait_for_leader()
     register = Command(client_id="raw", request_no=1, kind=CommandKind.register)
-    assert not (await cluster.raw_request(leader, register)).outcome.evicted
+    registered = (await cluster.raw_request(leader, register)).outcome
+    assert not registered.evicted
     command = Command(
+        session=rules.session_number(registered.slot, registered.index),
         client_id="raw",
         request_no=7,
         kind=CommandKind.transfer,

@@ -102,6 +102,18 @@ FIXED_CORE_BUGS: dict[str, FixedBug] = {
             "above the snapshot that verifies no longer counts (tests/test_storage.py)."
         ),
     ),
+    "late-registration-after-its-tombstone": FixedBug(
+        seeds=(772,),
+        failed_at="e0689a6",
+        what=(
+            "committed-kept: with one session kept for three clients, the tombstone of an "
+            "evicted session was itself dropped (tombstones were bounded like sessions), and "
+            "a registration re-sent late opened the session again at an old request number, "
+            "so an old retry could have applied twice. Sessions are numbered by where their "
+            "registration executed and every request names its own (as in TigerBeetle): "
+            "no tombstones (tests/test_ledger_scale.py)."
+        ),
+    ),
 }
 FIXED_SEEDS: tuple[int, ...] = tuple(
     sorted(seed for bug in FIXED_CORE_BUGS.values() for seed in bug.seeds)

@@ -523,7 +523,7 @@ def test_unknown_command_kind_refused() -> None:
         command=m.Command(client_id="c", request_no=1, kind=m.CommandKind.read)
     )
     body = bytearray(body_of(message))
-    kind_at = 1 + 1 + 8
+    kind_at = 1 + 1 + 8 + 8  # client id, request number, session
     assert body[kind_at] == m.CommandKind.read
     for bad in (0, 5, 255):
         body[kind_at] = bad
@@ -556,6 +556,7 @@ def test_string_longer_than_its_maximum_refused() -> None:
         bytes([2])
         + b"c1"
         + (1).to_bytes(8, "big")
+        + (7).to_bytes(8, "big")  # session
         + bytes([m.CommandKind.transfer])
         + (1).to_bytes(4, "big")
         + bytes([len(name)])
@@ -576,6 +577,7 @@ def test_string_longer_than_its_maximum_refused() -> None:
                 client_id="c1",
                 request_no=1,
                 kind=m.CommandKind.transfer,
+                session=7,
                 transfers=(m.Transfer(sender="A", receiver="B", amount=5),),
             )
         )

@@ -127,6 +127,7 @@ class Mutator:
             client_id=client_id,
             request_no=self.integer(rng.getrandbits(32)),
             kind=m.CommandKind.transfer,
+            session=self.integer(rng.getrandbits(40)),
             transfers=transfers,
         )
 

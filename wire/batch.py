@@ -14,6 +14,7 @@ Layout (big-endian), as the construct declaration says:
     batch     u32 command count (<= batch_commands_max), then the commands
     command   u8 length + UTF-8 client id (<= client_id_length_max bytes)
               u64 request number
+              u64 session (the client's, for transfers and openings; else 0)
               u8  kind (CommandKind)
               u32 transfer count (<= transfers_per_request_max), then the transfers
               u32 account count (<= accounts_per_request_max), then each
@@ -57,6 +58,7 @@ from .errors import FrameError
 from .fields import (
     I64,
     U8,
+    U64,
     AccountName,
     AttrsAdapter,
     BoundedArray,
@@ -81,6 +83,7 @@ CommandField = AttrsAdapter(
     Struct(
         "client_id" / ClientId,
         "request_no" / RequestNo,
+        "session" / U64,
         "kind" / StrictEnum(U8, CommandKind),
         "transfers" / BoundedArray(TransferField, constants.transfers_per_request_max),
         "accounts" / BoundedArray(AccountName, constants.accounts_per_request_max),
@@ -95,8 +98,8 @@ BatchReference = BoundedArray(CommandField, constants.batch_commands_max)
 
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
-_COMMAND_TAIL = struct.Struct(">QBI")  # request_no, kind, transfer count
-_READ_TAIL = struct.Struct(">QB")
+_COMMAND_TAIL = struct.Struct(">QQBI")  # request_no, session, kind, transfer count
+_READ_TAIL = struct.Struct(">QQB")
 _KINDS = {int(kind): kind for kind in CommandKind}
 
 _name_max = constants.account_name_length_max
@@ -163,9 +166,11 @@ def _pack_command(command: Any, out: list[bytes]) -> None:
     _sequence_length(transfers, "transfers", _transfers_max, "transfers_per_request_max")
     kind = int(CommandKind(command.kind))  # ValueError for a kind not in the enum
     try:
-        tail = _COMMAND_TAIL.pack(command.request_no, kind, len(transfers))
+        tail = _COMMAND_TAIL.pack(command.request_no, command.session, kind, len(transfers))
     except struct.error as error:
-        raise ValueError(f"request number {command.request_no!r}: {error}") from None
+        raise ValueError(
+            f"request number {command.request_no!r} or session {command.session!r}: {error}"
+        ) from None
     out.append(bytes((len(client_id),)))
     out.append(client_id)
     out.append(tail)
@@ -241,13 +246,20 @@ def slot_setters(value_class: type) -> tuple[Callable[..., Any], ...]:
 _new = object.__new__
 _set_sender, _set_receiver, _set_amount = slot_setters(Transfer)
 assert [f.name for f in attrs.fields(Transfer)] == ["sender", "receiver", "amount"]
-_set_client_id, _set_request_no, _set_kind, _set_transfers, _set_accounts, _set_owner = (
-    slot_setters(Command)
-)
+(
+    _set_client_id,
+    _set_request_no,
+    _set_kind,
+    _set_session,
+    _set_transfers,
+    _set_accounts,
+    _set_owner,
+) = slot_setters(Command)
 assert [f.name for f in attrs.fields(Command)] == [
     "client_id",
     "request_no",
     "kind",
+    "session",
     "transfers",
     "accounts",
     "owner",
@@ -274,14 +286,14 @@ def unpack_command(data: bytes, offset: int) -> tuple[Command, int]:
     start = offset + 1
     offset = start + length
     client_id = data[start:offset].decode("utf-8")
-    request_no, kind_byte = _READ_TAIL.unpack_from(data, offset)
+    request_no, session, kind_byte = _READ_TAIL.unpack_from(data, offset)
     kind = _KINDS.get(kind_byte)
     if kind is None:
         raise FrameError(f"unknown CommandKind value {kind_byte}")
-    (count,) = _U32.unpack_from(data, offset + 9)
+    (count,) = _U32.unpack_from(data, offset + 17)
     if count > _transfers_max:
         raise FrameError(f"transfer count {count} failed validation (at most {_transfers_max})")
-    offset += 13
+    offset += 21
     transfers: list[Transfer] = []
     append = transfers.append
     unpack_amount = _I64.unpack_from
@@ -326,6 +338,7 @@ def unpack_command(data: bytes, offset: int) -> tuple[Command, int]:
     _set_client_id(command, client_id)
     _set_request_no(command, request_no)
     _set_kind(command, kind)
+    _set_session(command, session)
     _set_transfers(command, tuple(transfers))
     _set_accounts(command, accounts)
     _set_owner(command, owner)

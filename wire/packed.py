@@ -494,6 +494,7 @@ def _pack_snapshot(snapshot: Any) -> bytes:
         out.append(_pack_text(entry.client_id, _client_id_max, "client id"))
         out.append(_U64.pack(entry.request_no))
         _pack_outcome(entry.outcome, out)
+        out.append(_U64.pack(entry.session))
     out.append(_pack_digest(snapshot.digest, "digest"))
     out.append(_pack_digest(snapshot.chain, "chain"))
     return b"".join(out)
@@ -522,7 +523,13 @@ def _unpack_snapshot(data: bytes, offset: int) -> tuple[m.Snapshot, int]:
         client_id, offset = _unpack_text(data, offset, _client_id_max, "client id")
         (request_no,) = _U64.unpack_from(data, offset)
         outcome, offset = _unpack_outcome(data, offset + 8)
-        clients.append(m.ClientEntry(client_id=client_id, request_no=request_no, outcome=outcome))
+        (session,) = _U64.unpack_from(data, offset)
+        offset += 8
+        clients.append(
+            m.ClientEntry(
+                client_id=client_id, request_no=request_no, outcome=outcome, session=session
+            )
+        )
     digest, offset = _unpack_digest(data, offset, "digest")
     chain, end = _unpack_digest(data, offset, "chain")
     snapshot = m.Snapshot(

@@ -17,6 +17,7 @@ from .batch import Batch_
 from .fields import (
     I64,
     U32,
+    U64,
     AccountName,
     AttrsAdapter,
     Balances,
@@ -69,6 +70,7 @@ ClientEntryField = AttrsAdapter(
         "client_id" / ClientId,
         "request_no" / RequestNo,
         "outcome" / Outcome_,
+        "session" / U64,
     ),
 )
 

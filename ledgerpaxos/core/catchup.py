@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import digests, execution, install, leading, validation
-from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.install import PartialInstall
+from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
     CatchupReply,
     CatchupRequest,

@@ -14,12 +14,15 @@ the client named like the account (the seed's rule: client A sends from A).
 Sessions (TigerBeetle's client sessions). A client registers through the log
 (CommandKind.register) before its first request; at most `sessions_max`
 sessions are kept, and a registration beyond that evicts the session whose
-last request was committed longest ago. A transfer or an opening from a
-client without a session is refused as evicted and never applied, so a retry
-of a request from before an eviction can never be applied twice: its client
-learns that the outcome is unknown and registers anew. A session holds its
-client's last request number and outcome, for exactly-once. Reads change
-nothing and are not stored.
+last request was committed longest ago. A session is numbered by where its
+registration executed (`session_number`), and every transfer and opening names
+its session: one whose session the ledger does not hold (evicted, or replaced
+by a newer registration) is refused as evicted and never applied. No number is
+given twice, so a retry of a request from before an eviction can never be
+applied twice, even once its client, or a late duplicate of an old
+registration, has opened a session again: its client learns that the outcome
+is unknown and registers anew. A session holds its client's last request
+number and outcome, for exactly-once. Reads change nothing and are not stored.
 
 The state digest is a sum, modulo 2**256, of one term per row that differs
 from the initial state. An account's term is its weight (a hash of its name,
@@ -107,12 +110,6 @@ class Ledger:
         # client id -> its last executed request and the outcome it got; the
         # session committed longest ago first
         self.clients: OrderedDict[str, ClientEntry] = OrderedDict()
-        # client id -> what its evicted session last executed (its outcome marked
-        # evicted, at the position of the registration that evicted it): a
-        # registration of it with a number at or below is a late duplicate of
-        # one from before the eviction and is ignored, so an old session never
-        # comes back to accept old retries. At most sessions_max, the oldest go.
-        self.evicted: OrderedDict[str, ClientEntry] = OrderedDict()
         self.evictions = 0
         self._sum = 0
         # Since the digest was last brought up to date: account -> by how much
@@ -121,7 +118,6 @@ class Ledger:
         self._changed: dict[str, int] = {}
         self._opened_since: list[str] = []
         self._clients_changed: dict[str, ClientEntry | None] = {}
-        self._evicted_changed: dict[str, ClientEntry | None] = {}
         self._moved = 0  # by how much the balances digest() saw change moved in sum
         self._weights = _Weights(self.owners)
 
@@ -185,11 +181,15 @@ class Ledger:
     # ------------------------------------------------------------ commands
 
     def is_duplicate(self, command: Command) -> bool:
-        """A request already executed (or older than one that was); reads never are."""
-        if command.kind == CommandKind.read:
+        """A request of the client's session already executed (or older than
+        one that was); reads never are, nor requests of another session."""
+        kind = command.kind
+        if kind == CommandKind.read:
             return False
         entry = self.clients.get(command.client_id)
-        return entry is not None and command.request_no <= entry.request_no
+        if entry is None or (kind != CommandKind.register and command.session != entry.session):
+            return False
+        return command.request_no <= entry.request_no
 
     def stored_outcome(self, client_id: str, request_no: int) -> Outcome | None:
         """The outcome of (client_id, request_no) if it was the client's last request."""
@@ -210,48 +210,46 @@ class Ledger:
             return None
         entry = self.clients.get(client)
         if kind == CommandKind.register:
-            if entry is None:
-                tombstone = self.evicted.get(client)
-                if tombstone is not None:
-                    if command.request_no <= tombstone.request_no:
-                        # A late duplicate from before the eviction: refused, so
-                        # that its client (if it still waits) registers anew.
-                        return Outcome(evicted=True, slot=slot, index=index)
-                    self._set_evicted(client, None)
-                if len(self.clients) >= self.sessions_max:
-                    self._evict_oldest(slot, index)
+            # A new session, numbered by where it executed: no number is ever
+            # given twice, so a request of an evicted session is refused even
+            # after its client registered again, or after a late duplicate of
+            # an old registration opened a session anew (as in TigerBeetle).
+            if entry is None and len(self.clients) >= self.sessions_max:
+                self._evict_oldest()
+            session = session_number(slot, index)
             outcome = Outcome(slot=slot, index=index)
-        elif entry is None:
+        elif entry is None or entry.session != command.session:
             return Outcome(evicted=True, slot=slot, index=index)  # refused, not stored
         elif kind == CommandKind.transfer:
+            session = entry.session
             transfer = self._transfer
             results = tuple(transfer(t, client) for t in command.transfers)
             outcome = Outcome(results=results, slot=slot, index=index)
         else:
             assert kind == CommandKind.open, kind
+            session = entry.session
             owner = command.owner or client
             results = tuple(self._open(a, owner, client) for a in command.accounts)
             outcome = Outcome(results=results, slot=slot, index=index)
-        self._store(ClientEntry(client_id=client, request_no=command.request_no, outcome=outcome))
+        self._store(
+            ClientEntry(
+                client_id=client, request_no=command.request_no, outcome=outcome, session=session
+            )
+        )
         return outcome
 
     def _store(self, entry: ClientEntry) -> None:
-        _put(self.clients, self._clients_changed, entry.client_id, entry)
-        self.clients.move_to_end(entry.client_id)
+        """The client's row, noting the one it had when the digest was last
+        brought up to date; committed last, so evicted last."""
+        client, clients = entry.client_id, self.clients
+        self._clients_changed.setdefault(client, clients.get(client))
+        clients[client] = entry
+        clients.move_to_end(client)
 
-    def _evict_oldest(self, slot: int, index: int) -> None:
+    def _evict_oldest(self) -> None:
         client, entry = self.clients.popitem(last=False)
         self._clients_changed.setdefault(client, entry)
         self.evictions += 1
-        gone = Outcome(evicted=True, slot=slot, index=index)
-        self._set_evicted(
-            client, ClientEntry(client_id=client, request_no=entry.request_no, outcome=gone)
-        )
-        if len(self.evicted) > self.sessions_max:
-            self._set_evicted(next(iter(self.evicted)), None)
-
-    def _set_evicted(self, client: str, tombstone: ClientEntry | None) -> None:
-        _put(self.evicted, self._evicted_changed, client, tombstone)
 
     def _transfer(self, transfer: Transfer, client_id: str) -> TransferResult:
         amount = transfer.amount
@@ -334,22 +332,18 @@ class Ledger:
         # a checkpoint after many transfers changes many accounts.
         total += sum(map(operator.mul, map(weights.__getitem__, changed), changed.values()))
         self._moved += sum(changed.values())
-        for table, changes in (
-            (self.clients, self._clients_changed),
-            (self.evicted, self._evicted_changed),
-        ):
-            for client, before_entry in changes.items():
-                now_entry = table.get(client)
-                if now_entry is before_entry:
-                    continue
-                if now_entry is not None:
-                    total += _client_row(now_entry)
-                if before_entry is not None:
-                    total -= _client_row(before_entry)
+        clients = self.clients
+        for client, before_entry in self._clients_changed.items():
+            now_entry = clients.get(client)
+            if now_entry is before_entry:
+                continue
+            if now_entry is not None:
+                total += _client_row(now_entry)
+            if before_entry is not None:
+                total -= _client_row(before_entry)
         self._changed.clear()
         self._opened_since.clear()
         self._clients_changed.clear()
-        self._evicted_changed.clear()
         self._sum = total % _digest_modulus
         return self._sum.to_bytes(digest_bytes, "big")
 
@@ -371,8 +365,7 @@ class Ledger:
             slot=slot,
             balances=tuple((a, b) for a, b in balances.items() if b != b0 and a not in owners),
             opened=tuple((a, owners[a], balances[a]) for a in self.opened),
-            # the sessions, then the evicted sessions' tombstones (outcome evicted)
-            clients=(*self.clients.values(), *self.evicted.values()),
+            clients=tuple(self.clients.values()),  # committed longest ago first
             digest=digest,
             chain=chain,
         )
@@ -390,8 +383,7 @@ class Ledger:
             self.owned_by.setdefault(owner, []).append(account)
         # Eviction order is the order of the sessions' last commits.
         by_commit = sorted(snapshot.clients, key=lambda c: (c.outcome.slot, c.outcome.index))
-        self.clients.update((c.client_id, c) for c in by_commit if not c.outcome.evicted)
-        self.evicted.update((c.client_id, c) for c in by_commit if c.outcome.evicted)
+        self.clients.update((c.client_id, c) for c in by_commit)
         self._sum = int.from_bytes(snapshot.digest, "big")
 
     def page(self, start: int, count: int) -> list[tuple[str, int]]:
@@ -403,20 +395,19 @@ class Ledger:
         return {a: self.balance(a) or 0 for a in self.accounts()}
 
 
-def _put(
-    table: dict[str, ClientEntry],
-    changes: dict[str, ClientEntry | None],
-    client: str,
-    entry: ClientEntry | None,
-) -> None:
-    """Set (None: remove) `client`'s row of `table`, noting in `changes` the
-    row it had when the digest was last brought up to date."""
-    if client not in changes:
-        changes[client] = table.get(client)
-    if entry is None:
-        del table[client]
-    else:
-        table[client] = entry
+def session_number(slot: int, index: int) -> int:
+    """The number of the session a register opened as command `index` of
+    `slot`'s batch: never given twice. A client learns it from the register's
+    outcome (Outcome.slot, Outcome.index) and names it in every transfer and
+    opening. Decided slots count from 1, so no session of a log is 0, the
+    number a command names by default; a ledger driven without a log (slot 0,
+    in tests) gives its first session 0."""
+    assert slot >= 0 and 0 <= index < _session_index_range
+    return slot * _session_index_range + index
+
+
+_session_index_range = 1 << 16
+assert constants.batch_commands_max < _session_index_range
 
 
 def state_digest(snapshot: Snapshot, initial_balance: int) -> bytes:
@@ -473,8 +464,7 @@ def _opened_row(account: str, owner: str) -> int:
 def _client_row(c: ClientEntry) -> int:
     o = c.outcome
     results = "".join("1" if r.ok else f"0{len(r.reason or '')}:{r.reason}" for r in o.results)
-    if o.evicted:
-        results += "e"  # a tombstone
     return _row_hash(
-        f"c{len(c.client_id)}:{c.client_id}{len(results)}:{results}{o.slot}.{o.index}.{c.request_no}"
+        f"c{len(c.client_id)}:{c.client_id}{len(results)}:{results}"
+        f"{o.slot}.{o.index}.{c.request_no}.{c.session}"
     )

@@ -79,12 +79,15 @@ class Command:
     """One client request as it travels through the log.
 
     (client_id, request_no) identifies it; request numbers strictly increase
-    per client, so the ledger applies each at most once.
+    per client, so the ledger applies each at most once. A transfer or an
+    opening names the session its client registered (core/ledger.py): one
+    from a session the ledger no longer holds is refused, never applied.
     """
 
     client_id: str
     request_no: int
     kind: CommandKind
+    session: int = 0  # ledger.session_number of the client's register; 0: register, read
     transfers: tuple[Transfer, ...] = ()  # transfer
     accounts: tuple[str, ...] = ()  # read, open
     owner: str = ""  # open
@@ -108,6 +111,9 @@ class TransferResult:
     reason: str | None = None  # set exactly when ok is False
 
 
+REASON_EVICTED = "session evicted: the outcome is unknown; register anew"
+
+
 @attrs.frozen(kw_only=True)
 class Outcome:
     """What the ledger made of one command; kept in the client table.
@@ -126,10 +132,12 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return not self.evicted and all(r.ok for r in self.results)
 
     @property
     def reason(self) -> str | None:
+        if self.evicted:
+            return REASON_EVICTED
         for r in self.results:
             if not r.ok:
                 return r.reason
@@ -157,6 +165,7 @@ class ClientEntry:
     client_id: str
     request_no: int
     outcome: Outcome
+    session: int = 0  # where its register executed (core/ledger.session_number)
 
 
 @attrs.frozen(kw_only=True)

@@ -194,9 +194,8 @@ def snapshot_refusal(core: Core, snapshot: Snapshot, *, whole: bool = True) -> s
     clients = [c.client_id for c in snapshot.clients]
     if len(clients) != len(set(clients)):
         return "its sessions hold a client twice"
-    if len(clients) > 2 * ledger.sessions_max:  # the sessions, and as many tombstones
+    if len(clients) > ledger.sessions_max:
         return (
-            f"it holds {len(clients)} sessions and tombstones, more than twice "
-            f"client_sessions_max {ledger.sessions_max}"
+            f"it holds {len(clients)} sessions, more than client_sessions_max {ledger.sessions_max}"
         )
     return None

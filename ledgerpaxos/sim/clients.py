@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from ledgerpaxos.core.ledger import session_number
 from ledgerpaxos.core.messages import (
     ClientReply,
     ClientRequest,
@@ -72,7 +73,8 @@ class SimClient:
         self.answered = 0
         self.last_answered = 0  # highest request number answered
         self.last_stored = 0  # and of those the client table keeps (not reads, not evicted)
-        self.registered = False
+        self.stored_session = 0  # the session that one was executed in
+        self.session: int | None = None  # from the register's reply; None: register first
         self.owned: list[str] = []  # accounts this client opened
 
     # ------------------------------------------------------------ lifecycle
@@ -95,7 +97,7 @@ class SimClient:
 
     def _make_command(self) -> Command:
         rng, plan = self.rng, self.plan
-        if not self.registered:
+        if self.session is None:
             return Command(
                 client_id=self.client_id, request_no=self.request_no, kind=CommandKind.register
             )
@@ -116,6 +118,7 @@ class SimClient:
                 client_id=self.client_id,
                 request_no=self.request_no,
                 kind=CommandKind.open,
+                session=self.session,
                 accounts=(name,),
             )
         transfers = tuple(self._make_transfer() for _ in range(rng.randint(1, plan.transfers_max)))
@@ -123,6 +126,7 @@ class SimClient:
             client_id=self.client_id,
             request_no=self.request_no,
             kind=CommandKind.transfer,
+            session=self.session,
             transfers=transfers,
         )
 
@@ -204,12 +208,17 @@ class SimClient:
             if installs > self._epoch[2]:
                 sim.marks.hit(coverage.RESEND_ACROSS_INSTALL)
         outcome = reply.outcome
-        if command.kind != CommandKind.read and not outcome.evicted:
-            self.last_stored = max(self.last_stored, command.request_no)
+        registered = None
         if command.kind == CommandKind.register:
-            self.registered = not outcome.evicted  # evicted: a late one, register anew
+            registered = session_number(outcome.slot, outcome.index)
+        stored = command.kind != CommandKind.read and not outcome.evicted
+        if stored and command.request_no > self.last_stored:
+            self.last_stored = command.request_no
+            self.stored_session = command.session if registered is None else registered
+        if registered is not None:
+            self.session = registered
         elif outcome.evicted:
-            self.registered = False  # the outcome is unknown; register anew
+            self.session = None  # the outcome is unknown; register anew
             sim.marks.hit(coverage.SESSION_EVICTED)
         elif command.kind == CommandKind.open:
             # (not strict: a wrong reply is the reply check's to report)

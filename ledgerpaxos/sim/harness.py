@@ -195,15 +195,18 @@ class Simulation:
         self.queue.run_until(deadline, stop=lambda: self.converged_at is not None)
         converged = self.converged_at is not None
         cores = {n: h.core for n, h in self.hosts.items() if h.is_up and h.core is not None}
+        sessions = self.safety.reference.ledger.clients
         if converged or len(cores) == len(self.hosts):  # else liveness says who is missing
             check_committed_kept(
                 self.checks,
                 {n: (c.executed_slot, c.client_request_nos()) for n, c in cores.items()},
-                # Reads are not kept in the client table, nor evicted sessions.
+                # Reads are not kept in the client table, nor evicted sessions,
+                # nor one that a late registration replaced.
                 {
                     c.client_id: c.last_stored
                     for c in self.clients.values()
-                    if c.client_id in self.safety.reference.ledger.clients
+                    if (entry := sessions.get(c.client_id)) is not None
+                    and entry.session == c.stored_session
                 },
                 self.safety.max_executed,
                 converged=converged,
@@ -436,6 +439,8 @@ def describe_outcomes(executed: Executed) -> str:
             state = "dup"
         elif outcome.balances is not None:
             state = "read"
+        elif outcome.evicted:
+            state = "evicted"
         else:
             state = "ok" if outcome.ok else "rejected"
         parts.append(f"{command.client_id}#{command.request_no}:{state}")

@@ -41,7 +41,7 @@ SNAPSHOT_HEADER = struct.Struct("<IIQQQQ")
 assert SNAPSHOT_HEADER.size == 40
 
 snapshot_magic = int.from_bytes(b"LPSN", "little")
-snapshot_version = 4  # 2: chain digest; 3: outcomes' (slot, index); 4: opened accounts, sessions
+snapshot_version = 5  # 2: chain digest; 3: outcomes' (slot, index); 4: opened accounts, sessions; 5: session numbers
 _person_header = b"lpax-snap-hdr"
 _person_body = b"lpax-snap-body"
 

@@ -31,6 +31,7 @@ def _command(i: int, transfers: int) -> m.Command:
         client_id=f"bench-{i}",
         request_no=1_700_000_000_000_000 + i,
         kind=m.CommandKind.transfer,
+        session=65_536 * 1_000 + i,
         transfers=tuple(
             m.Transfer(sender=f"acct{j % 1000}", receiver=f"acct{(j + 7) % 1000}", amount=j + 1)
             for j in range(transfers)

@@ -46,6 +46,7 @@ import attrs
 import wire
 from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config, load_config
+from ledgerpaxos.core.ledger import session_number
 from ledgerpaxos.core.messages import ClientReply, ClientRequest, Command, CommandKind, Transfer
 
 drain_s = 5.0  # after the window, how long in-flight requests may still take
@@ -128,6 +129,7 @@ class _LoadClient:
         self.resend_at = 0.0
         self.unsent = b""  # bytes of frames the socket did not take yet
         self.wants_write = False
+        self.session = 0  # from the register's reply (ledger.session_number)
 
     def register(self, retry_s: float) -> None:
         """Register this client's session (core/ledger.py) before the window:
@@ -159,6 +161,8 @@ class _LoadClient:
                         raise ConnectionError("the leader closed the connection")
                     for _, reply in self.decoder.feed(data):
                         if isinstance(reply, ClientReply) and reply.request_no == self.request_no:
+                            outcome = reply.outcome
+                            self.session = session_number(outcome.slot, outcome.index)
                             return
         finally:
             selector.close()
@@ -174,6 +178,7 @@ class _LoadClient:
             client_id=self.client_id,
             request_no=self.request_no,
             kind=CommandKind.transfer,
+            session=self.session,
             transfers=transfers,
         )
         self.frame = wire.encode_frame(

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from ledgerpaxos import constants
 from ledgerpaxos.core.accounts import AccountNames
-from ledgerpaxos.core.ledger import Ledger, state_digest
+from ledgerpaxos.core.ledger import Ledger, session_number, state_digest
 from ledgerpaxos.core.messages import Command, CommandKind, Transfer
 from ledgerpaxos.storage.snapshot import load_newest_snapshot, write_snapshot
 
@@ -108,9 +108,14 @@ def sessions_figures(points: Sequence[int]) -> list[dict[str, float]]:
             transfer = Transfer(sender="A", receiver="B", amount=1)
             ledger.execute(
                 Command(
-                    client_id=client, request_no=2, kind=CommandKind.transfer, transfers=(transfer,)
+                    client_id=client,
+                    request_no=2,
+                    kind=CommandKind.transfer,
+                    session=session_number(slot, 0),
+                    transfers=(transfer,),
                 ),
                 slot=slot,
+                index=1,
             )
             done += 1
             if done % 1_000 == 0:
