@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready
+from ledgerpaxos.core.ledger import SnapshotView
 from ledgerpaxos.core.messages import (
     Batch,
     ClientReply,
@@ -82,6 +83,8 @@ class CoreNet:
         self.executed: dict[str, list[tuple[int, Batch]]] = {i: [] for i in self.ids}
         self.watchers: dict[str, list[Callable[[Ready], None]]] = {i: [] for i in self.ids}
         self.executors = {i: self._executor(i) for i in self.ids}
+        # Ready.snapshot_later per node: written, and the core told, at its next tick.
+        self.snapshots_due: dict[str, SnapshotView] = {}
         self.request_no = 0
         # client -> the session submit() or register() registered for it
         self.sessions: dict[str, int] = {}
@@ -112,7 +115,19 @@ class CoreNet:
     def flush(self, node: str) -> None:
         executor = self.executors[node]
         executor.muted = node not in self.alive
-        executor.carry_out(self.cores[node].take_ready())
+        ready = self.cores[node].take_ready()
+        executor.carry_out(ready)
+        if ready.snapshot_later is not None:
+            assert node not in self.snapshots_due
+            self.snapshots_due[node] = ready.snapshot_later
+
+    def write_snapshot(self, node: str) -> None:
+        """The host's background write of the node's snapshot is done."""
+        view = self.snapshots_due.pop(node, None)
+        if view is not None:
+            snapshot = self.executors[node].write_snapshot_later(view)
+            self.executors[node].snapshot_written(snapshot)
+            self.cores[node].snapshot_written(snapshot)
 
     def deliver_all(self) -> None:
         while self.queue:
@@ -135,6 +150,8 @@ class CoreNet:
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
             for node in self.ids:
+                if node in self.alive:
+                    self.write_snapshot(node)
                 self.cores[node].tick()
                 self.flush(node)
             self.deliver_all()
@@ -214,6 +231,7 @@ class CoreNet:
 
     def crash(self, node: str) -> None:
         self.alive.discard(node)
+        self.snapshots_due.pop(node, None)  # lost with the process: never written
 
     def restart(self, node: str, *, disk_lost: bool = False) -> None:
         """Start a crashed node again on its storage; `disk_lost`: on an empty

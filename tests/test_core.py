@@ -482,7 +482,8 @@ def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() 
 
     def watch(ready: Ready) -> None:
         taken.extend(s.slot for s in ready.checkpoints)
-        written.extend(s.slot for s in ready.snapshots)
+        if ready.snapshot_later is not None:
+            written.append(ready.snapshot_later.slot)
 
     net.watchers[follower].append(watch)
     for _ in range(25):  # one slot each, after the slot that registers "c"
@@ -504,6 +505,41 @@ def test_only_some_checkpoints_become_snapshot_files_and_purges_wait_for_them() 
     assert (
         net.storages[follower].snapshot is not None and net.storages[follower].snapshot.slot == 30
     )
+    net.check_agreement()
+
+
+def test_a_snapshot_written_in_the_background_holds_up_nothing_and_purges_only_once_durable() -> (
+    None
+):
+    """Ready.snapshot_later: the replica goes on while the host writes it; the
+    log is purged up to it only once the host says it is durable, and a
+    process that ends before that loses nothing it needs."""
+    net = CoreNet(snapshot_interval=10)
+    leader = elected(net)
+    follower = next(n for n in net.ids if n != leader)
+    held = net.write_snapshot
+    net.write_snapshot = lambda node: None if node == follower else held(node)  # type: ignore[method-assign]
+    for _ in range(30):
+        net.submit(leader, "c", [("A", "B", 1)])
+        net.run(3)
+    net.run(20)
+    core = net.cores[follower]
+    assert core.executed_slot >= 30 and core.checkpoint_slot >= 30  # it went on
+    assert net.snapshots_due[follower].slot == core.snapshot_writing == 10  # one at a time
+    assert core.snapshot_slot == core.purge_slot == 0 and min(core.log) == 1
+    assert net.storages[follower].snapshot is None
+    net.crash(follower)  # the write never happens: the WAL still holds every slot
+    net.restart(follower)
+    assert net.cores[follower].executed_slot >= 30
+    net.write_snapshot = held  # type: ignore[method-assign]
+    for _ in range(10):
+        net.submit(leader, "c", [("A", "B", 1)])
+        net.run(3)
+    net.run(30)
+    core = net.cores[follower]
+    stored = net.storages[follower].snapshot
+    assert stored is not None and core.snapshot_slot == stored.slot >= 30
+    assert 0 < core.purge_slot <= core.snapshot_slot and core.snapshot_writing in (0, 40)
     net.check_agreement()
 
 

@@ -5,6 +5,8 @@ incremental digest and the spacing of large snapshots (core/ledger.py)."""
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from pathlib import Path
 
 import attrs
@@ -22,7 +24,14 @@ from ledgerpaxos.core.ledger import (
     session_number,
     state_digest,
 )
-from ledgerpaxos.core.messages import Command, CommandKind, ControlOp, Outcome, Transfer
+from ledgerpaxos.core.messages import (
+    Command,
+    CommandKind,
+    ControlOp,
+    Outcome,
+    Snapshot,
+    Transfer,
+)
 from ledgerpaxos.runtime.control import db_page
 from tests.conftest import Cluster, open_cluster
 from tests.corenet import CoreNet
@@ -287,6 +296,71 @@ def test_print_db_answers_a_page_at_a_time() -> None:
     last = db_page(core, 2_000)
     assert list(last["balances"])[:2] == ["a2000", "a2001"] and last["next"] is None
     assert json.dumps(last)  # a control answer is JSON
+
+
+def _busy_ledger(count: int) -> tuple[Ledger, Requests]:
+    """A numbered ledger where client c owns a000000 and has moved some balances
+    and opened some accounts."""
+    ledger = Ledger(AccountNames.numbered("a", count, 6), 10**9, {"c": ["a000000"]})
+    r = Requests(ledger)
+    r.register("c")
+    r.open("c", "c-1", "c-2")
+    for i in range(1, count, 2):
+        assert r.again(r.transfer("c", "a000000", f"a{i:06}", 1)).ok  # type: ignore[union-attr]
+    assert r.again(r.transfer("c", "a000000", "c-1", 5)).ok  # type: ignore[union-attr]
+    return ledger, r
+
+
+def test_a_frozen_view_builds_the_state_of_its_checkpoint_while_the_ledger_goes_on() -> None:
+    ledger, r = _busy_ledger(200)
+    expected = ledger.snapshot(r.slot, chain=bytes(16))
+    view = ledger.freeze(r.slot, chain=bytes(16))  # costs no row
+    for i in range(1, 200, 3):  # balances of the view change, and accounts move first
+        assert r.again(r.transfer("c", "a000000", f"a{i:06}", 2)).ok  # type: ignore[union-attr]
+    assert r.again(r.transfer("c", "c-1", "a000002", 5)).ok  # type: ignore[union-attr]
+    r.open("c", "c-3")  # an account the view did not have
+    r.register("d")  # a session it did not have
+    assert view.build() == expected
+    assert state_digest(expected, 10**9) == expected.digest
+    ledger.thaw()
+    later = ledger.snapshot(r.slot, chain=bytes(16))
+    assert later != expected and state_digest(later, 10**9) == later.digest == ledger.digest()
+    # An install replaces the ledger's rows: the view reads the old ones, unchanged.
+    view = ledger.freeze(r.slot, chain=bytes(16))
+    ledger.install(expected)
+    assert view.build() == later
+    assert ledger.snapshot(expected.slot, chain=bytes(16)) == expected
+
+
+def test_a_view_built_in_another_thread_sees_its_checkpoint_whatever_the_interleaving() -> None:
+    """The way the runtime builds it: in a worker thread, while the loop
+    executes transfers on the same accounts."""
+    ledger, r = _busy_ledger(60_000)
+    expected = ledger.snapshot(r.slot, chain=bytes(16))
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # the threads take turns often: many interleavings
+    try:
+        _build_while_transferring(ledger, r, expected)
+    finally:
+        sys.setswitchinterval(switching)
+
+
+def _build_while_transferring(ledger: Ledger, r: Requests, expected: Snapshot) -> None:
+    for _ in range(3):
+        view = ledger.freeze(r.slot, chain=bytes(16))
+        built: list[Snapshot] = []
+        worker = threading.Thread(target=lambda v=view, out=built: out.append(v.build()))
+        worker.start()
+        i = 0
+        while worker.is_alive():  # the loop goes on: every row the view reads may change
+            i = i % 59_999 + 1
+            ledger.execute(r.transfer("c", "a000000", f"a{i:06}", 1), slot=r.slot)
+            ledger.execute(r.transfer("c", "c-1", "c-2", 1), slot=r.slot)
+        worker.join()
+        assert i > 0  # it did go on while the view was read
+        assert built == [expected]
+        ledger.thaw()
+        ledger.install(expected)  # back to the checkpoint for the next round
 
 
 def test_snapshots_of_a_large_state_wait_until_the_work_pays_for_them() -> None:

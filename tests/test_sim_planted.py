@@ -24,7 +24,7 @@ from tests.test_sim_regressions import known_bug_of
 
 # bug -> (replicas, a seed its checker catches it on)
 CASES: dict[str, tuple[int, int]] = {
-    "quorum-one-short": (3, 8),
+    "quorum-one-short": (3, 13),
     "promise-before-fsync": (5, 0),
     "ignores-highest-ballot": (3, 45),
     "lowest-ballot-wins": (5, 2628),  # two ballots' values in one open slot: rare
@@ -36,7 +36,7 @@ CASES: dict[str, tuple[int, int]] = {
     "wrong-digest-reported": (5, 0),
     "no-catch-up": (5, 0),
     "swapped-replies": (5, 0),
-    "naive-rejoin": (3, 26),  # a vote forgotten with the disk, counted in a chosen majority
+    "naive-rejoin": (3, 80),  # a vote forgotten with the disk, counted in a chosen majority
 }
 
 # Properties proven by a unit test of their check instead of a planted bug.

@@ -67,8 +67,10 @@ def checkpoint(core: Core, slot: int) -> None:
     snapshot_rows_cheap_max: balances moved, accounts opened, sessions) no
     sooner than its rows are paid for by the work since the last one
     (snapshot_work_per_row_min slots plus transfers per row), so what snapshots
-    cost per transfer does not grow with the state. The WAL holds everything in between, and the log is
-    purged only up to a written snapshot, the one installs are served."""
+    cost per transfer does not grow with the state. The host writes it in the
+    background from a view of the ledger (Ready.snapshot_later), one at a
+    time. The WAL holds everything in between, and the log is purged only up
+    to a written snapshot, the newest of which installs are served."""
     digest = core.ledger.digest()
     core.ledger.check_conservation()
     core.checkpoint_slot = slot
@@ -76,15 +78,29 @@ def checkpoint(core: Core, slot: int) -> None:
     core.ready.checkpoints.append(Checkpoint(slot=slot, digest=digest))
     slots = slot - core.snapshot_slot
     transfers = core.transfers_since_snapshot
-    if (slots >= core.s.snapshot_interval or transfers >= core.s.snapshot_transfers_min) and (
-        (rows := core.ledger.rows) <= constants.snapshot_rows_cheap_max
-        or slots + transfers >= rows * core.s.snapshot_work_per_row_min
+    if (
+        not core.snapshot_writing
+        and (slots >= core.s.snapshot_interval or transfers >= core.s.snapshot_transfers_min)
+        and (
+            (rows := core.ledger.rows) <= constants.snapshot_rows_cheap_max
+            or slots + transfers >= rows * core.s.snapshot_work_per_row_min
+        )
     ):
-        snapshot = core.ledger.snapshot(slot, chain=core.chain)
-        core.last_snapshot = snapshot
-        core.ready.snapshots.append(snapshot)
-        core.snapshot_slot = slot
+        assert core.ready.snapshot_later is None
+        core.ready.snapshot_later = core.ledger.freeze(slot, chain=core.chain)
+        core.snapshot_writing = slot
         core.transfers_since_snapshot = 0
+    if core.role == Role.leader:
+        leading.purge_to_majority_checkpoint(core)
+
+
+def snapshot_written(core: Core, snapshot: Snapshot) -> None:
+    """Our snapshot is durable: the log may be purged up to it, and installs
+    served from it (unless an installed checkpoint overtook it meanwhile)."""
+    core.ledger.thaw()
+    if snapshot.slot > core.snapshot_slot:
+        core.snapshot_slot = snapshot.slot
+        core.last_snapshot = snapshot
     if core.role == Role.leader:
         leading.purge_to_majority_checkpoint(core)
 

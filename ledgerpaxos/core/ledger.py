@@ -75,6 +75,8 @@ digest_bytes = 32
 class Ledger:
     """Balances, owners and sessions; applies commands in log order."""
 
+    view_class: type[SnapshotView]  # what freeze() makes (set below the class)
+
     def __init__(
         self,
         accounts: Sequence[str],
@@ -104,6 +106,12 @@ class Ledger:
     def _reset(self) -> None:
         # initial accounts whose balance moved, and every opened account
         self.balances: dict[str, int] = {}
+        # The accounts of `balances` in the order they entered it (never
+        # removed): a SnapshotView reads the first N by position.
+        self._keys: list[str] = []
+        # While a SnapshotView is out: each account's balance at the freeze,
+        # noted before its first change since (SnapshotView.before).
+        self._frozen: dict[str, int] | None = None
         self.owners: dict[str, str] = {}  # opened account -> owner, in opening order
         self.opened: list[str] = []  # opened accounts, in opening order (for paging)
         self.owned_by: dict[str, list[str]] = {}  # owner -> its opened accounts
@@ -258,16 +266,19 @@ class Ledger:
         balances = self.balances
         sender = transfer.sender
         sent = balances.get(sender)
+        first_moves = 0
         if sent is None:
             if sender not in self.initial:
                 return TransferResult(ok=False, reason=REASON_UNKNOWN_SENDER)
             sent = self.initial_balance
+            first_moves = 1
         receiver = transfer.receiver
         received = balances.get(receiver)
         if received is None:
             if receiver not in self.initial:
                 return TransferResult(ok=False, reason=REASON_UNKNOWN_RECEIVER)
             received = self.initial_balance
+            first_moves |= 2
         if not self.may_debit(client_id, sender):
             return TransferResult(ok=False, reason=REASON_NOT_AUTHORIZED)
         if sender == receiver:
@@ -277,8 +288,21 @@ class Ledger:
         changed = self._changed
         changed[sender] = changed.get(sender, 0) - amount
         changed[receiver] = changed.get(receiver, 0) + amount
+        frozen = self._frozen
+        if frozen is not None:
+            # Noted before the change: a view that reads the new balance then
+            # finds the old one here (SnapshotView.build, in another thread).
+            if sender not in frozen:
+                frozen[sender] = sent
+            if receiver not in frozen:
+                frozen[receiver] = received
         balances[sender] = sent - amount
         balances[receiver] = received + amount
+        if first_moves:
+            if first_moves & 1:
+                self._keys.append(sender)
+            if first_moves & 2:
+                self._keys.append(receiver)
         return TRANSFER_OK
 
     def _open(self, account: str, owner: str, client_id: str) -> TransferResult:
@@ -290,6 +314,7 @@ class Ledger:
         if account in self.balances or account in self.initial:
             return TransferResult(ok=False, reason=REASON_ACCOUNT_EXISTS)
         self.balances[account] = 0
+        self._keys.append(account)
         self.owners[account] = owner
         self.opened.append(account)
         self.owned_by.setdefault(owner, []).append(account)
@@ -356,24 +381,33 @@ class Ledger:
 
     def snapshot(self, slot: int, *, chain: bytes) -> Snapshot:
         """The state after `slot` (what differs from the initial state);
-        `chain`: the decided log's chain digest there."""
+        `chain`: the decided log's chain digest there. O(rows): see freeze()."""
+        view = self.freeze(slot, chain=chain)
+        try:
+            return view.build()
+        finally:
+            self.thaw()
+
+    def freeze(self, slot: int, *, chain: bytes) -> SnapshotView:
+        """The state after `slot`, as a view whose rows are read later (by a
+        host's worker thread, while this ledger goes on) until thaw(). Costs
+        the digest's update and a copy of the sessions (at most sessions_max),
+        never O(accounts)."""
+        assert self._frozen is None, "one snapshot view at a time"
         digest = self.digest()
         self.check_conservation()
-        owners, b0 = self.owners, self.initial_balance
-        balances = self.balances
-        return Snapshot(
-            slot=slot,
-            balances=tuple((a, b) for a, b in balances.items() if b != b0 and a not in owners),
-            opened=tuple((a, owners[a], balances[a]) for a in self.opened),
-            clients=tuple(self.clients.values()),  # committed longest ago first
-            digest=digest,
-            chain=chain,
-        )
+        view = self.view_class(self, slot, chain=chain, digest=digest)
+        self._frozen = view.before
+        return view
+
+    def thaw(self) -> None:
+        """The view freeze() gave is read: stop noting balances for it."""
+        self._frozen = None
 
     def install(self, snapshot: Snapshot) -> None:
         """Replace the whole state with a checkpoint's. The caller has checked
         it (core/validation.snapshot_refusal, and its digest)."""
-        self._reset()
+        self._reset()  # a view of the state before reads what it replaces, untouched
         balances = self.balances
         balances.update(snapshot.balances)
         for account, owner, balance in snapshot.opened:
@@ -381,6 +415,7 @@ class Ledger:
             self.owners[account] = owner
             self.opened.append(account)
             self.owned_by.setdefault(owner, []).append(account)
+        self._keys = list(balances)
         # Eviction order is the order of the sessions' last commits.
         by_commit = sorted(snapshot.clients, key=lambda c: (c.outcome.slot, c.outcome.index))
         self.clients.update((c.client_id, c) for c in by_commit)
@@ -393,6 +428,65 @@ class Ledger:
     def all_balances(self) -> dict[str, int]:
         """Every balance, in account order: O(accounts), for tests and small ledgers."""
         return {a: self.balance(a) or 0 for a in self.accounts()}
+
+
+class SnapshotView:
+    """A ledger's state at a checkpoint, read after the ledger went on.
+
+    Made by Ledger.freeze() without copying the rows: it keeps the ledger's
+    own containers, how many accounts each held then (accounts only enter
+    `balances` and `opened`, never leave, and an owner never changes), a copy
+    of the sessions (bounded by sessions_max), and `before`: the balance at
+    the freeze of each account changed since, which the ledger notes before
+    the change. build() reads a balance, then `before`, so in another thread
+    (the GIL makes each dict operation atomic) it sees the balance at the
+    freeze whichever way the two interleave. An install replaces the ledger's
+    containers with new ones: the view keeps reading the old, unchanged."""
+
+    def __init__(self, ledger: Ledger, slot: int, *, chain: bytes, digest: bytes) -> None:
+        self.slot = slot
+        self.chain = chain
+        self.digest = digest
+        self.before: dict[str, int] = {}
+        self._balances = ledger.balances
+        self._keys = ledger._keys
+        self._key_count = len(ledger._keys)
+        self._owners = ledger.owners
+        self._opened = ledger.opened
+        self._opened_count = len(ledger.opened)
+        self._initial_balance = ledger.initial_balance
+        self._clients = tuple(ledger.clients.values())  # committed longest ago first
+
+    def build(self) -> Snapshot:
+        """The Snapshot, O(rows): in a host's worker thread, off its loop."""
+        balances, before, owners = self._balances, self.before, self._owners
+        b0 = self._initial_balance
+        moved: list[tuple[str, int]] = []
+        keys = self._keys
+        for start in range(0, self._key_count, _view_slice):
+            for account in keys[start : min(start + _view_slice, self._key_count)]:
+                balance = balances[account]
+                balance = before.get(account, balance)
+                if balance != b0 and account not in owners:
+                    moved.append((account, balance))
+        opened = []
+        accounts = self._opened
+        for start in range(0, self._opened_count, _view_slice):
+            for account in accounts[start : min(start + _view_slice, self._opened_count)]:
+                balance = balances[account]
+                opened.append((account, owners[account], before.get(account, balance)))
+        return Snapshot(
+            slot=self.slot,
+            balances=tuple(moved),
+            opened=tuple(opened),
+            clients=self._clients,
+            digest=self.digest,
+            chain=self.chain,
+        )
+
+
+_view_slice = 4096  # accounts copied out of a list the ledger appends to, at a time
+Ledger.view_class = SnapshotView
 
 
 def session_number(slot: int, index: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from ledgerpaxos.core.ledger import SnapshotView
 from ledgerpaxos.core.messages import (
     Batch,
     Checkpoint,
@@ -40,12 +41,20 @@ class Ready:
        `persist_lazy` is appended with it (or alone) but needs no fsync before
        anything below: records a crash may lose without harm (the commit point);
     2. `snapshots`: write each (temporary file, fsync, rename, directory fsync):
-       installed checkpoints, and the checkpoints the core chose to keep on
-       disk (not every one: see execution.checkpoint);
+       installed checkpoints (a checkpoint of our own goes in `snapshot_later`);
     3. `compact`: when set, start a WAL segment holding exactly these records and
        drop the older segments (only after the snapshots above are durable);
     4. `send`: only now may messages leave (persist before you speak);
     5. `replies`: answer the clients waiting on this replica.
+
+    `snapshot_later`: a checkpoint of our own the core chose to keep on disk
+    (not every one: see execution.checkpoint), as a view of the ledger
+    (core/ledger.SnapshotView). The host builds and writes it off its loop,
+    holding up nothing of this Ready or the next (a large state takes seconds
+    to write), and once it is durable calls Core.snapshot_written() with the
+    snapshot; until then the core relies on it for nothing (the log is
+    purged only up to `snapshot_slot`, which moves then), so it may be lost in
+    a crash, or never written when the process stops first.
 
     `executed`, `checkpoints` (every checkpoint taken, written or not),
     `events` and `alarms` are for observers (logs, tests, the simulator).
@@ -59,6 +68,7 @@ class Ready:
     persist: list[WalRecord] = attrs.field(factory=list)
     persist_lazy: list[WalRecord] = attrs.field(factory=list)
     snapshots: list[Snapshot] = attrs.field(factory=list)
+    snapshot_later: SnapshotView | None = None
     compact: tuple[WalRecord, ...] | None = None
     send: list[tuple[str, PeerMessage | ClientRequest]] = attrs.field(factory=list)
     replies: list[ClientReply] = attrs.field(factory=list)

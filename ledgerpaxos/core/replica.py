@@ -27,9 +27,10 @@ Vocabulary:
 - `checkpoint_slot`: the newest checkpoint (every `checkpoint_interval`
   executed slots: a state digest compared across replicas, and the snapshot a
   lagging replica installs), held in memory.
-- `snapshot_slot`: the newest checkpoint written as a snapshot file (durable
-  once the Ready that asks for it is carried out). Not every checkpoint is:
-  see `execution.checkpoint`. `purge_slot`: log entries at or below it are
+- `snapshot_slot`: the newest checkpoint written as a snapshot file, durable:
+  an installed one once the Ready that asks for it is carried out, one of our
+  own once the host reports it written (`snapshot_written`; `snapshot_writing`
+  meanwhile). Not every checkpoint is: see `execution.checkpoint`. `purge_slot`: log entries at or below it are
   dropped, never above `snapshot_slot`, so a dropped entry's effect is always
   on disk.
 """
@@ -198,6 +199,7 @@ class Core:
         self.chains: dict[int, bytes] = {}  # the same per executed slot still in the log
         self.checkpoint_slot = 0
         self.snapshot_slot = 0
+        self.snapshot_writing = 0  # a snapshot of ours the host is writing (Ready.snapshot_later)
         self.purge_slot = 0
         self.transfers_since_snapshot = 0
         self.last_snapshot: Snapshot | None = None
@@ -288,6 +290,13 @@ class Core:
         else:
             election.tick(self)
         catchup.ask_if_stuck(self)
+        self._check_invariants()
+
+    def snapshot_written(self, snapshot: Snapshot) -> None:
+        """The host has built and written Ready.snapshot_later: it is durable."""
+        assert snapshot.slot == self.snapshot_writing, (snapshot.slot, self.snapshot_writing)
+        self.snapshot_writing = 0
+        execution.snapshot_written(self, snapshot)
         self._check_invariants()
 
     def step(self, message: object, sender: str | None) -> None:

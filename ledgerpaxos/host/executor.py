@@ -14,6 +14,10 @@ disk runs make_durable() elsewhere (the runtime in a worker thread, the
 simulator after a virtual disk latency) and calls finish() once it is done;
 nothing else is begun in between.
 
+A checkpoint of the replica's own (Ready.snapshot_later) holds up no Ready:
+the host runs write_snapshot_later() off its loop, while later Readies go
+on, then snapshot_written() and Core.snapshot_written() back on it.
+
 Persist before you speak is checked here, on every message that leaves
 (DurableAudit): a Promise, an Accepted or a NewView never reveals a promise or
 an acceptance that no fsync covered yet, and an Accept never leaves before the
@@ -29,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Generic, Protocol, TypeVar
 
+from ledgerpaxos.core.ledger import SnapshotView
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
@@ -145,6 +150,19 @@ class ReadyExecutor(Generic[W]):
         if ready.rejoined:
             storage.mark_rejoined()  # only now: what it learned is durable above
         self._durable_due = False
+
+    def write_snapshot_later(self, view: SnapshotView) -> Snapshot:
+        """Build and write Ready.snapshot_later: off the host's loop (the
+        runtime runs it in a worker thread), while other Readies are carried out."""
+        snapshot = view.build()
+        self.storage.write_snapshot(snapshot)
+        return snapshot
+
+    def snapshot_written(self, snapshot: Snapshot) -> None:
+        """Back on the host's loop once write_snapshot_later() returned; the
+        host then tells the core (Core.snapshot_written)."""
+        self.audit.snapshot_written(snapshot)
+        self.snapshots_written += 1
 
     def finish(self, ready: Ready) -> None:
         """Speak: messages to peers, then the replies this replica owes."""

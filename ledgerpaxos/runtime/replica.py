@@ -54,6 +54,7 @@ import wire
 from ledgerpaxos import constants, tls
 from ledgerpaxos.config import Config
 from ledgerpaxos.core import Core, CoreSettings, Ready
+from ledgerpaxos.core.ledger import SnapshotView
 from ledgerpaxos.core.messages import (
     ClientReply,
     ClientRequest,
@@ -62,6 +63,7 @@ from ledgerpaxos.core.messages import (
     ControlRequest,
     Message,
     PeerMessage,
+    Snapshot,
 )
 from ledgerpaxos.host import ReadyExecutor, Waiters
 from ledgerpaxos.runtime import control
@@ -113,7 +115,18 @@ class _Control:
     after: int = 0
 
 
-_InboxItem = _Tick | _FromPeer | _FromClient | _Control
+@attrs.frozen(eq=False)
+class _SnapshotWritten:
+    """A snapshot of the core's (Ready.snapshot_later) is durable, or its
+    write failed."""
+
+    snapshot: Snapshot | None  # None: it failed
+    generation: int  # the core it was written for (Replica._generation)
+    failure: StorageError | None = None
+    size: int = 0
+
+
+_InboxItem = _Tick | _FromPeer | _FromClient | _Control | _SnapshotWritten
 
 # Control operations that change the replica: carried out by the core loop, in
 # order with what it steps. The others only read, and are answered by the
@@ -214,6 +227,10 @@ class Replica:
             constants.control_requests_queued_max
         )
         self._writes_in_thread = self.config.fsync and self.options.sync_in_thread
+        # Bumped whenever the core is replaced (a reset, a pause for a full
+        # disk): a snapshot written for an older core is not reported to the new one.
+        self._generation = 0
+        self._snapshot_writer = trio.Lock()  # one snapshot write at a time, in order
         # Mutual TLS on every connection (TlsError here if a certificate is missing).
         self._accepting: ssl.SSLContext | None = None
         dialing: ssl.SSLContext | None = None
@@ -369,7 +386,8 @@ class Replica:
             # Frames of the old log still queued for a peer would come back as
             # high-ballot Accepts once the peer starts over at ballot 0.
             link.drop_queued()
-        self.store.wipe()
+        self._generation += 1
+        self.store.wipe()  # after a snapshot write in progress (ReplicaStore.wipe)
         self._core = Core(self.settings, self.rng, thorough_checks=self.options.thorough_checks)
         self.executor.reset(Recovered.empty())
         self.alive = True
@@ -392,6 +410,7 @@ class Replica:
         control, and _wait_for_space starts it over from its disk."""
         assert error.disk_full and self.paused is None
         self.paused = f"disk full: {self.directory}"
+        self._generation += 1
         self.log.error(
             "%s (%s): paused, acknowledging nothing; trying again every %d ms",
             self.paused,
@@ -494,11 +513,20 @@ class Replica:
             del item, reply  # a connection that ends meanwhile is not kept alive
             await trio.sleep_until(began + busy * (1 + rest_per_busy))
 
-    def _step(self, item: _Tick | _FromPeer | _FromClient) -> None:
+    def _step(self, item: _Tick | _FromPeer | _FromClient | _SnapshotWritten) -> None:
         if self.paused is not None:
             return  # the core is the one from before the pause: it is not stepped
         if isinstance(item, _Tick):
             self.core.tick()
+        elif isinstance(item, _SnapshotWritten):
+            if item.generation != self._generation:
+                return  # written for a core that is gone
+            if item.failure is not None:
+                self._pause_if_disk_full(item.failure)  # any other failure ends the replica
+                return
+            assert item.snapshot is not None
+            self.executor.snapshot_written(item.snapshot)  # also while dead: our own disk
+            self.core.snapshot_written(item.snapshot)
         elif self.executor.muted:
             return  # dead: peer and client traffic is dropped
         elif isinstance(item, _FromPeer):
@@ -515,6 +543,7 @@ class Replica:
             return
         if self.paused is not None:
             return  # what the old core asks for is dropped with it
+        self._write_snapshot_later(ready)
         executor = self.executor
         try:
             if executor.begin(ready):
@@ -529,10 +558,33 @@ class Replica:
         so a reader task may carry out a Ready too (see receive_from_peer)."""
         if self.paused is not None:
             return
+        self._write_snapshot_later(ready)
         try:
             self.executor.carry_out(ready)
         except StorageError as error:
             self._pause_if_disk_full(error)
+
+    def _write_snapshot_later(self, ready: Ready) -> None:
+        if ready.snapshot_later is not None:
+            assert self._nursery is not None, "a snapshot to write while not running"
+            self._nursery.start_soon(self._write_snapshot, ready.snapshot_later, self._generation)
+
+    async def _write_snapshot(self, view: SnapshotView, generation: int) -> None:
+        """Build and write a snapshot of the core's in a worker thread while
+        the loop goes on (a large state takes seconds), then tell the core loop
+        through the inbox, in order with what else it steps (a failure too:
+        only the core loop pauses the replica or ends it)."""
+        async with self._snapshot_writer:
+            if generation != self._generation:
+                return  # for a core that is gone
+            executor = self.executor
+            snapshot, failure = None, None
+            try:
+                snapshot = await trio.to_thread.run_sync(executor.write_snapshot_later, view)
+            except StorageError as error:
+                failure = error
+        if generation == self._generation:
+            await self._to_inbox(_SnapshotWritten(snapshot, generation, failure))
 
     def _log_events(self, ready: Ready) -> None:
         for event in ready.events:

@@ -7,7 +7,9 @@ hands the core's Ready to the same executor the runtime uses
 network plugged in. The executor's make_durable() (fsync, snapshots,
 compaction) runs after a virtual disk latency; whatever arrives meanwhile
 waits in the inbox and is stepped as one group before the next Ready (group
-commit), just as the runtime drains its inbox.
+commit), just as the runtime drains its inbox. A checkpoint of the core's own
+(Ready.snapshot_later) is written after a latency of its own, while Readies
+go on, and reported to the core once no other I/O is under way.
 
 A crash throws the process away (core, store, inbox, waiting clients) and
 crashes the disk; a restart recovers with ReplicaStore.open on that disk.
@@ -27,12 +29,14 @@ from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import Core, CoreSettings, Ready, Role
+from ledgerpaxos.core.ledger import SnapshotView, state_digest
 from ledgerpaxos.core.messages import (
     Ballot,
     ClientReply,
     ClientRequest,
     InstallCheckpoint,
     PeerMessage,
+    Snapshot,
 )
 from ledgerpaxos.host import ReadyExecutor, UnpersistedSend, Waiters
 from ledgerpaxos.host.executor import DurableAudit
@@ -102,6 +106,7 @@ class ReplicaHost:
         self.inbox: deque[tuple[object, str | None, object]] = deque()
         self.io_busy = False
         self.deferred_io: Ready | None = None  # an fsync that finished while paused
+        self.snapshot_durable: Snapshot | None = None  # written, the core not told yet
         self.generation = 0  # bumped by a crash: late I/O completions are ignored
         self.incarnation = 0
         self.led_ballot: Ballot | None = None
@@ -290,6 +295,7 @@ class ReplicaHost:
         self.inbox.clear()
         self.io_busy = False
         self.deferred_io = None
+        self.snapshot_durable = None
 
     def _pause_for_full_disk(self, error: StorageError) -> None:
         """As the runtime's Replica._pause_for_full_disk: nothing it was
@@ -364,6 +370,10 @@ class ReplicaHost:
         self.inbox.append((kind, sender, message))
 
     def _drain(self) -> None:
+        if self.status == UP and not self.io_busy and self.snapshot_durable is not None:
+            self._snapshot_written()
+            if self.io_busy:
+                return
         while self.status == UP and not self.io_busy and self.inbox:
             for _ in range(min(len(self.inbox), constants.inbox_drain_max)):
                 self._step(*self.inbox.popleft())
@@ -424,6 +434,9 @@ class ReplicaHost:
             ready = core.take_ready()
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} take_ready: {_where(error)}") from error
+        if ready.snapshot_later is not None:
+            later = ready.snapshot_later
+            self.sim.queue.after(self.sim.disk_latency(), self._write_later, self.generation, later)
         try:
             if not executor.begin(ready):
                 executor.finish(ready)  # nothing to wait for: speak at once
@@ -433,6 +446,40 @@ class ReplicaHost:
             return
         self.io_busy = True
         self.sim.queue.after(self.sim.disk_latency(), self._finish_io, self.generation, ready)
+
+    def _write_later(self, generation: int, view: SnapshotView) -> None:
+        """Ready.snapshot_later, built and written while the process goes on."""
+        if generation != self.generation:
+            return  # the process that asked for it is gone
+        if self.status == PAUSED:  # a stopped process's threads stop too
+            self.sim.queue.after(self.sim.disk_latency(), self._write_later, generation, view)
+            return
+        executor = self.executor
+        assert executor is not None and self.snapshot_durable is None
+        try:
+            snapshot = executor.write_snapshot_later(view)
+        except _IO_FAILURES as error:
+            self._io_failed(error)
+            return
+        # What the view built is the state at its checkpoint, every row of it.
+        digest = state_digest(snapshot, self.settings.initial_balance)
+        self.sim.safety.checkpoint(self.node, snapshot.slot, digest)
+        self.snapshot_durable = snapshot
+        if not self.io_busy:
+            self._drain()
+
+    def _snapshot_written(self) -> None:
+        snapshot, self.snapshot_durable = self.snapshot_durable, None
+        core, executor = self.core, self.executor
+        assert snapshot is not None and core is not None and executor is not None
+        executor.snapshot_written(snapshot)
+        try:
+            core.snapshot_written(snapshot)
+        except Exception as error:  # reported with the seed, never swallowed
+            raise Violation(
+                "core-invariant", f"{self.node} snapshot written: {_where(error)}"
+            ) from error
+        self._carry_out()
 
     def _observe(self, ready: Ready) -> None:
         """The executor shows us each Ready first, before any I/O."""

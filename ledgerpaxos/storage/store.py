@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -63,8 +64,11 @@ class StoreCodec(RecordCodec, SnapshotCodec, Protocol):
 class ReplicaStore:
     """Owns one replica's data directory while the replica runs.
 
-    Not thread-safe: the Ready executor of its replica is its only user. Any
-    StorageError leaves it unusable; the replica must stop.
+    Not thread-safe: the Ready executor of its replica is its only user,
+    except that write_snapshot() may run in a worker thread while the rest
+    goes on (it touches only snapshot files; a lock keeps two snapshot writes,
+    and a snapshot write and a wipe, apart). Any StorageError leaves it
+    unusable; the replica must stop.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class ReplicaStore:
         self._lock: _DirectoryLock | None = None
         self._wal: WriteAheadLog | None = None
         self._fsyncs_of_wiped_logs = 0
+        self._snapshot_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -167,10 +172,11 @@ class ReplicaStore:
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
         """Temporary file, fsync, rename, directory fsync; older snapshots pruned."""
-        self._current_wal()
-        snapshots.write_snapshot(
-            self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec, fs=self.fs
-        )
+        with self._snapshot_lock:
+            self._current_wal()
+            snapshots.write_snapshot(
+                self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec, fs=self.fs
+            )
 
     def compact(self, seed_records: Sequence[WalRecord]) -> bool:
         """Replace the WAL by one durable segment holding exactly `seed_records`,
@@ -190,7 +196,12 @@ class ReplicaStore:
         return True
 
     def wipe(self) -> None:
-        """Delete everything in the directory but the lock; go on with an empty log."""
+        """Delete everything in the directory but the lock; go on with an empty log.
+        Waits for a snapshot being written in a worker thread to be done."""
+        with self._snapshot_lock:
+            self._wipe()
+
+    def _wipe(self) -> None:
         wal = self._current_wal()
         self._fsyncs_of_wiped_logs += wal.fsync_count
         wal.close()
