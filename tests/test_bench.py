@@ -429,3 +429,17 @@ def test_the_tls_cost_pairs_each_load_with_and_without() -> None:
         "TLS at 64x1: 9,000 transfers/s against 10,000 in plaintext (+10.0% cost)"
     )
     assert " on " in bench.render_table(runs[:1]) and " off " in bench.render_table(runs[1:2])
+
+
+def test_the_scale_figures_come_from_a_snapshot_written_beside_a_loop_and_installed_in_parts() -> (
+    None
+):
+    from ledgerpaxos import constants
+    from tools.bench import scale
+
+    figures = scale.accounts_figures(45_000)  # every balance moved: 3 parts of 20,000 rows
+    assert figures["install_parts"] == 3
+    assert figures["install_frame_bytes"] < constants.message_size_max / 100
+    assert figures["snapshot_bytes_per_account"] > 0 and figures["loop_pause_s"] >= 0
+    (row,) = scale.sessions_figures([2_000])
+    assert row["sessions"] == 2_100 and row["evictions"] == 0

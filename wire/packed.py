@@ -197,9 +197,16 @@ def _pack_outcome(outcome: Any, out: list[bytes]) -> None:
     append(_pack_flag(outcome.evicted))
 
 
+# Rows are joined this many pieces at a time: one join of millions of pieces
+# would hold the GIL for a tenth of a second, and a snapshot is encoded in a
+# worker thread beside the replica's loop.
+_pieces_joined_max = 8192
+
+
 def _pack_balances(balances: Any, out: list[bytes]) -> None:
     out.append(_U32.pack(_sequence_length(balances, "balances", _balances_max, "the maximum")))
-    append = out.append
+    pieces: list[bytes] = []
+    append = pieces.append
     prefixes = _account_prefixes
     pack_balance = _I64.pack
     for pair in balances:
@@ -211,6 +218,10 @@ def _pack_balances(balances: Any, out: list[bytes]) -> None:
             prefix = _account_prefix(name)
         append(prefix)
         append(pack_balance(balance))
+        if len(pieces) >= _pieces_joined_max:
+            out.append(b"".join(pieces))
+            pieces.clear()
+    out.append(b"".join(pieces))
 
 
 # Snapshots and reads carry every account, every time, under the same few
@@ -480,13 +491,18 @@ def _pack_snapshot(snapshot: Any) -> bytes:
     _pack_balances(snapshot.balances, out)
     opened = snapshot.opened
     out.append(_U32.pack(_sequence_length(opened, "opened", _clients_max, "the maximum")))
+    pieces: list[bytes] = []
     for row in opened:
         if not isinstance(row, tuple) or len(row) != 3:
             raise ValueError(f"expected (account, owner, balance), found {row!r}")
         name, owner, balance = row
-        out.append(_pack_text(name, _name_max, "account"))
-        out.append(_pack_text(owner, _client_id_max, "owner"))
-        out.append(_I64.pack(balance))
+        pieces.append(_pack_text(name, _name_max, "account"))
+        pieces.append(_pack_text(owner, _client_id_max, "owner"))
+        pieces.append(_I64.pack(balance))
+        if len(pieces) >= _pieces_joined_max:
+            out.append(b"".join(pieces))
+            pieces.clear()
+    out.append(b"".join(pieces))
     clients = snapshot.clients
     out.append(_U32.pack(_sequence_length(clients, "clients", _clients_max, "the maximum")))
     for entry in clients:
