@@ -577,13 +577,22 @@ class Replica:
         async with self._snapshot_writer:
             if generation != self._generation:
                 return  # for a core that is gone
-            executor = self.executor
+            executor, store = self.executor, self.store
+
+            def build_and_write() -> Snapshot | None:
+                # A reset bumps the generation, then wipes under this lock: a
+                # snapshot of the state it wipes is never written after the wipe.
+                with store.snapshot_lock:
+                    if generation != self._generation:
+                        return None
+                    return executor.write_snapshot_later(view)
+
             snapshot, failure = None, None
             try:
-                snapshot = await trio.to_thread.run_sync(executor.write_snapshot_later, view)
+                snapshot = await trio.to_thread.run_sync(build_and_write)
             except StorageError as error:
                 failure = error
-        if generation == self._generation:
+        if generation == self._generation and (snapshot is not None or failure is not None):
             await self._to_inbox(_SnapshotWritten(snapshot, generation, failure))
 
     def _log_events(self, ready: Ready) -> None:

@@ -92,7 +92,9 @@ class ReplicaStore:
         self._lock: _DirectoryLock | None = None
         self._wal: WriteAheadLog | None = None
         self._fsyncs_of_wiped_logs = 0
-        self._snapshot_lock = threading.Lock()
+        # Held by a snapshot write, and by a wipe; a host that builds a snapshot
+        # in a worker thread holds it around building too (Replica._write_snapshot).
+        self.snapshot_lock = threading.RLock()
 
     @classmethod
     def open(
@@ -172,7 +174,7 @@ class ReplicaStore:
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
         """Temporary file, fsync, rename, directory fsync; older snapshots pruned."""
-        with self._snapshot_lock:
+        with self.snapshot_lock:
             self._current_wal()
             snapshots.write_snapshot(
                 self.directory, snapshot, fsync=self.fsync_enabled, codec=self._codec, fs=self.fs
@@ -198,7 +200,7 @@ class ReplicaStore:
     def wipe(self) -> None:
         """Delete everything in the directory but the lock; go on with an empty log.
         Waits for a snapshot being written in a worker thread to be done."""
-        with self._snapshot_lock:
+        with self.snapshot_lock:
             self._wipe()
 
     def _wipe(self) -> None:
