@@ -106,11 +106,14 @@ snapshot_transfers_min = 20_000
 snapshot_rows_cheap_max = 10_000
 snapshot_work_per_row_min = 8
 # A checkpoint is installed in parts of at most this many rows (a session counts
-# one more for every 4 results it holds; core/ledger.split_snapshot): about 1.5
-# MB of balances, far below message_size_max, and a few milliseconds of the
-# sender's loop per part.
+# one more for every 4 results it holds; core/install.split): about 320 KiB of
+# balances, far below message_size_max, and a few milliseconds of the sender's
+# loop per part.
 install_part_units_max = 20_000
 install_parts_max = 1 << 20  # parts of one checkpoint a replica accepts
+# A snapshot file is written and read in parts of at most this many rows
+# (storage/snapshot.py): a few hundred KiB each, checked on their own.
+snapshot_part_rows_max = 16_384
 
 # Runtime.
 inbox_messages_max = 4096  # bounded channel between network tasks and the core

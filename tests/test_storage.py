@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 
 from ledgerpaxos import constants
@@ -32,11 +34,14 @@ from ledgerpaxos.storage import (
     StorageCorruption,
     StorageError,
     WriteAheadLog,
+    files,
     fold_records,
     load_newest_snapshot,
     wal_format,
     write_snapshot,
 )
+from ledgerpaxos.storage import snapshot as snapshots
+from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM
 from ledgerpaxos.storage.snapshot import snapshot_file_name
 from ledgerpaxos.storage.wal_format import RECORD_HEADER, SEGMENT_HEADER, segment_file_name
 
@@ -713,3 +718,104 @@ def test_a_commit_point_above_a_broken_snapshot_no_longer_counts(tmp_path: Path)
     store.close()
     assert recovered.snapshot is None and 1 in recovered.entries  # the acceptance is kept
     assert recovered.commit_slot == 0  # but nothing counts as decided
+
+
+# ---------------------------------------------------------------- snapshot files in parts
+
+
+def _big_snapshot(slot: int) -> Snapshot:
+    return Snapshot(
+        slot=slot,
+        balances=tuple((f"a{i:05}", i) for i in range(10)),
+        opened=(("x-1", "c1", 3), ("x-2", "c2", 0)),
+        clients=tuple(
+            ClientEntry(
+                client_id=f"c{i}",
+                request_no=i,
+                outcome=Outcome(results=(TransferResult(ok=True),), slot=slot, index=i),
+                session=65_536 + i,
+            )
+            for i in range(4)
+        ),
+        digest=bytes(range(32)),
+        chain=bytes(16),
+    )
+
+
+class _ReadsInParts(snapshots.FileSystem):
+    """The OS file system, but a whole-file read, or one larger than a part,
+    fails: what a reader that streams never does."""
+
+    def __init__(self, bytes_max: int) -> None:
+        self.bytes_max = bytes_max
+        self.reads = 0
+
+    def read(self, path: str, size: int = -1, *, offset: int = 0) -> bytes:
+        assert 0 <= size <= self.bytes_max, f"a read of {size} bytes"
+        self.reads += 1
+        return OS_FILE_SYSTEM.read(path, size, offset=offset)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(OS_FILE_SYSTEM, name)
+
+
+def _write_in_parts(directory: Path, snapshot: Snapshot, rows_max: int) -> Path:
+    path = directory / snapshot_file_name(snapshot.slot)
+    pieces = snapshots.encode_snapshot_file(snapshot, rows_max=rows_max)
+    files.write_file_durably(OS_FILE_SYSTEM, os.fspath(path), pieces, fsync=False)
+    return path
+
+
+def test_a_snapshot_file_is_written_and_read_a_part_at_a_time(tmp_path: Path) -> None:
+    snapshot = _big_snapshot(40)
+    _write_in_parts(tmp_path, snapshot, rows_max=3)  # 4 + 1 + 2 parts
+    reader = _ReadsInParts(bytes_max=200)
+    assert (
+        snapshots.read_snapshot_file(reader, os.fspath(tmp_path / snapshot_file_name(40)))
+        == snapshot
+    )
+    assert reader.reads == 1 + 7 * 2 + 1  # the header, each part's head and body, the end
+    assert list(snapshots.snapshot_parts(snapshot, 3))[4].opened == snapshot.opened[:3]
+    empty = attrs.evolve(snapshot, balances=(), opened=(), clients=())
+    assert list(snapshots.snapshot_parts(empty, 3)) == [empty]  # one part, empty
+    write_snapshot(tmp_path, snapshot, fsync=False)  # the default part size: one part
+    assert load_newest_snapshot(tmp_path) == snapshot
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("flip", "part 2 checksum mismatch"),
+        ("swap", "part 1 checksum mismatch"),
+        ("cut", "part 6 of 7 missing or cut short"),
+        ("extra", "bytes after the last part"),
+    ],
+)
+def test_a_damaged_part_is_named_and_an_older_snapshot_is_taken(
+    tmp_path: Path, damage: str, problem: str
+) -> None:
+    older = attrs.evolve(_big_snapshot(20), balances=(("a00001", 7),))
+    _write_in_parts(tmp_path, older, rows_max=3)
+    path = _write_in_parts(tmp_path, _big_snapshot(40), rows_max=3)
+    data = bytearray(path.read_bytes())
+    head = snapshots.SNAPSHOT_HEADER.size
+    starts = [head]
+    while starts[-1] < len(data):
+        (length,) = struct.unpack_from("<I", data, starts[-1])
+        starts.append(starts[-1] + snapshots.PART_HEADER.size + length)
+    if damage == "flip":
+        data[starts[2] + 20] ^= 0x10
+    elif damage == "swap":  # parts 1 and 2 hold as many rows: same length, other places
+        one, two = data[starts[1] : starts[2]], data[starts[2] : starts[3]]
+        assert len(one) == len(two)
+        data[starts[1] : starts[3]] = two + one
+    elif damage == "cut":
+        del data[starts[6] :]
+    else:
+        data += b"\0"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageCorruption, match=problem) as caught:
+        snapshots.read_snapshot_file(OS_FILE_SYSTEM, os.fspath(path))
+    expected = {"flip": starts[2], "swap": starts[1], "cut": starts[6], "extra": len(data) - 1}
+    assert caught.value.offset == expected[damage]
+    assert load_newest_snapshot(tmp_path) == older  # skipped, with a warning

@@ -294,9 +294,9 @@ class SimDisk:
     def is_directory(self, path: str) -> bool:
         return os.path.normpath(path) in self._dirs
 
-    def read(self, path: str, size: int = -1) -> bytes:
+    def read(self, path: str, size: int = -1, *, offset: int = 0) -> bytes:
         data = self._inode(path).data
-        return bytes(data if size < 0 else data[:size])
+        return bytes(data[offset:] if size < 0 else data[offset : offset + size])
 
     def flip_bit(self, path: str, offset: int, bit: int) -> None:
         """Bit rot: one bit of a file changes, in memory and on the platter."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 from ledgerpaxos.storage.errors import StorageError
 from ledgerpaxos.storage.filesystem import FileSystem, WritableFile
@@ -62,16 +63,20 @@ def list_directory(fs: FileSystem, directory: str) -> list[str]:
         raise StorageError(directory, "list directory", error) from error
 
 
-def write_file_durably(fs: FileSystem, path: str, data: bytes, *, fsync: bool) -> int:
-    """Write `data` to `path` + ".tmp", fsync it, rename it to `path`, fsync the
-    directory. Readers never see a half-written `path`. Returns the fsyncs done."""
+def write_file_durably(
+    fs: FileSystem, path: str, data: bytes | Iterable[bytes], *, fsync: bool
+) -> int:
+    """Write `data` (or its pieces, in order, as they come) to `path` + ".tmp",
+    fsync it, rename it to `path`, fsync the directory. Readers never see a
+    half-written `path`. Returns the fsyncs done."""
     temporary = path + ".tmp"
     try:
         file = fs.create(temporary)
     except OSError as error:
         raise StorageError(temporary, "create", error) from error
     try:
-        write_all(file, data, temporary)
+        for piece in (data,) if isinstance(data, bytes) else data:
+            write_all(file, piece, temporary)
         if fsync:
             fsync_file(file, temporary)
     finally:
@@ -95,10 +100,10 @@ def remove_file(fs: FileSystem, path: str) -> None:
         raise StorageError(path, "remove", error) from error
 
 
-def read_file(fs: FileSystem, path: str, size: int = -1) -> bytes:
-    """The whole file, or its first `size` bytes."""
+def read_file(fs: FileSystem, path: str, size: int = -1, *, offset: int = 0) -> bytes:
+    """The whole file, or `size` bytes of it (fewer at its end), from `offset`."""
     try:
-        return fs.read(path, size)
+        return fs.read(path, size, offset=offset)
     except OSError as error:
         raise StorageError(path, "read", error) from error
 

@@ -47,8 +47,8 @@ class FileSystem(Protocol):
 
     def is_directory(self, path: str) -> bool: ...
 
-    def read(self, path: str, size: int = -1) -> bytes:
-        """The whole file, or its first `size` bytes."""
+    def read(self, path: str, size: int = -1, *, offset: int = 0) -> bytes:
+        """The whole file, or `size` bytes of it (fewer at its end), from `offset`."""
         ...
 
     def create(self, path: str) -> WritableFile:
@@ -133,8 +133,10 @@ class OsFileSystem:
     def is_directory(self, path: str) -> bool:
         return os.path.isdir(path) and not os.path.islink(path)
 
-    def read(self, path: str, size: int = -1) -> bytes:
+    def read(self, path: str, size: int = -1, *, offset: int = 0) -> bytes:
         with open(path, "rb") as file:
+            if offset:
+                file.seek(offset)
             return file.read(size)
 
     def create(self, path: str) -> OsFile:

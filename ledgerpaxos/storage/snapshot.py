@@ -3,14 +3,25 @@
 File `snapshot-<slot:020d>.snap` in the replica's data directory. Integers are
 little-endian; checksums are 64-bit BLAKE2b (files.checksum64).
 
-Header, 40 bytes, then `body_length` bytes of body (wire.encode_snapshot):
+Header, 40 bytes, then `parts` part records:
 
      0  u32  magic            "LPSN"
-     4  u32  version          2 (1 had no chain digest; refused)
+     4  u32  version          6 (earlier versions are refused)
      8  u64  slot             equals the snapshot's slot and the number in the name
-    16  u64  body_length
-    24  u64  body_checksum    of the body
+    16  u64  parts            how many part records follow (at least one)
+    24  u64  reserved         0
     32  u64  header_checksum  of bytes 0..32
+
+A part record: u32 body length, u64 checksum of the part's index (u64) and its
+body, then the body: wire.encode_snapshot of a Snapshot holding the whole
+checkpoint's slot, digest and chain and the next at most
+`constants.snapshot_part_rows_max` rows (balances, then opened accounts, then
+sessions, in the snapshot's order). The file ends right after the last part.
+So a snapshot of any size is written and read a part at a time: neither the
+whole file nor a whole second copy of the rows is ever in memory at once, and
+the writer (a worker thread beside the replica's loop) holds the GIL only for
+a part's worth of work at a time. A part cannot pass for another: its index is
+in its checksum.
 
 A snapshot is written to `<name>.tmp`, fsynced, renamed, and the directory
 fsynced, so a file with its final name was complete when it got that name. Only
@@ -26,11 +37,14 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Iterator
 from typing import Protocol
+
+import attrs
 
 import wire
 from ledgerpaxos import constants
-from ledgerpaxos.core.messages import Snapshot
+from ledgerpaxos.core.messages import ClientEntry, Snapshot
 from ledgerpaxos.storage import files
 from ledgerpaxos.storage.errors import StorageCorruption
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM, FileSystem
@@ -39,11 +53,15 @@ logger = logging.getLogger("ledgerpaxos.storage")
 
 SNAPSHOT_HEADER = struct.Struct("<IIQQQQ")
 assert SNAPSHOT_HEADER.size == 40
+PART_HEADER = struct.Struct("<IQ")
+_parts_max = 1 << 32  # a header claiming more is refused before any is read
 
 snapshot_magic = int.from_bytes(b"LPSN", "little")
-snapshot_version = 5  # 2: chain digest; 3: outcomes' (slot, index); 4: opened accounts, sessions; 5: session numbers
+# 2: chain digest; 3: outcomes' (slot, index); 4: opened accounts, sessions;
+# 5: session numbers; 6: in parts
+snapshot_version = 6
 _person_header = b"lpax-snap-hdr"
-_person_body = b"lpax-snap-body"
+_person_part = b"lpax-snap-part"
 
 _snapshot_name = re.compile(r"^snapshot-(\d{20})\.snap$")
 _snapshot_temporary_name = re.compile(r"^snapshot-(\d{20})\.snap\.tmp$")
@@ -65,61 +83,109 @@ def snapshot_file_name(slot: int) -> str:
     return f"snapshot-{slot:020d}.snap"
 
 
-def encode_snapshot_file(snapshot: Snapshot, *, codec: SnapshotCodec = wire) -> bytes:
-    """Header plus body, verified before it is written: decode what was encoded."""
-    body = codec.encode_snapshot(snapshot)
-    decoded = codec.decode_snapshot(body)
-    assert _same(decoded, snapshot), (
-        f"snapshot changed in an encode/decode round trip: {snapshot.slot}"
-    )
-    body_checksum = files.checksum64(body, person=_person_body)
-    head = SNAPSHOT_HEADER.pack(
-        snapshot_magic, snapshot_version, snapshot.slot, len(body), body_checksum, 0
-    )
+def snapshot_parts(snapshot: Snapshot, rows_max: int) -> Iterator[Snapshot]:
+    """`snapshot` as consecutive slices of at most `rows_max` rows, each a
+    Snapshot with the whole one's slot, digest and chain; at least one."""
+    assert rows_max >= 1
+    empty = attrs.evolve(snapshot, balances=(), opened=(), clients=())
+    balances, opened, clients = snapshot.balances, snapshot.opened, snapshot.clients
+    for start in range(0, len(balances), rows_max):
+        yield attrs.evolve(empty, balances=balances[start : start + rows_max])
+    for start in range(0, len(opened), rows_max):
+        yield attrs.evolve(empty, opened=opened[start : start + rows_max])
+    for start in range(0, len(clients), rows_max):
+        yield attrs.evolve(empty, clients=clients[start : start + rows_max])
+    if not (balances or opened or clients):
+        yield empty
+
+
+def _part_checksum(index: int, body: bytes) -> int:
+    return files.checksum64(index.to_bytes(8, "little") + body, person=_person_part)
+
+
+def encode_snapshot_file(
+    snapshot: Snapshot,
+    *,
+    codec: SnapshotCodec = wire,
+    rows_max: int = constants.snapshot_part_rows_max,
+) -> Iterator[bytes]:
+    """The file's bytes, header first, a part at a time; each part verified
+    before it is given: decoding what was encoded gives the part back."""
+    parts = -(-(len(snapshot.balances)) // rows_max) + -(-len(snapshot.opened) // rows_max)
+    parts = max(1, parts + -(-len(snapshot.clients) // rows_max))
+    head = SNAPSHOT_HEADER.pack(snapshot_magic, snapshot_version, snapshot.slot, parts, 0, 0)
     header_checksum = files.checksum64(head[:32], person=_person_header)
-    return head[:32] + header_checksum.to_bytes(8, "little") + body
+    yield head[:32] + header_checksum.to_bytes(8, "little")
+    written = 0
+    for index, part in enumerate(snapshot_parts(snapshot, rows_max)):
+        body = codec.encode_snapshot(part)
+        assert codec.decode_snapshot(body) == part, (
+            f"snapshot {snapshot.slot} part {index} changed in an encode/decode round trip"
+        )
+        yield PART_HEADER.pack(len(body), _part_checksum(index, body)) + body
+        written += 1
+    assert written == parts, (written, parts)
 
 
-def _same(a: Snapshot, b: Snapshot) -> bool:
-    """a == b, a slice of rows at a time: one comparison of millions of rows
-    would hold the GIL for tens of milliseconds (this runs in a worker thread
-    beside the replica's loop)."""
-    step = 8192
-    for rows_a, rows_b in ((a.balances, b.balances), (a.opened, b.opened), (a.clients, b.clients)):
-        if len(rows_a) != len(rows_b):
-            return False
-        for start in range(0, len(rows_a), step):
-            if rows_a[start : start + step] != rows_b[start : start + step]:
-                return False
-    return (a.slot, a.digest, a.chain) == (b.slot, b.digest, b.chain)
-
-
-def decode_snapshot_file(path: str, data: bytes, *, codec: SnapshotCodec = wire) -> Snapshot:
-    """The snapshot in `data` (read from `path`), or StorageCorruption saying what is wrong."""
-    if len(data) < SNAPSHOT_HEADER.size:
-        raise StorageCorruption(path, 0, f"snapshot header incomplete ({len(data)} bytes)")
-    magic, version, slot, length, body_checksum, header_checksum = SNAPSHOT_HEADER.unpack_from(data)
+def read_snapshot_file(fs: FileSystem, path: str, *, codec: SnapshotCodec = wire) -> Snapshot:
+    """The snapshot in the file at `path`, read a part at a time, or
+    StorageCorruption saying what is wrong and where."""
+    head = files.read_file(fs, path, SNAPSHOT_HEADER.size)
+    if len(head) < SNAPSHOT_HEADER.size:
+        raise StorageCorruption(path, 0, f"snapshot header incomplete ({len(head)} bytes)")
+    magic, version, slot, parts, _, header_checksum = SNAPSHOT_HEADER.unpack(head)
     if magic != snapshot_magic:
         raise StorageCorruption(path, 0, "not a snapshot file (bad magic)")
-    if header_checksum != files.checksum64(data[:32], person=_person_header):
+    if header_checksum != files.checksum64(head[:32], person=_person_header):
         raise StorageCorruption(path, 0, "snapshot header checksum mismatch")
     if version != snapshot_version:
         raise StorageCorruption(path, 4, f"unsupported snapshot version {version}")
-    if length != len(data) - SNAPSHOT_HEADER.size:
-        actual = len(data) - SNAPSHOT_HEADER.size
-        raise StorageCorruption(path, 16, f"snapshot body is {actual} bytes, header says {length}")
-    body = data[SNAPSHOT_HEADER.size :]
-    if body_checksum != files.checksum64(body, person=_person_body):
-        raise StorageCorruption(path, SNAPSHOT_HEADER.size, "snapshot body checksum mismatch")
-    try:
-        snapshot = codec.decode_snapshot(body)
-    except codec.FrameError as error:
-        raise StorageCorruption(
-            path, SNAPSHOT_HEADER.size, f"snapshot verifies but does not decode: {error}"
-        ) from error
-    if snapshot.slot != slot:
-        raise StorageCorruption(path, 8, f"header says slot {slot}, body says {snapshot.slot}")
-    return snapshot
+    if not 1 <= parts <= _parts_max:
+        raise StorageCorruption(path, 16, f"{parts} parts: a snapshot has 1 to {_parts_max}")
+    balances: list[tuple[str, int]] = []
+    opened: list[tuple[str, str, int]] = []
+    clients: list[ClientEntry] = []
+    first: Snapshot | None = None
+    offset = SNAPSHOT_HEADER.size
+    for index in range(parts):
+        record = files.read_file(fs, path, PART_HEADER.size, offset=offset)
+        if len(record) < PART_HEADER.size:
+            raise StorageCorruption(path, offset, f"part {index} of {parts} missing or cut short")
+        length, checksum = PART_HEADER.unpack(record)
+        if length > constants.message_size_max:
+            raise StorageCorruption(path, offset, f"part {index}: length {length} is too large")
+        body = files.read_file(fs, path, length, offset=offset + PART_HEADER.size)
+        if len(body) < length:
+            raise StorageCorruption(path, offset, f"part {index} of {parts} cut short")
+        if checksum != _part_checksum(index, body):
+            raise StorageCorruption(path, offset, f"part {index} checksum mismatch")
+        try:
+            part = codec.decode_snapshot(body)
+        except codec.FrameError as error:
+            raise StorageCorruption(
+                path, offset, f"part {index} verifies but does not decode: {error}"
+            ) from error
+        if first is None:
+            first = part
+        elif (part.slot, part.digest, part.chain) != (first.slot, first.digest, first.chain):
+            raise StorageCorruption(path, offset, f"part {index} is of another snapshot")
+        balances.extend(part.balances)
+        opened.extend(part.opened)
+        clients.extend(part.clients)
+        offset += PART_HEADER.size + length
+    if files.read_file(fs, path, 1, offset=offset):
+        raise StorageCorruption(path, offset, "bytes after the last part")
+    assert first is not None
+    if first.slot != slot:
+        raise StorageCorruption(path, 8, f"header says slot {slot}, body says {first.slot}")
+    return Snapshot(
+        slot=slot,
+        balances=tuple(balances),
+        opened=tuple(opened),
+        clients=tuple(clients),
+        digest=first.digest,
+        chain=first.chain,
+    )
 
 
 def _list_snapshots(fs: FileSystem, directory: str) -> tuple[list[tuple[int, str]], list[str]]:
@@ -179,7 +245,7 @@ def load_newest_snapshot(
     failures: list[StorageCorruption] = []
     for slot, path in reversed(snapshots):
         try:
-            snapshot = decode_snapshot_file(path, files.read_file(fs, path), codec=codec)
+            snapshot = read_snapshot_file(fs, path, codec=codec)
         except StorageCorruption as corruption:
             logger.warning("skipping an invalid snapshot: %s", corruption)
             failures.append(corruption)
