@@ -10,6 +10,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
 from tools.bench import profile as bench_profile
-from tools.bench import report
+from tools.bench import report, versus_etcd
 from tools.bench.cluster import account_names, initial_balance_for
 from tools.bench.load import acknowledged_mismatches, transfer_pool
 from tools.bench.stats import percentile
@@ -443,3 +445,67 @@ def test_the_scale_figures_come_from_a_snapshot_written_beside_a_loop_and_instal
     assert figures["snapshot_bytes_per_account"] > 0 and figures["loop_pause_s"] >= 0
     (row,) = scale.sessions_figures([2_000])
     assert row["sessions"] == 2_100 and row["evictions"] == 0
+
+
+ETCD = {
+    "system": "etcd 3.4.23",
+    "members": 5,
+    "value_bytes": 100,
+    "duration_s": 8.0,
+    "loads": [
+        {
+            "clients": 1,
+            "puts_per_s": 500.0,
+            "p50_ms": 2.0,
+            "p90_ms": 3.0,
+            "p99_ms": 4.0,
+            "max_ms": 9.0,
+        },
+        {
+            "clients": 64,
+            "puts_per_s": 2_000.0,
+            "p50_ms": 30.0,
+            "p90_ms": 40.0,
+            "p99_ms": 70.0,
+            "max_ms": 99.0,
+        },
+    ],
+}
+
+
+def test_the_etcd_comparison_pairs_our_1x1_and_64x1_with_its_loads(tmp_path: Path) -> None:
+    skipped = bench.render_versus_etcd([fake_run()], None)
+    assert "apt-get install etcd-server" in skipped
+    runs = [
+        fake_run(clients=1, transfers_per_request=1, transfers_per_s=700.0, p50_ms=1.2, tls=True),
+        fake_run(clients=1, transfers_per_request=1, transfers_per_s=9_999.0, tls=False),
+        fake_run(
+            clients=64, transfers_per_request=1, transfers_per_s=6_000.0, p50_ms=10.0, tls=True
+        ),
+        fake_run(clients=64, transfers_per_request=100, tls=True),
+    ]
+    text = bench.render_versus_etcd(runs, ETCD)
+    assert "500 puts/s, p50 2.00 ms" in text
+    assert (
+        "ours 1x1 (TLS, fsync): 700 transfers/s, p50 1.20 ms = 1.40x etcd's puts/s, 0.60x its p50"
+        in text
+    )
+    assert "ours 64x1 (TLS, fsync): 6,000 transfers/s, p50 10.0 ms = 3.00x etcd's puts/s" in text
+    path = tmp_path / "bench.json"
+    bench.write_json(runs, str(path), None, ETCD)
+    assert json.loads(path.read_text())["etcd"]["loads"][1]["clients"] == 64
+
+
+@pytest.mark.skipif(
+    not versus_etcd.available(), reason="etcd is not on the PATH (apt-get install etcd-server)"
+)
+def test_etcd_runs_both_loads_on_loopback_and_leaves_nothing_behind() -> None:
+    figures = versus_etcd.measure(members=3, duration=1.0)
+    assert [load["clients"] for load in figures["loads"]] == [1, 64]
+    assert all(load["puts_per_s"] > 0 and load["p50_ms"] > 0 for load in figures["loads"])
+    leftovers = [
+        name for name in os.listdir(tempfile.gettempdir()) if name.startswith("ledgerpaxos-etcd-")
+    ]
+    assert leftovers == []
+    ours = subprocess.run(["pgrep", "-f", "ledgerpaxos-etcd-"], capture_output=True, check=False)
+    assert ours.returncode == 1  # no member left running (their data dirs are named so)

@@ -48,6 +48,7 @@ from typing import Any
 
 from ledgerpaxos.client import ClientTimeout
 from ledgerpaxos.config import ConfigError, load_config
+from tools.bench import versus_etcd as bench_etcd
 from tools.bench import versus_pysyncobj as bench_pysyncobj
 from tools.bench.cluster import LaunchedCluster
 from tools.bench.report import (
@@ -55,6 +56,7 @@ from tools.bench.report import (
     render_comparison,
     render_table,
     render_tls_cost,
+    render_versus_etcd,
     run_ok,
     write_json,
     write_plot,
@@ -68,6 +70,7 @@ __all__ = [
     "render_comparison",
     "render_table",
     "render_tls_cost",
+    "render_versus_etcd",
     "run_ok",
     "run_once",
     "write_json",
@@ -234,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: --plot needs matplotlib: pip install -e '.[plot]'", file=sys.stderr)
             return 2
     pysyncobj: dict[str, Any] | None = None
+    etcd: dict[str, Any] | None = None
     try:
         if args.matrix:
             modes = [False] if args.plaintext else [True, False]
@@ -260,6 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 except RuntimeError as error:
                     print(f"{prog}: PySyncObj comparison failed: {error}", file=sys.stderr)
+            if bench_etcd.available():
+                if sys.stderr.isatty():
+                    print(
+                        f"{prog}: measuring etcd ({args.duration:g} s a load) ...", file=sys.stderr
+                    )
+                try:
+                    etcd = bench_etcd.measure(members=args.replicas, duration=args.duration)
+                except (bench_etcd.EtcdError, OSError) as error:
+                    print(f"{prog}: etcd comparison failed: {error}", file=sys.stderr)
         elif args.launch:
             runs = [
                 _run_launched(
@@ -281,11 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cost:
             print(cost)
         print(render_comparison(runs, pysyncobj))
+        print(render_versus_etcd(runs, etcd))
         sweep = render_accounts_sweep(runs)
         if sweep:
             print(sweep)
     if args.json:
-        write_json(runs, args.json, pysyncobj)
+        write_json(runs, args.json, pysyncobj, etcd)
     if args.plot:
         try:
             write_plot(runs, args.plot)

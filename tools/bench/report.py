@@ -1,4 +1,4 @@
-"""The benchmark's output: the table, the comparison with PySyncObj, --json and --plot."""
+"""The benchmark's output: the table, the comparisons with PySyncObj and etcd, --json and --plot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tools.bench import versus_etcd as bench_etcd
 from tools.bench import versus_pysyncobj as bench_pysyncobj
 from tools.bench.run import BenchError, prog
 
@@ -145,6 +146,34 @@ def render_comparison(runs: list[dict[str, Any]], pysyncobj: dict[str, Any] | No
     )
 
 
+def render_versus_etcd(runs: list[dict[str, Any]], etcd: dict[str, Any] | None) -> str:
+    """etcd's figures next to ours, and the ratios (issue 15's targets): our
+    1x1 against its one client, our 64x1 against its 64 clients; TLS on for us."""
+    if etcd is None:
+        return (
+            "etcd comparison skipped: etcd is not on the PATH "
+            f"({bench_etcd.install_hint}; an optional comparison)"
+        )
+    lines = [bench_etcd.render(etcd)]
+    ours = {
+        (run["clients"], run["transfers_per_request"]): run
+        for run in runs
+        if run.get("tls", False) and run["accounts"] == runs[0]["accounts"]
+    }
+    for load in etcd["loads"]:
+        mine = ours.get((load["clients"], 1))
+        if mine is None:
+            continue
+        ratio = mine["transfers_per_s"] / load["puts_per_s"] if load["puts_per_s"] else math.inf
+        latency = mine["p50_ms"] / load["p50_ms"] if load["p50_ms"] else math.nan
+        lines.append(
+            f"ours {load['clients']}x1 (TLS, fsync): {mine['transfers_per_s']:,.0f} transfers/s, "
+            f"p50 {_ms(mine['p50_ms'])} ms = {ratio:.2f}x etcd's puts/s, "
+            f"{latency:.2f}x its p50"
+        )
+    return "\n".join(lines)
+
+
 def render_tls_cost(runs: list[dict[str, Any]]) -> str:
     """What TLS costs, from the runs of one load with it and without (same run)."""
     by_load: dict[tuple[int, int], dict[bool, dict[str, Any]]] = {}
@@ -167,12 +196,19 @@ def render_tls_cost(runs: list[dict[str, Any]]) -> str:
 
 
 def write_json(
-    runs: list[dict[str, Any]], path: str, pysyncobj: dict[str, Any] | None = None
+    runs: list[dict[str, Any]],
+    path: str,
+    pysyncobj: dict[str, Any] | None = None,
+    etcd: dict[str, Any] | None = None,
 ) -> None:
     public = [{k: v for k, v in run.items() if not k.startswith("_")} for run in runs]
     document: Any = public[0] if len(public) == 1 else {"runs": public}
-    if pysyncobj is not None:
-        document = {"runs": public, "pysyncobj": pysyncobj}
+    if pysyncobj is not None or etcd is not None:
+        document = {"runs": public}
+        if pysyncobj is not None:
+            document["pysyncobj"] = pysyncobj
+        if etcd is not None:
+            document["etcd"] = etcd
     Path(path).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
