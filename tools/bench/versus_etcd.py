@@ -10,7 +10,9 @@ then 64 clients, each with one request in flight, every client writing a
 100-byte value under its own key through etcd's JSON gateway (`POST
 /v3/kv/put`, HTTP/1.1 keep-alive), the clients spread over the members. A put
 is a blind write: a transfer reads, checks and writes two balances, so etcd
-has the easier job. Without etcd this says how to get it and exits 0.
+has the easier job. The one client of the 1-client load talks to etcd's
+leader (its best case; ours talks to our leader). Without etcd this says how
+to get it and exits 0.
 
 `measure()` returns the figures; `ledgerpaxos-bench --matrix` prints them next
 to ours (1×1 and 64×1) with the ratios.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -126,6 +129,24 @@ class Cluster:
                 )
             time.sleep(0.1)
 
+    def ports_leader_first(self) -> list[int]:
+        """The members' client ports, the leader's first: the one client of the
+        1-client load talks to the leader, as ours does (a member that is not
+        the leader forwards each put to it, one more hop), and the clients of a
+        larger load are spread over all of them from there."""
+        leader = None
+        for port in self.client_ports:
+            status = _post(port, "/v3/maintenance/status", {})
+            if status is not None and status.get("leader") == status.get("header", {}).get(
+                "member_id"
+            ):
+                leader = port
+                break
+        if leader is None:
+            return list(self.client_ports)
+        at = self.client_ports.index(leader)
+        return self.client_ports[at:] + self.client_ports[:at]
+
     def close(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -141,19 +162,29 @@ class Cluster:
 
 
 def _healthy(port: int) -> bool:
-    import http.client
+    answer = _get(port, "/health")
+    return answer is not None and answer.get("health") == "true"
 
+
+def _get(port: int, path: str) -> dict[str, Any] | None:
+    return _ask(port, "GET", path, None)
+
+
+def _post(port: int, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    return _ask(port, "POST", path, json.dumps(body).encode())
+
+
+def _ask(port: int, method: str, path: str, body: bytes | None) -> dict[str, Any] | None:
+    """etcd's JSON answer, or None if it gave none."""
     try:
         connection = http.client.HTTPConnection(LOOPBACK, port, timeout=1)
-        connection.request("GET", "/health")
-        body = connection.getresponse().read()
+        connection.request(method, path, body=body)
+        data = connection.getresponse().read()
         connection.close()
-    except OSError:
-        return False
-    try:
-        return json.loads(body).get("health") == "true"
-    except ValueError:
-        return False
+        answer = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 # ---------------------------------------------------------------- the load
@@ -241,9 +272,10 @@ def measure(*, members: int = 5, duration: float = 8.0) -> dict[str, Any]:
     cluster = Cluster(members)
     try:
         cluster.wait_ready()
+        ports = cluster.ports_leader_first()
         loads = []
         for clients in LOADS:
-            latencies = trio.run(_run_load, cluster.client_ports, clients, duration)
+            latencies = trio.run(_run_load, ports, clients, duration)
             ordered = sorted(latencies)
             loads.append(
                 {
