@@ -509,3 +509,21 @@ def test_etcd_runs_both_loads_on_loopback_and_leaves_nothing_behind() -> None:
     assert leftovers == []
     ours = subprocess.run(["pgrep", "-f", "ledgerpaxos-etcd-"], capture_output=True, check=False)
     assert ours.returncode == 1  # no member left running (their data dirs are named so)
+
+
+def test_an_etcd_member_that_exits_is_reported_with_its_log_and_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin" / "etcd"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'listen tcp: address already in use' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    cluster = versus_etcd.Cluster(3)
+    directory = cluster.directory
+    with pytest.raises(versus_etcd.EtcdError, match="exited; its log ends: listen tcp"):
+        try:
+            cluster.wait_ready()
+        finally:
+            cluster.close()
+    assert not os.path.exists(directory)

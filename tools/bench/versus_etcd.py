@@ -120,7 +120,7 @@ class Cluster:
         while waiting:
             for i in sorted(waiting):
                 if self.processes[i].poll() is not None:
-                    raise EtcdError(f"etcd member m{i} exited: see {self.logs[i]}")
+                    raise EtcdError(f"etcd member m{i} exited; its log ends: {self._log_tail(i)}")
                 if _healthy(self.client_ports[i]):
                     waiting.discard(i)
             if waiting and time.monotonic() > deadline:
@@ -128,6 +128,15 @@ class Cluster:
                     f"etcd members {sorted(waiting)} not healthy in {ready_timeout_s:g} s"
                 )
             time.sleep(0.1)
+
+    def _log_tail(self, i: int) -> str:
+        """The last lines of a member's log (the directory goes with close())."""
+        try:
+            with open(self.logs[i], "rb") as log:
+                lines = log.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError as error:
+            return f"(unreadable: {error})"
+        return " | ".join(lines[-3:]) or "(empty)"
 
     def ports_leader_first(self) -> list[int]:
         """The members' client ports, the leader's first: the one client of the
