@@ -496,6 +496,7 @@ def test_the_etcd_comparison_pairs_our_1x1_and_64x1_with_its_loads(tmp_path: Pat
     assert json.loads(path.read_text())["etcd"]["loads"][1]["clients"] == 64
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(
     not versus_etcd.available(), reason="etcd is not on the PATH (apt-get install etcd-server)"
 )
@@ -511,6 +512,7 @@ def test_etcd_runs_both_loads_on_loopback_and_leaves_nothing_behind() -> None:
     assert ours.returncode == 1  # no member left running (their data dirs are named so)
 
 
+@pytest.mark.processes
 def test_an_etcd_member_that_exits_is_reported_with_its_log_and_nothing_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
