@@ -104,6 +104,9 @@ snapshot_transfers_min = 20_000
 # about as much as executing a few transfers, so snapshots of a large state
 # stay a small share of the work (a small one costs little anyway).
 snapshot_rows_cheap_max = 10_000
+# A snapshot of at most this many rows is built and written by the replica's
+# loop itself (a few milliseconds); a larger one in a worker thread beside it.
+snapshot_in_loop_rows_max = snapshot_rows_cheap_max
 snapshot_work_per_row_min = 8
 # A checkpoint is installed in parts of at most this many rows (a session counts
 # one more for every 4 results it holds; core/install.split): about 320 KiB of

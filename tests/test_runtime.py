@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from ledgerpaxos.core.messages import (
     Heartbeat,
     Transfer,
 )
+from ledgerpaxos.host import ReadyExecutor
 from ledgerpaxos.runtime import Replica, TcpNetwork
 from ledgerpaxos.runtime import replica as replica_module
 from ledgerpaxos.storage import StorageError
@@ -116,6 +118,32 @@ async def test_leader_killed_a_new_leader_within_the_election_timeout_and_nothin
         assert reply.ok and reply.leader == new
         assert client.leader == new
         assert await client.balances() == expected_after(done)
+
+
+async def test_a_large_snapshot_is_written_in_a_worker_thread_and_the_log_purged_after(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every snapshot taken as a large one (real clock: a thread's time
+    is real), the write runs beside the loop and the leader purges its log
+    once the file is durable; the laggard-free cluster goes on meanwhile."""
+    monkeypatch.setattr(constants, "snapshot_in_loop_rows_max", 0)
+    threads: list[bool] = []
+    write = ReadyExecutor.write_snapshot_later
+
+    def watched(self: ReadyExecutor[object], view: object) -> object:
+        threads.append(threading.current_thread() is not threading.main_thread())
+        return write(self, view)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ReadyExecutor, "write_snapshot_later", watched)
+    leader = await cluster.wait_for_leader()
+    done = [("ABCDEFGHIJ"[i % 10], "ABCDEFGHIJ"[(i + 1) % 10], 1) for i in range(27)]
+    async with cluster.client("A") as client:
+        for t in done:
+            assert (await client.transfer(*t)).ok
+    live = cluster.replicas[leader].core
+    assert await cluster.wait_until(lambda: live.purge_slot >= 20)
+    assert threads and all(threads)  # every snapshot of every replica: in a worker thread
+    assert live.snapshot_slot >= 20 and live.balances() == expected_after(done)
 
 
 async def test_dead_replica_catches_up_by_installing_a_checkpoint(

@@ -457,6 +457,11 @@ class SnapshotView:
         self._initial_balance = ledger.initial_balance
         self._clients = tuple(ledger.clients.values())  # committed longest ago first
 
+    @property
+    def rows(self) -> int:
+        """How many rows build() reads (at most; balances back at their start are left out)."""
+        return self._key_count + len(self._clients)
+
     def build(self) -> Snapshot:
         """The Snapshot, O(rows): in a host's worker thread, off its loop."""
         balances, before, owners = self._balances, self.before, self._owners

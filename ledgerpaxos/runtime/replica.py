@@ -573,7 +573,10 @@ class Replica:
         """Build and write a snapshot of the core's in a worker thread while
         the loop goes on (a large state takes seconds), then tell the core loop
         through the inbox, in order with what else it steps (a failure too:
-        only the core loop pauses the replica or ends it)."""
+        only the core loop pauses the replica or ends it). A small one
+        (constants.snapshot_in_loop_rows_max) is written by this task itself: a
+        few milliseconds, less than a thread's round trip costs, and under
+        trio's test clocks a thread lets virtual time run on meanwhile."""
         async with self._snapshot_writer:
             if generation != self._generation:
                 return  # for a core that is gone
@@ -589,7 +592,10 @@ class Replica:
 
             snapshot, failure = None, None
             try:
-                snapshot = await trio.to_thread.run_sync(build_and_write)
+                if view.rows <= constants.snapshot_in_loop_rows_max:
+                    snapshot = build_and_write()
+                else:
+                    snapshot = await trio.to_thread.run_sync(build_and_write)
             except StorageError as error:
                 failure = error
         if generation == self._generation and (snapshot is not None or failure is not None):
