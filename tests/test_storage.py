@@ -819,3 +819,20 @@ def test_a_damaged_part_is_named_and_an_older_snapshot_is_taken(
     expected = {"flip": starts[2], "swap": starts[1], "cut": starts[6], "extra": len(data) - 1}
     assert caught.value.offset == expected[damage]
     assert load_newest_snapshot(tmp_path) == older  # skipped, with a warning
+
+
+def test_sessions_holding_many_results_weigh_more_in_a_part(tmp_path: Path) -> None:
+    many = Outcome(results=(TransferResult(ok=True),) * 40, slot=9, index=0)  # 11 rows each
+    snapshot = attrs.evolve(
+        _big_snapshot(50),
+        balances=(),
+        opened=(),
+        clients=tuple(
+            ClientEntry(client_id=f"c{i}", request_no=1, outcome=many, session=i) for i in range(3)
+        ),
+    )
+    parts = list(snapshots.snapshot_parts(snapshot, 20))
+    assert [len(p.clients) for p in parts] == [1, 1, 1]  # 11 + 11 > 20: one session a part
+    assert [len(p.clients) for p in snapshots.snapshot_parts(snapshot, 22)] == [2, 1]
+    _write_in_parts(tmp_path, snapshot, rows_max=20)
+    assert load_newest_snapshot(tmp_path) == snapshot

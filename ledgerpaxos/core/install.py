@@ -25,7 +25,8 @@ from ledgerpaxos.core.messages import ClientEntry, InstallCheckpoint, Snapshot
 _results_per_unit = 4
 
 
-def _session_units(entry: ClientEntry) -> int:
+def session_units(entry: ClientEntry) -> int:
+    """What a session weighs in a part, in rows (storage/snapshot.py cuts by it too)."""
     return 1 + len(entry.outcome.results) // _results_per_unit
 
 
@@ -68,7 +69,7 @@ def split(snapshot: Snapshot, units_max: int) -> tuple[Snapshot, ...]:
         fits(1)
         part_opened.append(opened)
     for session in sessions:
-        fits(_session_units(session))
+        fits(session_units(session))
         part_sessions.append(session)
     if units or not parts:
         cut()

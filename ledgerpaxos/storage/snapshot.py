@@ -37,13 +37,14 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import attrs
 
 import wire
 from ledgerpaxos import constants
+from ledgerpaxos.core.install import session_units
 from ledgerpaxos.core.messages import ClientEntry, Snapshot
 from ledgerpaxos.storage import files
 from ledgerpaxos.storage.errors import StorageCorruption
@@ -85,18 +86,43 @@ def snapshot_file_name(slot: int) -> str:
 
 def snapshot_parts(snapshot: Snapshot, rows_max: int) -> Iterator[Snapshot]:
     """`snapshot` as consecutive slices of at most `rows_max` rows, each a
-    Snapshot with the whole one's slot, digest and chain; at least one."""
+    Snapshot with the whole one's slot, digest and chain; at least one. A
+    session weighs more rows the more results it holds (core/install.session_units),
+    so a part stays a few hundred KiB whatever its sessions hold."""
     assert rows_max >= 1
     empty = attrs.evolve(snapshot, balances=(), opened=(), clients=())
-    balances, opened, clients = snapshot.balances, snapshot.opened, snapshot.clients
+    balances, opened = snapshot.balances, snapshot.opened
     for start in range(0, len(balances), rows_max):
         yield attrs.evolve(empty, balances=balances[start : start + rows_max])
     for start in range(0, len(opened), rows_max):
         yield attrs.evolve(empty, opened=opened[start : start + rows_max])
-    for start in range(0, len(clients), rows_max):
-        yield attrs.evolve(empty, clients=clients[start : start + rows_max])
-    if not (balances or opened or clients):
+    for start, end in _session_slices(snapshot.clients, rows_max):
+        yield attrs.evolve(empty, clients=snapshot.clients[start:end])
+    if not (balances or opened or snapshot.clients):
         yield empty
+
+
+def _session_slices(clients: Sequence[ClientEntry], rows_max: int) -> list[tuple[int, int]]:
+    """Where to cut the sessions (at most client_sessions_max of them)."""
+    slices: list[tuple[int, int]] = []
+    start, units = 0, 0
+    for i, entry in enumerate(clients):
+        weight = session_units(entry)
+        if i > start and units + weight > rows_max:
+            slices.append((start, i))
+            start, units = i, 0
+        units += weight
+    if start < len(clients):
+        slices.append((start, len(clients)))
+    return slices
+
+
+def _parts_of(snapshot: Snapshot, rows_max: int) -> int:
+    def slices(rows: int) -> int:
+        return (rows + rows_max - 1) // rows_max
+
+    parts = slices(len(snapshot.balances)) + slices(len(snapshot.opened))
+    return max(1, parts + len(_session_slices(snapshot.clients, rows_max)))
 
 
 def _part_checksum(index: int, body: bytes) -> int:
@@ -111,8 +137,7 @@ def encode_snapshot_file(
 ) -> Iterator[bytes]:
     """The file's bytes, header first, a part at a time; each part verified
     before it is given: decoding what was encoded gives the part back."""
-    parts = -(-(len(snapshot.balances)) // rows_max) + -(-len(snapshot.opened) // rows_max)
-    parts = max(1, parts + -(-len(snapshot.clients) // rows_max))
+    parts = _parts_of(snapshot, rows_max)
     head = SNAPSHOT_HEADER.pack(snapshot_magic, snapshot_version, snapshot.slot, parts, 0, 0)
     header_checksum = files.checksum64(head[:32], person=_person_header)
     yield head[:32] + header_checksum.to_bytes(8, "little")
