@@ -16,7 +16,8 @@ A part record: u32 body length, u64 checksum of the part's index (u64) and its
 body, then the body: wire.encode_snapshot of a Snapshot holding the whole
 checkpoint's slot, digest and chain and the next at most
 `constants.snapshot_part_rows_max` rows (balances, then opened accounts, then
-sessions, in the snapshot's order). The file ends right after the last part.
+sessions, in the snapshot's order; a session weighs one row more for every four
+results it holds). The file ends right after the last part.
 So a snapshot of any size is written and read a part at a time: neither the
 whole file nor a whole second copy of the rows is ever in memory at once, and
 the writer (a worker thread beside the replica's loop) holds the GIL only for
