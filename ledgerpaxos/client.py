@@ -249,7 +249,7 @@ class Client:
         (registering the session first when a transfer or opening needs one)."""
         async with self._lock:
             deadline = None if timeout is None else trio.current_time() + timeout
-            if self._session is None and kind in (CommandKind.transfer, CommandKind.open):
+            if self._session is None and kind in _IN_A_SESSION:
                 await self._register(deadline)
             left = None if deadline is None else max(0.0, deadline - trio.current_time())
             if kind == CommandKind.register:

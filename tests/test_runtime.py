@@ -120,6 +120,15 @@ async def test_leader_killed_a_new_leader_within_the_election_timeout_and_nothin
         assert await client.balances() == expected_after(done)
 
 
+async def _past_two_checkpoints(cluster: Cluster) -> list[tuple[str, str, int]]:
+    """27 transfers, one slot each: slots past checkpoint 20; returns them."""
+    done = [("ABCDEFGHIJ"[i % 10], "ABCDEFGHIJ"[(i + 1) % 10], 1) for i in range(27)]
+    async with cluster.client("A") as client:
+        for t in done:
+            assert (await client.transfer(*t)).ok
+    return done
+
+
 async def test_a_large_snapshot_is_written_in_a_worker_thread_and_the_log_purged_after(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,10 +145,7 @@ async def test_a_large_snapshot_is_written_in_a_worker_thread_and_the_log_purged
 
     monkeypatch.setattr(ReadyExecutor, "write_snapshot_later", watched)
     leader = await cluster.wait_for_leader()
-    done = [("ABCDEFGHIJ"[i % 10], "ABCDEFGHIJ"[(i + 1) % 10], 1) for i in range(27)]
-    async with cluster.client("A") as client:
-        for t in done:
-            assert (await client.transfer(*t)).ok
+    done = await _past_two_checkpoints(cluster)
     live = cluster.replicas[leader].core
     assert await cluster.wait_until(lambda: live.purge_slot >= 20)
     assert threads and all(threads)  # every snapshot of every replica: in a worker thread
@@ -153,10 +159,7 @@ async def test_dead_replica_catches_up_by_installing_a_checkpoint(
     leader = await cluster.wait_for_leader()
     laggard = followers_of(cluster, leader)[0]
     await cluster.set_alive(laggard, False)
-    done = [("ABCDEFGHIJ"[i % 10], "ABCDEFGHIJ"[(i + 1) % 10], 1) for i in range(27)]
-    async with cluster.client("A") as client:
-        for t in done:
-            assert (await client.transfer(*t)).ok
+    done = await _past_two_checkpoints(cluster)
     # the leader purged the log below a checkpoint the others hold
     live = cluster.replicas[leader].core
     assert await cluster.wait_until(lambda: live.purge_slot >= 20)

@@ -72,10 +72,73 @@ _digest_modulus = 2**256
 digest_bytes = 32
 
 
+class SnapshotView:
+    """A ledger's state at a checkpoint, read after the ledger went on.
+
+    Made by Ledger.freeze() without copying the rows: it keeps the ledger's
+    own containers, how many accounts each held then (accounts only enter
+    `balances` and `opened`, never leave, and an owner never changes), a copy
+    of the sessions (bounded by sessions_max), and `before`: the balance at
+    the freeze of each account changed since, which the ledger notes before
+    the change. build() reads a balance, then `before`, so in another thread
+    (the GIL makes each dict operation atomic) it sees the balance at the
+    freeze whichever way the two interleave. An install replaces the ledger's
+    containers with new ones: the view keeps reading the old, unchanged."""
+
+    def __init__(self, ledger: Ledger, slot: int, *, chain: bytes, digest: bytes) -> None:
+        self.slot = slot
+        self.chain = chain
+        self.digest = digest
+        self.before: dict[str, int] = {}
+        self._balances = ledger.balances
+        self._keys = ledger._keys
+        self._key_count = len(ledger._keys)
+        self._owners = ledger.owners
+        self._opened = ledger.opened
+        self._opened_count = len(ledger.opened)
+        self._initial_balance = ledger.initial_balance
+        self._clients = tuple(ledger.clients.values())  # committed longest ago first
+
+    @property
+    def rows(self) -> int:
+        """How many rows build() reads (at most; balances back at their start are left out)."""
+        return self._key_count + len(self._clients)
+
+    def build(self) -> Snapshot:
+        """The Snapshot, O(rows): in a host's worker thread, off its loop."""
+        balances, before, owners = self._balances, self.before, self._owners
+        b0 = self._initial_balance
+        moved: list[tuple[str, int]] = []
+        keys = self._keys
+        for start in range(0, self._key_count, _view_slice):
+            for account in keys[start : min(start + _view_slice, self._key_count)]:
+                balance = balances[account]
+                balance = before.get(account, balance)
+                if balance != b0 and account not in owners:
+                    moved.append((account, balance))
+        opened = []
+        accounts = self._opened
+        for start in range(0, self._opened_count, _view_slice):
+            for account in accounts[start : min(start + _view_slice, self._opened_count)]:
+                balance = balances[account]
+                opened.append((account, owners[account], before.get(account, balance)))
+        return Snapshot(
+            slot=self.slot,
+            balances=tuple(moved),
+            opened=tuple(opened),
+            clients=self._clients,
+            digest=self.digest,
+            chain=self.chain,
+        )
+
+
+_view_slice = 4096  # accounts copied out of a list the ledger appends to, at a time
+
+
 class Ledger:
     """Balances, owners and sessions; applies commands in log order."""
 
-    view_class: type[SnapshotView]  # what freeze() makes (set below the class)
+    view_class = SnapshotView  # what freeze() makes
 
     def __init__(
         self,
@@ -266,19 +329,18 @@ class Ledger:
         balances = self.balances
         sender = transfer.sender
         sent = balances.get(sender)
-        first_moves = 0
+        sender_new = sent is None  # its first move: it enters `balances` (and `_keys`)
         if sent is None:
             if sender not in self.initial:
                 return TransferResult(ok=False, reason=REASON_UNKNOWN_SENDER)
             sent = self.initial_balance
-            first_moves = 1
         receiver = transfer.receiver
         received = balances.get(receiver)
+        receiver_new = received is None
         if received is None:
             if receiver not in self.initial:
                 return TransferResult(ok=False, reason=REASON_UNKNOWN_RECEIVER)
             received = self.initial_balance
-            first_moves |= 2
         if not self.may_debit(client_id, sender):
             return TransferResult(ok=False, reason=REASON_NOT_AUTHORIZED)
         if sender == receiver:
@@ -292,17 +354,14 @@ class Ledger:
         if frozen is not None:
             # Noted before the change: a view that reads the new balance then
             # finds the old one here (SnapshotView.build, in another thread).
-            if sender not in frozen:
-                frozen[sender] = sent
-            if receiver not in frozen:
-                frozen[receiver] = received
+            frozen.setdefault(sender, sent)
+            frozen.setdefault(receiver, received)
         balances[sender] = sent - amount
         balances[receiver] = received + amount
-        if first_moves:
-            if first_moves & 1:
-                self._keys.append(sender)
-            if first_moves & 2:
-                self._keys.append(receiver)
+        if sender_new:
+            self._keys.append(sender)
+        if receiver_new:
+            self._keys.append(receiver)
         return TRANSFER_OK
 
     def _open(self, account: str, owner: str, client_id: str) -> TransferResult:
@@ -428,70 +487,6 @@ class Ledger:
     def all_balances(self) -> dict[str, int]:
         """Every balance, in account order: O(accounts), for tests and small ledgers."""
         return {a: self.balance(a) or 0 for a in self.accounts()}
-
-
-class SnapshotView:
-    """A ledger's state at a checkpoint, read after the ledger went on.
-
-    Made by Ledger.freeze() without copying the rows: it keeps the ledger's
-    own containers, how many accounts each held then (accounts only enter
-    `balances` and `opened`, never leave, and an owner never changes), a copy
-    of the sessions (bounded by sessions_max), and `before`: the balance at
-    the freeze of each account changed since, which the ledger notes before
-    the change. build() reads a balance, then `before`, so in another thread
-    (the GIL makes each dict operation atomic) it sees the balance at the
-    freeze whichever way the two interleave. An install replaces the ledger's
-    containers with new ones: the view keeps reading the old, unchanged."""
-
-    def __init__(self, ledger: Ledger, slot: int, *, chain: bytes, digest: bytes) -> None:
-        self.slot = slot
-        self.chain = chain
-        self.digest = digest
-        self.before: dict[str, int] = {}
-        self._balances = ledger.balances
-        self._keys = ledger._keys
-        self._key_count = len(ledger._keys)
-        self._owners = ledger.owners
-        self._opened = ledger.opened
-        self._opened_count = len(ledger.opened)
-        self._initial_balance = ledger.initial_balance
-        self._clients = tuple(ledger.clients.values())  # committed longest ago first
-
-    @property
-    def rows(self) -> int:
-        """How many rows build() reads (at most; balances back at their start are left out)."""
-        return self._key_count + len(self._clients)
-
-    def build(self) -> Snapshot:
-        """The Snapshot, O(rows): in a host's worker thread, off its loop."""
-        balances, before, owners = self._balances, self.before, self._owners
-        b0 = self._initial_balance
-        moved: list[tuple[str, int]] = []
-        keys = self._keys
-        for start in range(0, self._key_count, _view_slice):
-            for account in keys[start : min(start + _view_slice, self._key_count)]:
-                balance = balances[account]
-                balance = before.get(account, balance)
-                if balance != b0 and account not in owners:
-                    moved.append((account, balance))
-        opened = []
-        accounts = self._opened
-        for start in range(0, self._opened_count, _view_slice):
-            for account in accounts[start : min(start + _view_slice, self._opened_count)]:
-                balance = balances[account]
-                opened.append((account, owners[account], before.get(account, balance)))
-        return Snapshot(
-            slot=self.slot,
-            balances=tuple(moved),
-            opened=tuple(opened),
-            clients=self._clients,
-            digest=self.digest,
-            chain=self.chain,
-        )
-
-
-_view_slice = 4096  # accounts copied out of a list the ledger appends to, at a time
-Ledger.view_class = SnapshotView
 
 
 def session_number(slot: int, index: int) -> int:

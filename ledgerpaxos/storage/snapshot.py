@@ -90,6 +90,12 @@ def snapshot_parts(snapshot: Snapshot, rows_max: int) -> Iterator[Snapshot]:
     Snapshot with the whole one's slot, digest and chain; at least one. A
     session weighs more rows the more results it holds (core/install.session_units),
     so a part stays a few hundred KiB whatever its sessions hold."""
+    return _parts(snapshot, rows_max, _session_slices(snapshot.clients, rows_max))
+
+
+def _parts(
+    snapshot: Snapshot, rows_max: int, session_slices: list[tuple[int, int]]
+) -> Iterator[Snapshot]:
     assert rows_max >= 1
     empty = attrs.evolve(snapshot, balances=(), opened=(), clients=())
     balances, opened = snapshot.balances, snapshot.opened
@@ -97,7 +103,7 @@ def snapshot_parts(snapshot: Snapshot, rows_max: int) -> Iterator[Snapshot]:
         yield attrs.evolve(empty, balances=balances[start : start + rows_max])
     for start in range(0, len(opened), rows_max):
         yield attrs.evolve(empty, opened=opened[start : start + rows_max])
-    for start, end in _session_slices(snapshot.clients, rows_max):
+    for start, end in session_slices:
         yield attrs.evolve(empty, clients=snapshot.clients[start:end])
     if not (balances or opened or snapshot.clients):
         yield empty
@@ -118,14 +124,6 @@ def _session_slices(clients: Sequence[ClientEntry], rows_max: int) -> list[tuple
     return slices
 
 
-def _parts_of(snapshot: Snapshot, rows_max: int) -> int:
-    def slices(rows: int) -> int:
-        return (rows + rows_max - 1) // rows_max
-
-    parts = slices(len(snapshot.balances)) + slices(len(snapshot.opened))
-    return max(1, parts + len(_session_slices(snapshot.clients, rows_max)))
-
-
 def _part_checksum(index: int, body: bytes) -> int:
     return files.checksum64(index.to_bytes(8, "little") + body, person=_person_part)
 
@@ -138,12 +136,14 @@ def encode_snapshot_file(
 ) -> Iterator[bytes]:
     """The file's bytes, header first, a part at a time; each part verified
     before it is given: decoding what was encoded gives the part back."""
-    parts = _parts_of(snapshot, rows_max)
+    session_slices = _session_slices(snapshot.clients, rows_max)
+    parts = -(-len(snapshot.balances) // rows_max) + -(-len(snapshot.opened) // rows_max)
+    parts = max(1, parts + len(session_slices))
     head = SNAPSHOT_HEADER.pack(snapshot_magic, snapshot_version, snapshot.slot, parts, 0, 0)
     header_checksum = files.checksum64(head[:32], person=_person_header)
     yield head[:32] + header_checksum.to_bytes(8, "little")
     written = 0
-    for index, part in enumerate(snapshot_parts(snapshot, rows_max)):
+    for index, part in enumerate(_parts(snapshot, rows_max, session_slices)):
         body = codec.encode_snapshot(part)
         assert codec.decode_snapshot(body) == part, (
             f"snapshot {snapshot.slot} part {index} changed in an encode/decode round trip"

@@ -36,6 +36,7 @@ from typing import Any
 
 import trio
 
+from tools.bench.comparison import run_alone
 from tools.bench.stats import percentile
 from tools.cluster.ports import LOOPBACK, unreserved_ports
 
@@ -331,19 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not available():
         print(f"{prog}: skipped, etcd is not on the PATH ({install_hint})")
         return 0
-    try:
-        figures = measure(members=args.members, duration=args.duration)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return 130
-    except (EtcdError, OSError) as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 1
-    print(render(figures))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(figures, out, indent=2, sort_keys=True)
-    return 0
+    return run_alone(
+        prog, lambda: measure(members=args.members, duration=args.duration), render, args.json
+    )
 
 
 if __name__ == "__main__":

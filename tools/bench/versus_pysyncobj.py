@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools.bench.cluster import account_names, initial_balance_for
+from tools.bench.comparison import run_alone
 from tools.bench.stats import percentile
 from tools.cluster.ports import unreserved_ports
 from tools.cluster.processes import cpu_seconds, stop_process
@@ -284,24 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not available():
         print(f"{prog}: skipped, PySyncObj is not installed ({install_hint})")
         return 0
-    try:
-        figures = measure(
+    return run_alone(
+        prog,
+        lambda: measure(
             replicas=args.replicas,
             duration=args.duration,
             outstanding=args.outstanding,
             accounts=args.accounts,
-        )
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 1
-    print(render(figures))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(figures, f, indent=2, sort_keys=True)
-    return 0
+        ),
+        render,
+        args.json,
+    )
 
 
 if __name__ == "__main__":
