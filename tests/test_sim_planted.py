@@ -35,6 +35,7 @@ CASES: dict[str, tuple[int, int]] = {
     "checkpoint-without-clients": (5, 0),
     "wrong-digest-reported": (5, 0),
     "no-catch-up": (5, 0),
+    "sleeps-through-election": (5, 0),
     "swapped-replies": (5, 0),
     "naive-rejoin": (3, 80),  # a vote forgotten with the disk, counted in a chosen majority
 }

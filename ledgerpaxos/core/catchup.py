@@ -56,6 +56,14 @@ def ask_if_stuck(core: Core) -> None:
         ask(core, source)
 
 
+def ticks_until_due(core: Core) -> int | None:
+    """When ask_if_stuck() next may ask (Core.ticks_until_due)."""
+    if core.commit_slot >= core.known_commit:
+        return None
+    due = core.catchup_retry.ticks_left(core.now)
+    return 1 if due is None else due
+
+
 def ask(core: Core, source: str) -> None:
     core.catchup_retry.arm(core.now, core.s.catchup_retry_ticks)
     core.catchup_source = source

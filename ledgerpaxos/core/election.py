@@ -45,6 +45,11 @@ def tick(core: Core) -> None:
         start_pre_vote(core)
 
 
+def ticks_until_due(core: Core) -> int | None:
+    """When tick() next does something (Core.ticks_until_due)."""
+    return core.election.ticks_left(core.now)
+
+
 def reset_election_timer(core: Core) -> None:
     core.election.arm(
         core.now,

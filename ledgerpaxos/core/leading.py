@@ -30,7 +30,7 @@ from ledgerpaxos.core.messages import (
     Nack,
 )
 from ledgerpaxos.core.status import Role
-from ledgerpaxos.core.timers import Deadline
+from ledgerpaxos.core.timers import Deadline, soonest
 
 if TYPE_CHECKING:
     from ledgerpaxos.core.replica import Core
@@ -46,6 +46,21 @@ def tick(core: Core) -> None:
         # execute, and reply to clients waiting on them).
         broadcast_heartbeat(core)
     step_down_if_isolated(core)
+
+
+def ticks_until_due(core: Core) -> int | None:
+    """When tick() next does something (Core.ticks_until_due): a heartbeat, a
+    commit point to announce, or a peer heard too long ago, which may make
+    this leader step down (each peer's silence counts only from the tick its
+    stamp ages out of the window, so that is when to look again)."""
+    if core.commit_slot > core.commit_announced:
+        return 1
+    window = core.s.election_timeout_ticks_max
+    return soonest(
+        core.heartbeat.ticks_left(core.now),
+        core.leading_since.ticks_until_older(core.now, window),
+        *(core.peer_heard[p].ticks_until_older(core.now, window) for p in core.peers),
+    )
 
 
 def on_client_request(core: Core, request: ClientRequest, sender: str | None) -> None:

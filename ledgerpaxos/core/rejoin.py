@@ -95,6 +95,15 @@ def tick(core: Core) -> None:
         core.send(peer, RejoinRequest(nonce=core.rejoin_nonce))
 
 
+def ticks_until_due(core: Core) -> int | None:
+    """When tick() next does something (Core.ticks_until_due): voting again
+    once the slots are decided, or asking (again) once the wait is over."""
+    if core.rejoin_floor is not None:
+        return 1 if core.commit_slot >= core.rejoin_floor else None
+    due = core.rejoin_after.ticks_left(core.now)
+    return 1 if due is None else due  # unarmed: it asks at the next tick
+
+
 def needed(core: Core) -> int:
     """Answers from other replicas: a majority of them (not counting us)."""
     return core.quorum.majority

@@ -87,7 +87,7 @@ from ledgerpaxos.core.quorum import Quorum
 from ledgerpaxos.core.ready import Ready
 from ledgerpaxos.core.settings import CoreSettings
 from ledgerpaxos.core.status import BasicStatus, Phase, Role, SlotView, Status
-from ledgerpaxos.core.timers import Deadline, Stamp
+from ledgerpaxos.core.timers import Deadline, Stamp, soonest
 
 Handler = Callable[[Any, Any, Any], None]  # (core, message, sender)
 
@@ -291,6 +291,25 @@ class Core:
             election.tick(self)
         catchup.ask_if_stuck(self)
         self._check_invariants()
+
+    def ticks_until_due(self) -> int | None:
+        """Ticks from now until the first tick that may do something (1: the
+        next one); None: no tick does anything until a message comes.
+
+        The ticks before it change nothing a host carries out (only `now`,
+        and timers that are disarmed anyway), so a host may sleep through
+        them (runtime/replica.py) instead of waking every tick_ms. It must
+        still call tick() once for each of them before it steps anything
+        else, so that what a message arms counts from the right tick. The
+        simulator checks, at every tick, that one it was told is not due does
+        nothing (sim/checkers.py, "tick-due")."""
+        if self.role == Role.leader:
+            due = leading.ticks_until_due(self)
+        elif self.role == Role.rejoining:
+            due = rejoin.ticks_until_due(self)
+        else:
+            due = election.ticks_until_due(self)
+        return soonest(due, catchup.ticks_until_due(self))
 
     def snapshot_written(self, snapshot: Snapshot) -> None:
         """The host has built and written Ready.snapshot_later: it is durable."""

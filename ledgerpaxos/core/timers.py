@@ -36,6 +36,11 @@ class Deadline:
         """Armed, and not yet reached: what it guards must still wait."""
         return self.due is not None and now < self.due
 
+    def ticks_left(self, now: int) -> int | None:
+        """Ticks from `now` until the tick at which it has passed (1 when it
+        already has: the next tick sees it); None when unarmed."""
+        return None if self.due is None else max(1, self.due - now)
+
 
 @attrs.define
 class Stamp:
@@ -49,3 +54,17 @@ class Stamp:
     def within(self, now: int, ticks: int) -> bool:
         """It happened at most `ticks` ticks ago."""
         return self.at is not None and now - self.at <= ticks
+
+    def ticks_until_older(self, now: int, ticks: int) -> int | None:
+        """Ticks from `now` until within(…, ticks) turns false; None when it
+        already is (only a new mark changes it back)."""
+        if not self.within(now, ticks):
+            return None
+        assert self.at is not None
+        return self.at + ticks + 1 - now
+
+
+def soonest(*ticks: int | None) -> int | None:
+    """The nearest of several ticks_left()-like answers; None if all are None."""
+    armed = [t for t in ticks if t is not None]
+    return min(armed) if armed else None

@@ -40,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import math
 import os
 import random
 import select
@@ -65,6 +66,7 @@ from ledgerpaxos.core.messages import (
     PeerMessage,
     Snapshot,
 )
+from ledgerpaxos.core.timers import soonest
 from ledgerpaxos.host import ReadyExecutor, Waiters
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.connections import (
@@ -77,6 +79,7 @@ from ledgerpaxos.runtime.connections import (
 )
 from ledgerpaxos.runtime.network import Network, TcpNetwork, describe_remote
 from ledgerpaxos.runtime.peers import PeerLink, same_frame_key
+from ledgerpaxos.runtime.ticks import TickClock
 from ledgerpaxos.runtime.tls_session import TlsSession
 from ledgerpaxos.storage import Recovered, ReplicaStore, StorageError, files, identity
 from ledgerpaxos.storage.filesystem import OS_FILE_SYSTEM
@@ -246,6 +249,11 @@ class Replica:
         self._warned_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._poller: Poller | None = None  # while running, where epoll exists
+        # Logical time of the current core (runtime/ticks.py), and the tick
+        # task's sleep, which a step moves sooner when it makes a tick due.
+        self._clock: TickClock | None = None
+        self._tick_sleep: trio.CancelScope | None = None
+        self.tick_wakeups = 0  # times the tick task woke (tests, docs/performance.md)
 
     @property
     def core(self) -> Core:
@@ -343,6 +351,7 @@ class Replica:
             store.close()
             raise
         self._store, self._core = store, core
+        self._new_clock()
         self._executor = ReadyExecutor(
             store,
             _Transport(self),
@@ -389,6 +398,7 @@ class Replica:
         self._generation += 1
         self.store.wipe()  # after a snapshot write in progress (ReplicaStore.wipe)
         self._core = Core(self.settings, self.rng, thorough_checks=self.options.thorough_checks)
+        self._new_clock()
         self.executor.reset(Recovered.empty())
         self.alive = True
         self.log.warning("reset: data directory wiped, starting empty")
@@ -452,14 +462,41 @@ class Replica:
 
     # ================================================================ core loop
 
+    def _new_clock(self) -> None:
+        """Logical time starts over with a new core (its `now` is 0); the tick
+        task, if asleep, wakes to schedule for it."""
+        self._clock = TickClock(trio.current_time(), constants.tick_ms / 1000)
+        if self._tick_sleep is not None:
+            self._tick_sleep.deadline = -math.inf
+
     async def _drive_ticks(self) -> None:
+        """Wake when the core has a tick due (runtime/ticks.py), not every tick_ms."""
         while True:
-            await trio.sleep(constants.tick_ms / 1000)
+            if self.paused is not None:  # no core is stepped; the pause ends with a new one
+                await trio.sleep(constants.tick_ms / 1000)
+                continue
+            assert self._clock is not None
+            # At most a heartbeat's ticks at a time: see runtime/ticks.py.
+            due = soonest(self.core.ticks_until_due(), self.settings.heartbeat_ticks)
+            with trio.CancelScope(deadline=self._clock.schedule(due)) as sleep:
+                self._tick_sleep = sleep
+                await trio.sleep_forever()
+            self._tick_sleep = None
+            self.tick_wakeups += 1
             if self._may_step_here():
                 self._step(_TICK)  # as a connection task steps a peer's message
                 self.carry_out_now(self.core.take_ready())
             else:
                 await self._to_inbox(_TICK)
+
+    def _tick_sooner(self) -> None:
+        """After a step: wake the tick task sooner if the core now has a tick
+        due before the one it sleeps until."""
+        sleep, clock = self._tick_sleep, self._clock
+        if sleep is not None and clock is not None:
+            wake_at = clock.sooner(self.core.ticks_until_due())
+            if wake_at is not None:
+                sleep.deadline = wake_at
 
     async def _run_core(self) -> None:
         await self._carry_out(self.core.take_ready())  # what recovery executed
@@ -516,9 +553,15 @@ class Replica:
     def _step(self, item: _Tick | _FromPeer | _FromClient | _SnapshotWritten) -> None:
         if self.paused is not None:
             return  # the core is the one from before the pause: it is not stepped
-        if isinstance(item, _Tick):
+        # The ticks real time has reached, first (runtime/ticks.py); the tick
+        # task's own item is only that, with the tick it woke for.
+        assert self._clock is not None
+        is_tick = isinstance(item, _Tick)
+        for _ in range(self._clock.owed(trio.current_time(), through_wake=is_tick)):
             self.core.tick()
-        elif isinstance(item, _SnapshotWritten):
+        if isinstance(item, _Tick):
+            return
+        if isinstance(item, _SnapshotWritten):
             if item.generation != self._generation:
                 return  # written for a core that is gone
             if item.failure is not None:
@@ -543,6 +586,7 @@ class Replica:
             return
         if self.paused is not None:
             return  # what the old core asks for is dropped with it
+        self._tick_sooner()
         self._write_snapshot_later(ready)
         executor = self.executor
         try:
@@ -558,6 +602,7 @@ class Replica:
         so a reader task may carry out a Ready too (see receive_from_peer)."""
         if self.paused is not None:
             return
+        self._tick_sooner()
         self._write_snapshot_later(ready)
         try:
             self.executor.carry_out(ready)

@@ -39,6 +39,7 @@ PROPERTIES: dict[str, str] = {
     "committed-kept": "nothing committed is ever lost",
     "core-invariant": "the core never fails an assertion or raises",
     "core-alarm": "the core raises no alarm (e.g. a checkpoint digest mismatch)",
+    "tick-due": "a tick the core said was not due (Core.ticks_until_due) does nothing a host carries out",
     "recovery": "a crashed replica always recovers from its own disk",
     "liveness": "after the heal, every request is answered and all replicas agree on slot and digest",
 }

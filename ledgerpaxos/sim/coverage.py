@@ -23,6 +23,7 @@ DISK_FULL_RESUMED = "resumed after a full disk"
 ACCOUNT_OPENED = "account opened through the log"
 SESSION_EVICTED = "request refused: its session was evicted"
 INSTALL_IN_PARTS = "checkpoint installed in parts"
+TICK_NOT_DUE = "a tick the core said was not due did nothing"
 
 REQUIRED: tuple[str, ...] = (
     LEADER_CHANGE,
@@ -37,6 +38,7 @@ REQUIRED: tuple[str, ...] = (
     ACCOUNT_OPENED,
     SESSION_EVICTED,
     INSTALL_IN_PARTS,
+    TICK_NOT_DUE,
 )
 
 # Reported, not required.

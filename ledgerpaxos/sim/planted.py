@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ledgerpaxos.core import Core, Ledger, Ready
+from ledgerpaxos.core import Core, Ledger, Ready, Role
 from ledgerpaxos.core.ledger import REASON_INSUFFICIENT, SnapshotView, state_digest
 from ledgerpaxos.core.messages import (
     NOOP,
@@ -39,6 +39,16 @@ class QuorumOneShortCore(Core):
 
     def is_chosen(self, slot: int, voters: set[str]) -> bool:
         return len(voters) >= self.quorum.majority - 1
+
+
+class SleepsThroughElectionCore(Core):
+    """Says no tick is due while it follows: a host that slept on it would
+    never stand for election when its leader goes silent."""
+
+    def ticks_until_due(self) -> int | None:
+        if self.role is Role.follower:
+            return None
+        return super().ticks_until_due()
 
 
 class PromiseBeforeFsyncExecutor(ReadyExecutor[str]):
@@ -280,6 +290,11 @@ PLANTED: dict[str, PlantedBug] = {
         "a replica restarted on a lost disk votes at once instead of rejoining",
         "agreement",
         core_class=NaiveRejoinCore,
+    ),
+    "sleeps-through-election": PlantedBug(
+        "a follower says no tick is due, so a host that slept on it would never stand",
+        "tick-due",
+        core_class=SleepsThroughElectionCore,
     ),
     "swapped-replies": PlantedBug(
         "replies of one Ready carry each other's outcomes",
