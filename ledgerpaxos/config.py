@@ -62,6 +62,8 @@ _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _ACCOUNT_FORBIDDEN = ACCOUNT_FORBIDDEN
 _ACCOUNTS_TABLE_KEYS = ("prefix", "count", "digits")
 
+ACCEPT_FANOUTS = ("quorum", "all")  # Config.accept_fanout
+
 _TOP_REQUIRED = ("cluster_id", "accounts", "initial_balance", "nodes")
 _TOP_OPTIONAL = (
     "checkpoint_interval",
@@ -70,6 +72,7 @@ _TOP_OPTIONAL = (
     "fsync",
     "batch_commands_max",
     "pipeline_slots_max",
+    "accept_fanout",
     "timers",
     "tls",
     "clients",
@@ -138,6 +141,9 @@ class Config:
     batch_commands_max: int
     pipeline_slots_max: int
     snapshot_interval: int = constants.snapshot_interval_default
+    # "quorum": each Accept at once to the followers a majority needs, the
+    # others a little later (core/fanout.py); "all": to every follower at once.
+    accept_fanout: str = "quorum"
     tls_dir: pathlib.Path  # absolute: the certificates (ledgerpaxos/tls.py)
     tls_enabled: bool = True
     # Client id -> the accounts it may debit; a client not named here may
@@ -238,6 +244,12 @@ def config_from_dict(
     pipeline_slots_max = check.integer(
         data, "pipeline_slots_max", 1, constants.pipeline_slots_max, constants.pipeline_slots_max
     )
+    accept_fanout = check.string(data, "accept_fanout", "quorum")
+    if accept_fanout not in ACCEPT_FANOUTS:
+        check.fail(
+            "accept_fanout",
+            f"expected one of {', '.join(map(repr, ACCEPT_FANOUTS))}, got {_show(accept_fanout)}",
+        )
     timers = check.timers(data)
     nodes = check.nodes(data)
     tls_dir, tls_enabled = check.tls(data, path, nodes)
@@ -262,6 +274,7 @@ def config_from_dict(
         nodes=nodes,
         batch_commands_max=batch_commands_max,
         pipeline_slots_max=pipeline_slots_max,
+        accept_fanout=accept_fanout,
         snapshot_interval=snapshot_interval,
         tls_dir=tls_dir,
         tls_enabled=tls_enabled,
@@ -591,6 +604,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "fsync": config.fsync,
         "batch_commands_max": config.batch_commands_max,
         "pipeline_slots_max": config.pipeline_slots_max,
+        "accept_fanout": config.accept_fanout,
         "timers": attrs.asdict(config.timers),
         "tls": {"dir": str(config.tls_dir), "enabled": config.tls_enabled},
         "clients": {c: {"accounts": list(a)} for c, a in config.client_accounts},

@@ -42,6 +42,8 @@ transfers_per_request_max = 8190  # transfers carried by one client request
 # slots totalling about this many transfers, stays far below message_size_max.
 batch_transfers_max = 8192
 pipeline_slots_max = 64  # slots proposed but not yet committed
+# A slot undecided this long goes to every follower, not only the fast ones (core/fanout.py).
+accept_stall_ticks = 2
 pending_commands_max = 65536  # client commands queued at the leader
 pending_transfers_max = 262_144  # and their transfers (32 full slots): the queue's bound in size
 catchup_slots_max = 256  # committed slots sent in one catch-up reply

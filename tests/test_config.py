@@ -23,6 +23,7 @@ from ledgerpaxos.config import (
     make_local_config,
     write_config,
 )
+from ledgerpaxos.core.settings import CoreSettings
 
 SHIPPED = pathlib.Path(__file__).resolve().parent.parent / "configs" / "cluster.toml"
 
@@ -107,6 +108,7 @@ def test_optional_keys_take_defaults(
     assert config.timers.heartbeat_ms == constants.heartbeat_ms_default
     assert config.batch_commands_max == constants.batch_commands_max
     assert config.pipeline_slots_max == constants.pipeline_slots_max
+    assert config.accept_fanout == "quorum"
     assert config.snapshot_interval == constants.snapshot_interval_default
     # a relative data_dir is resolved against the working directory at load time
     assert config.data_dir == tmp_path / "data"
@@ -125,6 +127,19 @@ def test_partial_timers_and_extra_limits(tmp_path: pathlib.Path) -> None:
     assert (config.batch_commands_max, config.pipeline_slots_max) == (16, 4)
     assert config.fsync is False
     assert config.data_dir_for("n2") == tmp_path / "d" / "n2"
+
+
+def test_accept_fanout_is_quorum_or_all(tmp_path: pathlib.Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["accept_fanout"] = "all"
+    config = config_from_dict(data)
+    assert config.accept_fanout == "all"
+    assert not CoreSettings.from_config(config, config.node_ids[0]).accepts_to_quorum
+    data["accept_fanout"] = "everyone"
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert info.value.key == "accept_fanout"
+    assert "'quorum', 'all'" in str(info.value) and "everyone" in str(info.value)
 
 
 def test_node_helpers_follow_file_order() -> None:

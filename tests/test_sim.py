@@ -156,7 +156,7 @@ def test_a_batch_of_coverage_size_fails_on_a_missed_mark_unless_told_not_to(
     one = ["--seeds", "1", "--start", "2", "--jobs", "1"]
     assert sim_cli.main(one) == 1
     out = capsys.readouterr().out
-    assert "COVERAGE: no run hit checkpoint install" in out and "missed coverage marks" in out
+    assert "COVERAGE: no run hit torn WAL tail cut" in out and "missed coverage marks" in out
     assert sim_cli.main([*one, "--no-require-coverage"]) == 0
     monkeypatch.setattr(sim_cli, "COVERAGE_REQUIRED_FROM_SEEDS", 2)
     assert sim_cli.main(one) == 0  # below the batch size that requires coverage

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import catchup, leading
+from ledgerpaxos.core import catchup, fanout, leading
 from ledgerpaxos.core.messages import (
     NOOP,
     Ballot,
@@ -294,6 +294,7 @@ def become_leader(core: Core) -> None:
                 purge_slot=core.purge_slot,
             ),
         )
+    fanout.begin(core, promises, sent_through=top)
     if start > core.commit_slot:
         # Behind the checkpoint of a promiser: fetch from it.
         source = max(promises, key=lambda n: promises[n].checkpoint_slot)
@@ -315,6 +316,7 @@ def become_follower(core: Core, *, leader: str | None, ballot: Ballot) -> None:
         core.other_values.clear()
         core.decided = {s for s in core.decided if s > core.commit_slot}
         core.in_flight.clear()
+        fanout.end(core)
         core.ready.events.append(
             f"stepped down from ballot {core.ballot}; dropped {dropped} queued commands"
         )

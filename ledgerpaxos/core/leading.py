@@ -1,7 +1,8 @@
 """Phase 2 as the leader runs it: numbering slots, counting votes, heartbeats.
 
 The leader cuts its queue of client commands into slots (batching), sends
-each as an Accept without waiting for the previous one (pipelining), and
+each as an Accept without waiting for the previous one (pipelining), at once
+only to the followers a majority needs (core/fanout.py), and
 decides a slot once a majority accepted it (`Core.is_chosen`), counting a
 vote only when it names the digest of the value proposed. Heartbeats
 carry the commit point when no Accept did, and their acknowledgements tell
@@ -13,10 +14,11 @@ Functions of a `Core` in the leader role, called by its dispatch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
-from ledgerpaxos.core import clients, election, execution
+from ledgerpaxos.core import clients, election, execution, fanout
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
@@ -38,13 +40,17 @@ if TYPE_CHECKING:
 
 def tick(core: Core) -> None:
     if core.heartbeat.passed(core.now):
+        fanout.send_backlogs(core)  # every follower holds every slot before the heartbeat
         resend_undecided(core)
         broadcast_heartbeat(core)
-    elif core.commit_slot > core.commit_announced:
-        # Followers learn the commit point from the next Accept; when none
-        # went out since it moved, a Heartbeat tells them within a tick (they
-        # execute, and reply to clients waiting on them).
-        broadcast_heartbeat(core)
+    else:
+        if fanout.stalled(core):
+            fanout.send_backlogs(core)
+        if core.commit_slot > core.commit_announced:
+            # Followers learn the commit point from the next Accept; when none
+            # went out since it moved, a Heartbeat tells them within a tick (they
+            # execute, and reply to clients waiting on them).
+            announce_commit(core)
     step_down_if_isolated(core)
 
 
@@ -58,6 +64,7 @@ def ticks_until_due(core: Core) -> int | None:
     window = core.s.election_timeout_ticks_max
     return soonest(
         core.heartbeat.ticks_left(core.now),
+        fanout.ticks_until_due(core),
         core.leading_since.ticks_until_older(core.now, window),
         *(core.peer_heard[p].ticks_until_older(core.now, window) for p in core.peers),
     )
@@ -79,6 +86,8 @@ def on_client_request(core: Core, request: ClientRequest, sender: str | None) ->
         return
     core.pending[key] = request.command
     core.pending_transfers += len(request.command.transfers)
+    if sender is not None:
+        core.forwarded[key] = sender  # its client waits on it there (core/fanout.py)
 
 
 def step_down_if_isolated(core: Core) -> None:
@@ -159,11 +168,7 @@ def propose(core: Core, batch: Batch) -> None:
     core.store(LogEntry(slot=slot, ballot=core.ballot, batch=batch))
     core.votes[slot] = {core.me}
     core.resend[slot] = _resend_deadline(core)
-    accept = _accept(core, slot, batch, commit_chain(core))
-    for peer in core.peers:
-        # Early (ready.py): take_ready() moves them behind the persist when
-        # this Ready also holds the promise of our ballot.
-        core.ready.send_early.append((peer, accept))
+    fanout.proposed(core, slot, _accept(core, slot, batch, commit_chain(core)))
     core.commit_announced = core.commit_slot
     check_decided(core, slot)
 
@@ -228,7 +233,7 @@ def on_other_value(core: Core, m: Accepted, sender: str) -> None:
 def check_decided(core: Core, slot: int) -> None:
     if not core.is_chosen(slot, core.votes[slot]):
         return
-    del core.votes[slot]
+    fanout.decided(core, slot, core.votes.pop(slot))
     core.other_values.pop(slot, None)
     if slot > core.commit_slot:
         core.decided.add(slot)
@@ -248,6 +253,17 @@ def advance_commit(core: Core) -> None:
 
 def broadcast_heartbeat(core: Core) -> None:
     core.heartbeat.arm(core.now, core.s.heartbeat_ticks)
+    _heartbeat_to(core, core.peers)
+
+
+def announce_commit(core: Core) -> None:
+    """The commit point, to the followers that hold every slot up to it (the
+    others hear it with the next heartbeat, after their backlog: core/fanout.py).
+    The heartbeat timer runs on: that heartbeat is what brings the others up."""
+    _heartbeat_to(core, fanout.current(core))
+
+
+def _heartbeat_to(core: Core, peers: Sequence[str]) -> None:
     core.commit_announced = core.commit_slot
     heartbeat = Heartbeat(
         ballot=core.ballot,
@@ -255,7 +271,7 @@ def broadcast_heartbeat(core: Core) -> None:
         commit_chain=commit_chain(core),
         purge_slot=core.purge_slot,
     )
-    for peer in core.peers:
+    for peer in peers:
         core.send(peer, heartbeat)
 
 

@@ -258,6 +258,11 @@ class Core:
         self.in_flight: set[CommandKey] = set()
         self.heartbeat = Deadline()
         self.commit_announced = 0
+        # Who gets an Accept at once, and what the others still wait for (fanout.py).
+        self.fast: frozenset[str] = frozenset()
+        self.sent_through: dict[str, int] = {}
+        self.proposed_at: dict[int, int] = {}
+        self.forwarded: dict[CommandKey, str] = {}
         self.leading_since = Stamp()
         self.peer_heard: dict[str, Stamp] = {}
         self.peer_checkpoint: dict[str, int] = {}

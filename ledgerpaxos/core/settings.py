@@ -31,6 +31,8 @@ class CoreSettings:
     rejoin_retry_ticks: int = ticks_for(constants.rejoin_retry_ms)
     batch_commands_max: int = constants.batch_commands_max
     pipeline_slots_max: int = constants.pipeline_slots_max
+    # Each Accept at once only to the followers a majority needs (core/fanout.py).
+    accepts_to_quorum: bool = True
     pending_commands_max: int = constants.pending_commands_max
     pending_transfers_max: int = constants.pending_transfers_max
     catchup_slots_max: int = constants.catchup_slots_max
@@ -85,6 +87,7 @@ class CoreSettings:
             election_timeout_ticks_max=ticks_for(t.election_timeout_ms_max),
             batch_commands_max=config.batch_commands_max,
             pipeline_slots_max=config.pipeline_slots_max,
+            accepts_to_quorum=config.accept_fanout == "quorum",
             snapshot_interval=config.snapshot_interval,
             client_accounts=config.client_accounts,
             auditors=config.auditors,
