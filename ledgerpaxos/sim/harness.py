@@ -17,6 +17,7 @@ import builtins
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 
 import attrs
@@ -331,7 +332,13 @@ class Simulation:
         for alarm in ready.alarms:
             self.checks.fail("core-alarm", f"{node}: {alarm}")
         safety = self.safety
-        for executed in ready.executed:
+        # A checkpoint installed between two steps of this Ready comes between
+        # their executions (sim/replica.py: installs_of_ready).
+        installs = deque(host.installs_of_ready)
+        host.installs_of_ready = []
+        for position, executed in enumerate(ready.executed):
+            while installs and installs[0][0] <= position:
+                safety.checkpoint_installed(node, installs.popleft()[1])
             if trace is not None:
                 trace.add(
                     self.queue.now,
@@ -340,6 +347,8 @@ class Simulation:
             safety.executed(node, executed)
             if any(o is None for o in executed.outcomes):
                 self.marks.hit(coverage.DUPLICATE_IN_LOG)
+        for _, slot in installs:
+            safety.checkpoint_installed(node, slot)
         for taken in ready.checkpoints:
             safety.checkpoint(node, taken.slot, taken.digest)
         for snapshot in ready.snapshots:  # taken or installed

@@ -110,6 +110,10 @@ class ReplicaHost:
         self.generation = 0  # bumped by a crash: late I/O completions are ignored
         self.incarnation = 0
         self.led_ballot: Ballot | None = None
+        # Checkpoints installed into the Ready being gathered: (how many of its
+        # executions came before, slot). The checker must see them in that order.
+        self.installs: list[tuple[int, int]] = []
+        self.installs_of_ready: list[tuple[int, int]] = []  # of the Ready observed now
 
     # ================================================================ lifetime
 
@@ -231,6 +235,7 @@ class ReplicaHost:
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} restoring: {_where(error)}") from error
         self.store, self.core = store, core
+        self.installs = []
         self.executor = self.executor_class(
             store,
             self,
@@ -404,6 +409,7 @@ class ReplicaHost:
                 sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
             before = core.basic_status()
             installing = core.installing  # a PartialInstall is added to in place
+            executed_before = len(core.ready.executed)
             core.step(message, sender)
             after = core.basic_status()
             if before.is_preparing and after.role is Role.follower:
@@ -418,7 +424,8 @@ class ReplicaHost:
                 if installing is not None and installing.resumed:
                     sim.marks.hit(coverage.INSTALL_RESUMED)
                 sim.installs += 1
-                sim.safety.checkpoint_installed(self.node, message.snapshot.slot)
+                # After what this Ready executed before it (sim/harness.py).
+                self.installs.append((executed_before, message.snapshot.slot))
         except Exception as error:  # reported with the seed, never swallowed
             what = "tick" if kind is _TICK else describe(message)
             raise Violation(
@@ -460,6 +467,7 @@ class ReplicaHost:
             ready = core.take_ready()
         except Exception as error:  # reported with the seed, never swallowed
             raise Violation("core-invariant", f"{self.node} take_ready: {_where(error)}") from error
+        self.installs_of_ready, self.installs = self.installs, []
         if ready.snapshot_later is not None:
             later = ready.snapshot_later
             self.sim.queue.after(self.sim.disk_latency(), self._write_later, self.generation, later)
