@@ -134,16 +134,18 @@ def send_backlog(core: Core, peer: str) -> None:
         chain = execution.chain_at(core, upto)
         if chain is None:
             continue  # below what this leader holds chains for: purged, as above
-        core.send(peer, _accept(core, slot, entry.batch, upto, chain))
+        core.send(peer, accept(core, slot, entry.batch, upto, chain))
     core.sent_through[peer] = core.next_slot - 1
 
 
-def _accept(core: Core, slot: int, batch: Batch, commit_slot: int, chain: bytes) -> Accept:
+def accept(core: Core, slot: int, batch: Batch, commit_slot: int, chain: bytes) -> Accept:
+    """Our Accept of `slot`, announcing the commit point `commit_slot` (whose
+    chain digest is `chain`) and the purge point, never above it."""
     return Accept(
         ballot=core.ballot,
         slot=slot,
         batch=batch,
         commit_slot=commit_slot,
         commit_chain=chain,
-        purge_slot=min(core.purge_slot, commit_slot),  # never above it (core/validation.py)
+        purge_slot=min(core.purge_slot, commit_slot),  # core/validation.py refuses it above
     )

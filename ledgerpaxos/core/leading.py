@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from ledgerpaxos import constants
 from ledgerpaxos.core import clients, election, execution, fanout
 from ledgerpaxos.core.messages import (
-    Accept,
     Accepted,
     Ballot,
     Batch,
@@ -143,17 +142,6 @@ def propose_pending(core: Core) -> None:
         propose(core, tuple(batch))
 
 
-def _accept(core: Core, slot: int, batch: Batch, commit_chain: bytes) -> Accept:
-    return Accept(
-        ballot=core.ballot,
-        slot=slot,
-        batch=batch,
-        commit_slot=core.commit_slot,
-        commit_chain=commit_chain,
-        purge_slot=core.purge_slot,
-    )
-
-
 def commit_chain(core: Core) -> bytes:
     """The chain digest of our decided log at the commit point we announce."""
     chain = execution.chain_at(core, core.commit_slot)
@@ -168,7 +156,9 @@ def propose(core: Core, batch: Batch) -> None:
     core.store(LogEntry(slot=slot, ballot=core.ballot, batch=batch))
     core.votes[slot] = {core.me}
     core.resend[slot] = _resend_deadline(core)
-    fanout.proposed(core, slot, _accept(core, slot, batch, commit_chain(core)))
+    fanout.proposed(
+        core, slot, fanout.accept(core, slot, batch, core.commit_slot, commit_chain(core))
+    )
     core.commit_announced = core.commit_slot
     check_decided(core, slot)
 
@@ -192,7 +182,7 @@ def resend_undecided(core: Core) -> None:
         entry = core.log[slot]
         for peer in core.peers:
             if peer not in core.votes[slot] and peer not in core.other_values.get(slot, ()):
-                core.send(peer, _accept(core, slot, entry.batch, chain))
+                core.send(peer, fanout.accept(core, slot, entry.batch, core.commit_slot, chain))
 
 
 # ---------------------------------------------------------------- deciding
