@@ -447,53 +447,94 @@ def test_the_scale_figures_come_from_a_snapshot_written_beside_a_loop_and_instal
     assert row["sessions"] == 2_100 and row["evictions"] == 0
 
 
+def _round(
+    ours: tuple[float, float, float], etcd: tuple[float, float, float, float]
+) -> dict[str, Any]:
+    """ours: 1x1 transfers/s, its p50, 64x1 transfers/s; etcd: 1 client puts/s,
+    p50, 64 clients puts/s, p50."""
+    mine = [
+        bench.round_figures(
+            fake_run(
+                clients=1,
+                transfers_per_request=1,
+                transfers_per_s=ours[0],
+                p50_ms=ours[1],
+                tls=True,
+            )
+        ),
+        bench.round_figures(
+            fake_run(
+                clients=64, transfers_per_request=1, transfers_per_s=ours[2], p50_ms=10.0, tls=True
+            )
+        ),
+    ]
+    return {
+        "ours": mine,
+        "etcd": [
+            {
+                "clients": 1,
+                "puts_per_s": etcd[0],
+                "p50_ms": etcd[1],
+                "p90_ms": 3.0,
+                "p99_ms": 4.0,
+                "max_ms": 9.0,
+            },
+            {
+                "clients": 64,
+                "puts_per_s": etcd[2],
+                "p50_ms": etcd[3],
+                "p90_ms": 40.0,
+                "p99_ms": 70.0,
+                "max_ms": 99.0,
+            },
+        ],
+    }
+
+
+# Ratios per round: 1 client 1.40x/0.60x, 3.00x/0.60x, 2.25x/1.00x; 64 clients
+# 3.00x, 2.00x, 2.00x. The medians of the ratios (2.25x, 0.60x; 2.00x) differ
+# from the ratios of the medians (700/400 = 1.75x; 5,000/2,000 = 2.50x).
 ETCD = {
     "system": "etcd 3.4.23",
     "members": 5,
     "value_bytes": 100,
     "duration_s": 8.0,
-    "loads": [
-        {
-            "clients": 1,
-            "puts_per_s": 500.0,
-            "p50_ms": 2.0,
-            "p90_ms": 3.0,
-            "p99_ms": 4.0,
-            "max_ms": 9.0,
-        },
-        {
-            "clients": 64,
-            "puts_per_s": 2_000.0,
-            "p50_ms": 30.0,
-            "p90_ms": 40.0,
-            "p99_ms": 70.0,
-            "max_ms": 99.0,
-        },
+    "rounds": [
+        _round((700.0, 1.2, 6_000.0), (500.0, 2.0, 2_000.0, 30.0)),
+        _round((300.0, 3.0, 5_000.0), (100.0, 5.0, 2_500.0, 30.0)),
+        _round((900.0, 1.0, 4_000.0), (400.0, 1.0, 2_000.0, 30.0)),
     ],
 }
 
 
-def test_the_etcd_comparison_pairs_our_1x1_and_64x1_with_its_loads(tmp_path: Path) -> None:
-    skipped = bench.render_versus_etcd([fake_run()], None)
+def test_the_etcd_comparison_takes_its_ratios_within_each_round(tmp_path: Path) -> None:
+    skipped = bench.render_versus_etcd(None)
     assert "apt-get install etcd-server" in skipped
-    runs = [
-        fake_run(clients=1, transfers_per_request=1, transfers_per_s=700.0, p50_ms=1.2, tls=True),
-        fake_run(clients=1, transfers_per_request=1, transfers_per_s=9_999.0, tls=False),
-        fake_run(
-            clients=64, transfers_per_request=1, transfers_per_s=6_000.0, p50_ms=10.0, tls=True
-        ),
-        fake_run(clients=64, transfers_per_request=100, tls=True),
+    text = bench.render_versus_etcd(ETCD)
+    rows = [line.split() for line in text.splitlines() if line[:5].strip().isdigit()]
+    assert [row[:2] for row in rows] == [
+        ["1", "1"],
+        ["1", "64"],
+        ["2", "1"],
+        ["2", "64"],
+        ["3", "1"],
+        ["3", "64"],
     ]
-    text = bench.render_versus_etcd(runs, ETCD)
-    assert "500 puts/s, p50 2.00 ms" in text
+    assert rows[0][2:] == ["700", "1.20", "150", "500", "2.00", "4.00", "1.40x", "0.60x"]
+    assert rows[3][-2] == "2.00x" and rows[4][-2:] == ["2.25x", "1.00x"]
     assert (
-        "ours 1x1 (TLS, fsync): 700 transfers/s, p50 1.20 ms = 1.40x etcd's puts/s, 0.60x its p50"
-        in text
+        "1 client, median of 3 rounds: 2.25x etcd's puts/s (rounds 1.40-3.00x), 0.60x its p50; "
+        "target at least 1.4x: met, p50 at most 0.7x: met" in text
     )
-    assert "ours 64x1 (TLS, fsync): 6,000 transfers/s, p50 10.0 ms = 3.00x etcd's puts/s" in text
+    assert (
+        "64 clients, median of 3 rounds: 2.00x etcd's puts/s (rounds 2.00-3.00x), 0.33x its p50; "
+        "target at least 3x: not met" in text
+    )
     path = tmp_path / "bench.json"
-    bench.write_json(runs, str(path), None, ETCD)
-    assert json.loads(path.read_text())["etcd"]["loads"][1]["clients"] == 64
+    bench.write_json([fake_run()], str(path), None, ETCD)
+    rounds = json.loads(path.read_text())["etcd"]["rounds"]
+    assert rounds[2]["ours"][0]["transfers_per_s"] == 900.0 and rounds[2]["ours"][0]["checked"]
+    assert rounds[1]["etcd"][1]["clients"] == 64
 
 
 @pytest.mark.processes
