@@ -114,6 +114,18 @@ FIXED_CORE_BUGS: dict[str, FixedBug] = {
             "no tombstones (tests/test_ledger_scale.py)."
         ),
     ),
+    "read-in-flight-below-an-install": FixedBug(
+        seeds=(468,),
+        failed_at="66ec05b with the commit point written after the replies",
+        what=(
+            "liveness: a new leader re-proposed slots 31..41, one of them a read whose "
+            "answer was lost, then caught up by installing checkpoint 40; the read stayed "
+            "in `in_flight`, so every re-send of it was dropped as already on its way (a "
+            "read is never answered from the client table), and its next slot was below "
+            "the checkpoint. Installing drops the keys of the slots it covers and moves "
+            "the next slot above it."
+        ),
+    ),
 }
 FIXED_SEEDS: tuple[int, ...] = tuple(
     sorted(seed for bug in FIXED_CORE_BUGS.values() for seed in bug.seeds)
@@ -228,6 +240,41 @@ def test_leader_resending_a_slot_that_a_checkpoint_purged() -> None:
     assert core.purge_slot == 20
     for _ in range(core.s.heartbeat_ticks):
         core.tick()  # raised KeyError before the fix
+
+
+def test_a_read_re_proposed_below_an_installed_checkpoint_is_proposed_again() -> None:
+    """n1 is elected behind n2's checkpoint 2 and re-proposes slot 3, c5's read
+    (its answer lost). It catches up by installing n2's newer checkpoint 5, so
+    it never executes slot 3 itself. c5 sends the read again: a read is never
+    a duplicate, and it must go into a slot once more, above the checkpoint
+    (seed 468: the leader kept it "in flight" for good and never answered;
+    and its next slot would have been 4, one the checkpoint decided)."""
+    core = Core(settings("n1"), random.Random(1))
+    while core.role.value != "candidate":
+        core.tick()
+    ballot = core.candidate_ballot
+    for voter in ("n2", "n3"):
+        core.step(PreVoteReply(ballot=ballot, granted=True), voter)
+    ballot = core.candidate_ballot
+    read = Command(client_id="c5", request_no=5, kind=CommandKind.read, accounts=("A",))
+    held = (LogEntry(slot=3, ballot=Ballot(1, 2), batch=(read,)),)
+    core.step(Promise(ballot=ballot, checkpoint_slot=2, commit_slot=2, entries=held), "n2")
+    core.step(Promise(ballot=ballot, checkpoint_slot=0, commit_slot=0, entries=()), "n3")
+    assert core.role.value == "leader" and core.log[3].batch == (read,)
+    core.take_ready()
+    chosen = Ledger(core.s.accounts, core.s.initial_balance)
+    install = InstallCheckpoint(
+        snapshot=chosen.snapshot(5, chain=bytes(16)), nonce=core.catchup_nonce
+    )
+    core.step(install, "n2")
+    assert core.executed_slot == 5 and 3 not in core.log
+    core.take_ready()
+    core.step(ClientRequest(command=read), None)
+    ready = core.take_ready()
+    proposed = [
+        m for _, m in [*ready.send_early, *ready.send] if isinstance(m, Accept) and read in m.batch
+    ]
+    assert proposed and all(m.slot > 5 for m in proposed)  # above what is decided
 
 
 def test_crash_between_the_wal_fsync_and_the_installed_snapshot() -> None:

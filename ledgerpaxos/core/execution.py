@@ -158,7 +158,15 @@ def adopt_snapshot(core: Core, snapshot: Snapshot) -> None:
     remember_digest(core, snapshot.slot, snapshot.digest)
     core.purge_slot = max(core.purge_slot, snapshot.slot)
     for slot in [s for s in core.log if s <= snapshot.slot]:
+        # Executed in the installed state, never here: no longer on its way.
+        # Left in `in_flight`, a re-sent read (never a duplicate: it is not
+        # answered from the client table) would be dropped for good by a
+        # leader that installed past the slot it re-proposed it in.
+        core.in_flight.difference_update(command.key for command in core.log[slot].batch)
         del core.log[slot]
+    # A leader that installs past the slots it has proposed goes on above the
+    # checkpoint: every slot up to it is decided, whatever it held for it.
+    core.next_slot = max(core.next_slot, snapshot.slot + 1)
     core.decided = {s for s in core.decided if s > core.commit_slot}
     for slot in [s for s in core.votes if s <= core.commit_slot]:
         del core.votes[slot]

@@ -7,7 +7,8 @@ observer that sees each Ready first. The order lives here once:
 
     begin(ready)         observe; send_early; append persist + persist_lazy (one write)
     make_durable(ready)  one fsync when there is anything to persist; snapshots; compaction
-    finish(ready)        send; replies to the waiters of this replica
+    finish(ready)        send; replies to the waiters of this replica; persist_lazy
+                         when nothing else is persisted (it waits for no fsync)
 
 `carry_out()` does all three in a row. A host that must not stall for the
 disk runs make_durable() elsewhere (the runtime in a worker thread, the
@@ -119,17 +120,16 @@ class ReadyExecutor(Generic[W]):
         self.finish(ready)
 
     def begin(self, ready: Ready) -> bool:
-        """Observe, send what may leave early, append; returns whether
-        make_durable() must run before finish()."""
+        """Observe, send what may leave early, append what must be durable
+        (and the lazy records with it); returns whether make_durable() must
+        run before finish()."""
         assert self._open is None, "a Ready begun before the previous one finished"
         if self.observe is not None:
             self.observe(ready)
         if ready.send_early:
             self.send(ready.send_early)
-        if ready.persist_lazy:
+        if ready.persist:
             self.storage.append([*ready.persist, *ready.persist_lazy])
-        elif ready.persist:
-            self.storage.append(ready.persist)
         self._open = ready
         self._durable_due = ready.needs_sync()
         return self._durable_due
@@ -175,6 +175,11 @@ class ReadyExecutor(Generic[W]):
             waiting = self.waiters.take((reply.client_id, reply.request_no))
             if waiting and not self.muted:
                 self.transport.reply(waiting, reply)
+        if ready.persist_lazy and not ready.persist:
+            # Only the commit point, which is never synced for its own sake:
+            # written after the replies, not on their way (begin() writes it
+            # with whatever else the Ready persists).
+            self.storage.append(ready.persist_lazy)
 
     def send(self, messages: Outgoing) -> None:
         """The one path out to peers, checked against what is durable."""
