@@ -117,6 +117,20 @@ def test_a_ready_is_carried_out_in_the_contract_order() -> None:
     assert len(run.waiters) == 0
 
 
+def test_the_commit_point_alone_is_written_after_the_replies_and_with_a_persist_before() -> None:
+    recorder = Recorder()
+    run = executor(recorder)
+    run.waiters.wait(("c", 1), "client")
+    commit = CommitRecord(commit_slot=1)
+    reply = ClientReply(client_id="c", request_no=1, outcome=Outcome(), leader=None)
+    run.carry_out(Ready(persist_lazy=[commit], replies=[reply]))  # a leader's decision
+    assert recorder.calls == [("reply", ("client",)), ("append", (commit,))]
+    recorder.calls.clear()
+    accept = AcceptRecord(entry=entry(2))
+    run.carry_out(Ready(persist=[accept], persist_lazy=[commit]))  # a follower's Accept
+    assert recorder.calls == [("append", (accept, commit)), ("sync", None)]
+
+
 def test_speaking_before_the_fsync_is_refused() -> None:
     run = executor(Recorder())
     ready = Ready(persist=[PromiseRecord(ballot=B)])

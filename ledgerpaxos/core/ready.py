@@ -38,8 +38,9 @@ class Ready:
        the other votes a decision needs arrive only after this Ready is done.
        So the leader's WAL write runs while the followers write theirs;
     1. `persist`: append to the WAL, then one fsync for all of it (group commit);
-       `persist_lazy` is appended with it (or alone) but needs no fsync before
-       anything below: records a crash may lose without harm (the commit point);
+       `persist_lazy` is appended with it but needs no fsync before anything
+       below: records a crash may lose without harm (the commit point); alone,
+       it is appended after the replies (5), off their way;
     2. `snapshots`: write each (temporary file, fsync, rename, directory fsync):
        installed checkpoints (a checkpoint of our own goes in `snapshot_later`);
     3. `compact`: when set, start a WAL segment holding exactly these records and
