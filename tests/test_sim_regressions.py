@@ -116,7 +116,7 @@ FIXED_CORE_BUGS: dict[str, FixedBug] = {
     ),
     "read-in-flight-below-an-install": FixedBug(
         seeds=(468,),
-        failed_at="66ec05b with the commit point written after the replies",
+        failed_at="1373d31 with the reordering of 07ecd69",
         what=(
             "liveness: a new leader re-proposed slots 31..41, one of them a read whose "
             "answer was lost, then caught up by installing checkpoint 40; the read stayed "
