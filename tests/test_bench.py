@@ -537,6 +537,37 @@ def test_the_etcd_comparison_takes_its_ratios_within_each_round(tmp_path: Path) 
     assert rounds[1]["etcd"][1]["clients"] == 64
 
 
+def test_an_etcd_that_fails_ends_the_rounds_and_keeps_those_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 1 completes, etcd fails in round 2: round 1 is kept, no round 3."""
+    ours = iter([700.0, 6_000.0, 600.0, 5_000.0])
+    theirs = iter(ETCD["rounds"][:1])
+    launched: list[int] = []
+
+    def run_launched(args: Any, clients: int, transfers: int, *, tls_on: bool) -> dict[str, Any]:
+        launched.append(clients)
+        return fake_run(clients=clients, transfers_per_request=1, transfers_per_s=next(ours))
+
+    def measure(*, members: int, duration: float) -> dict[str, Any]:
+        each = next(theirs, None)
+        if each is None:
+            raise versus_etcd.EtcdError("etcd member m2 exited")
+        return {**{k: v for k, v in ETCD.items() if k != "rounds"}, "loads": each["etcd"]}
+
+    monkeypatch.setattr(bench, "_run_launched", run_launched)
+    monkeypatch.setattr(versus_etcd, "measure", measure)
+    etcd, our_runs = bench._versus_etcd(bench.parse_args(["--matrix", "--etcd-rounds", "5"]))
+    assert etcd is not None and len(etcd["rounds"]) == 1
+    assert etcd["rounds"][0]["ours"][0]["transfers_per_s"] == 700.0
+    assert launched == [1, 64, 1, 64] and len(our_runs) == 4  # round 2's runs still count
+    assert "1 client, median of 1 round: 1.40x" in bench.render_versus_etcd(etcd)
+    ours = iter([700.0, 6_000.0])
+    etcd, _ = bench._versus_etcd(bench.parse_args(["--matrix", "--etcd-rounds", "1"]))
+    assert etcd is None  # etcd failed in the only round
+    assert "no round completed" in bench.render_versus_etcd(etcd, failed=True)
+
+
 @pytest.mark.processes
 @pytest.mark.skipif(
     not versus_etcd.available(), reason="etcd is not on the PATH (apt-get install etcd-server)"

@@ -214,21 +214,30 @@ def _run_launched(
         return figures
 
 
-def _versus_etcd(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _versus_etcd(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Rounds of ours (1x1 and 64x1, TLS) then etcd (1 and 64 clients, a fresh
     cluster each round), one right after the other: this machine's speed
     drifts by a third within minutes (docs/performance.md), so a ratio is only
     taken between runs of the same round. Returns etcd's figures with the
-    rounds, and our runs (their end checks count like the matrix's)."""
-    rounds, ours_runs = [], []
+    rounds (None if not one round completed), and our runs (their end checks
+    count like the matrix's). An etcd that fails ends the rounds, not the
+    ones it completed."""
+    rounds: list[dict[str, Any]] = []
+    ours_runs: list[dict[str, Any]] = []
+    about: dict[str, Any] = {}
     for number in range(1, args.etcd_rounds + 1):
         if sys.stderr.isatty():
             print(f"{prog}: versus etcd, round {number} of {args.etcd_rounds} ...", file=sys.stderr)
         ours = [_run_launched(args, clients, 1, tls_on=True) for clients in bench_etcd.LOADS]
-        theirs = bench_etcd.measure(members=args.replicas, duration=args.duration)
         ours_runs += ours
+        try:
+            theirs = bench_etcd.measure(members=args.replicas, duration=args.duration)
+        except (bench_etcd.EtcdError, OSError) as error:
+            print(f"{prog}: etcd comparison, round {number}: {error}", file=sys.stderr)
+            break
+        about = {k: v for k, v in theirs.items() if k != "loads"}
         rounds.append({"ours": [round_figures(run) for run in ours], "etcd": theirs["loads"]})
-    return {**{k: v for k, v in theirs.items() if k != "loads"}, "rounds": rounds}, ours_runs
+    return ({**about, "rounds": rounds} if rounds else None), ours_runs
 
 
 def _run_existing(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,10 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except RuntimeError as error:
                     print(f"{prog}: PySyncObj comparison failed: {error}", file=sys.stderr)
             if bench_etcd.available():
-                try:
-                    etcd, ours_versus_etcd = _versus_etcd(args)
-                except (bench_etcd.EtcdError, OSError) as error:
-                    print(f"{prog}: etcd comparison failed: {error}", file=sys.stderr)
+                etcd, ours_versus_etcd = _versus_etcd(args)
         elif args.launch:
             runs = [
                 _run_launched(
@@ -318,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cost:
             print(cost)
         print(render_comparison(runs, pysyncobj))
-        print(render_versus_etcd(etcd))
+        print(render_versus_etcd(etcd, failed=bench_etcd.available() and etcd is None))
         sweep = render_accounts_sweep(runs)
         if sweep:
             print(sweep)

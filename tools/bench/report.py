@@ -178,10 +178,12 @@ def etcd_ratios(etcd: dict[str, Any]) -> dict[int, list[tuple[float, float]]]:
     return ratios
 
 
-def render_versus_etcd(etcd: dict[str, Any] | None) -> str:
+def render_versus_etcd(etcd: dict[str, Any] | None, *, failed: bool = False) -> str:
     """Each round: our 1x1 and 64x1 (TLS, fsync) and etcd's 1 and 64 clients,
     run one after the other, with the ratios; then the median ratio of the
     rounds, against issue 15's targets."""
+    if etcd is None and failed:
+        return "etcd comparison: no round completed (its error is above)"
     if etcd is None:
         return (
             "etcd comparison skipped: etcd is not on the PATH "
