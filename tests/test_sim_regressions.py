@@ -189,8 +189,11 @@ def _command(request_no: int, client: str = "c1") -> Command:
     )
 
 
-def _elect(core: Core, voters: tuple[str, ...]) -> Ballot:
-    """Time the core out and hand it pre-votes and empty promises from `voters`."""
+def _elect(
+    core: Core, voters: tuple[str, ...], promises: dict[str, Promise] | None = None
+) -> Ballot:
+    """Time the core out and hand it pre-votes and promises from `voters`:
+    empty, or what `promises` says for a voter (its ballot replaced)."""
     while core.role.value != "candidate":
         core.tick()
     ballot = core.candidate_ballot
@@ -198,7 +201,10 @@ def _elect(core: Core, voters: tuple[str, ...]) -> Ballot:
         core.step(PreVoteReply(ballot=ballot, granted=True), voter)
     ballot = core.candidate_ballot
     for voter in voters:
-        core.step(Promise(ballot=ballot, checkpoint_slot=0, commit_slot=0, entries=()), voter)
+        promise = (promises or {}).get(voter)
+        if promise is None:
+            promise = Promise(ballot=ballot, checkpoint_slot=0, commit_slot=0, entries=())
+        core.step(attrs.evolve(promise, ballot=ballot), voter)
     assert core.role.value == "leader"
     return ballot
 
@@ -250,17 +256,11 @@ def test_a_read_re_proposed_below_an_installed_checkpoint_is_proposed_again() ->
     (seed 468: the leader kept it "in flight" for good and never answered;
     and its next slot would have been 4, one the checkpoint decided)."""
     core = Core(settings("n1"), random.Random(1))
-    while core.role.value != "candidate":
-        core.tick()
-    ballot = core.candidate_ballot
-    for voter in ("n2", "n3"):
-        core.step(PreVoteReply(ballot=ballot, granted=True), voter)
-    ballot = core.candidate_ballot
     read = Command(client_id="c5", request_no=5, kind=CommandKind.read, accounts=("A",))
     held = (LogEntry(slot=3, ballot=Ballot(1, 2), batch=(read,)),)
-    core.step(Promise(ballot=ballot, checkpoint_slot=2, commit_slot=2, entries=held), "n2")
-    core.step(Promise(ballot=ballot, checkpoint_slot=0, commit_slot=0, entries=()), "n3")
-    assert core.role.value == "leader" and core.log[3].batch == (read,)
+    behind = Promise(ballot=Ballot(1, 2), checkpoint_slot=2, commit_slot=2, entries=held)
+    _elect(core, ("n2", "n3"), {"n2": behind})
+    assert core.log[3].batch == (read,)
     core.take_ready()
     chosen = Ledger(core.s.accounts, core.s.initial_balance)
     install = InstallCheckpoint(
