@@ -11,7 +11,9 @@ import math
 import os
 import random
 import subprocess
+import sys
 import tempfile
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
+from tools.bench import hops, report, versus_etcd
 from tools.bench import profile as bench_profile
-from tools.bench import report, versus_etcd
-from tools.bench.cluster import account_names, initial_balance_for
-from tools.bench.load import acknowledged_mismatches, transfer_pool
+from tools.bench.cluster import TRACER, account_names, initial_balance_for
+from tools.bench.load import LoadResult, acknowledged_mismatches, transfer_pool
+from tools.bench.run import write_requests
 from tools.bench.stats import percentile
 from tools.cluster.processes import cpu_seconds
 
@@ -601,3 +604,81 @@ def test_an_etcd_member_that_exits_is_reported_with_its_log_and_nothing_is_left(
         finally:
             cluster.close()
     assert not os.path.exists(directory)
+
+
+def test_the_tracer_stamps_a_replicas_reads_writes_and_fsyncs(tmp_path: Path) -> None:
+    code = (
+        "import os; r, w = os.pipe(); os.write(w, b'abc'); os.read(r, 9); "
+        f"f = os.open({str(tmp_path / 'f')!r}, os.O_WRONLY | os.O_CREAT); os.fsync(f)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(TRACER), "LEDGERPAXOS_TRACE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code, "--id", "n7"], env=env, check=True)
+    lines = [line.split() for line in (tmp_path / "n7.log").read_text().splitlines()]
+    assert [(call, size) for _, call, _, size in lines] == [
+        ("write", "3"),
+        ("read", "3"),
+        ("fsync0", "0"),
+        ("fsync1", "0"),
+    ]
+    times = [int(at) for at, *_ in lines]
+    assert times == sorted(times)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)  # not a replica: no file
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == ["n7.log"]
+
+
+def test_hops_follow_one_request_through_the_leader_and_a_follower(tmp_path: Path) -> None:
+    # n1 leads: the request on fd 9 at 100, its Accept at 300, its WAL on fd 5;
+    # n2 reads the Accept at 350, writes its WAL (fd 4) at 500, syncs 510-800,
+    # answers at 860; n1 reads that at 900, replies on fd 9 at 1,000 and then
+    # writes the commit point to its WAL. (Times in µs; the files hold ns.)
+    leader = [
+        (100, "read", 9),
+        (300, "write", 7),
+        (320, "write", 5),
+        (330, "fsync0", 5),
+        (700, "fsync1", 5),
+        (900, "read", 8),
+        (1_000, "write", 9),
+        (1_010, "write", 5),
+    ]
+    follower = [
+        (350, "read", 3),
+        (500, "write", 4),
+        (510, "fsync0", 4),
+        (800, "fsync1", 4),
+        (860, "write", 6),
+    ]
+    for node, events in (("n1", leader), ("n2", follower)):
+        (tmp_path / f"{node}.log").write_text(
+            "".join(f"{at * 1000} {call} {fd} 1\n" for at, call, fd in events)
+        )
+    (tmp_path / "requests.txt").write_text(
+        "window 0 5000000\nreq 40000 1050000\nreq 6000000 7000000\n"  # the second: outside
+    )
+    found = hops.hops(*hops.read_trace(tmp_path))
+    micro = {name: [v // 1000 for v in values] for name, values in found.items()}
+    assert micro == {
+        "to_leader": [60],
+        "leader_ingest": [200],
+        "follower_in": [150],
+        "follower_fsync": [290],
+        "follower_out": [60],
+        "leader_decide": [100],  # the write at 1,010 is the commit point, not the reply
+        "to_client": [50],
+        "total": [1010],
+    }
+    assert "leader_ingest" in hops.render(found)
+    assert hops.main([str(tmp_path / "missing")]) == 2
+
+
+def test_a_traced_run_writes_each_requests_send_and_reply_in_ns(tmp_path: Path) -> None:
+    done, latency = array("d", [2.5, 3.0]), array("d", [0.5, 0.25])
+    result = LoadResult(
+        done_at=done.tobytes(), latency_s=latency.tobytes(), transfers_refused=0, errors=()
+    )
+    write_requests(tmp_path / "1x1" / "requests.txt", 2.0, 4.0, [result])
+    assert (tmp_path / "1x1" / "requests.txt").read_text().splitlines() == [
+        "window 2000000000 4000000000",
+        "req 2000000000 2500000000",
+        "req 2750000000 3000000000",
+    ]

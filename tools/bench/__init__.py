@@ -8,6 +8,8 @@
     versus_pysyncobj.py  the same loads on PySyncObj, when it is installed
     codec.py             µs per command of the wire codec (python -m tools.bench.codec)
     profile.py           ranks functions of py-spy profiles (python -m tools.bench.profile)
+    hops.py              one request's hops from a traced run (python -m tools.bench.hops)
+    trace/               the sitecustomize that stamps a traced replica's reads, writes, fsyncs
 
 May import: ledgerpaxos, wire, tools.cluster, tools.tables, trio, the standard library.
 """

@@ -182,12 +182,16 @@ def _run_launched(
 ) -> dict[str, Any]:
     accounts = accounts or args.accounts or 1000
     overrides = config_overrides()
+    label = f"{clients}x{transfers}"
+    traces = os.environ.get("LEDGERPAXOS_BENCH_TRACE")
+    trace_dir = Path(traces) / label if traces else None
     with LaunchedCluster(
         replicas=args.replicas,
         accounts=accounts,
         overrides=overrides,
         clients=clients,
         tls_on=tls_on,
+        trace_dir=trace_dir,
     ) as cluster:
         cluster.start()
 
@@ -208,7 +212,8 @@ def _run_launched(
             accounts=cluster.config.accounts,
             replica_pids=cluster.pids,
             check_alive=check_alive,
-            label=f"{clients}x{transfers}",
+            label=label,
+            trace_dir=trace_dir,
         )
         figures["config_overrides"] = overrides
         return figures

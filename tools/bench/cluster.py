@@ -41,6 +41,9 @@ def initial_balance_for(accounts: int) -> int:
     return 10**15 // max(1, accounts)  # 10^8 each at 10M accounts; the sum fits an i64
 
 
+TRACER = Path(__file__).resolve().parent / "trace"  # its sitecustomize.py stamps the calls
+
+
 class LaunchedCluster:
     """N replica processes on 127.0.0.1 with fresh data, fsync on."""
 
@@ -53,10 +56,12 @@ class LaunchedCluster:
         keep_dir: bool = False,
         clients: int = 0,
         tls_on: bool = True,
+        trace_dir: Path | None = None,
     ) -> None:
         """`clients`: how many load clients will connect (each gets the
         certificate of the account it is named after); `tls_on`: False for a
-        plaintext run (loopback only)."""
+        plaintext run (loopback only); `trace_dir`: the replicas stamp their
+        reads, writes and fsyncs there (tools/bench/trace, tools/bench/hops.py)."""
         self.directory = Path(tempfile.mkdtemp(prefix="ledgerpaxos-bench-"))
         self.keep_dir = keep_dir
         self.ports = PortReservation(replicas)
@@ -95,6 +100,9 @@ class LaunchedCluster:
             log_level="WARNING",
             started_by="ledgerpaxos-bench",
             reserved=self.ports,
+            env={"PYTHONPATH": str(TRACER), "LEDGERPAXOS_TRACE_DIR": str(trace_dir)}
+            if trace_dir is not None
+            else None,
         )
 
     def __enter__(self) -> LaunchedCluster:

@@ -254,8 +254,11 @@ def run_once(
     replica_pids: dict[str, int],
     check_alive: Any = None,
     label: str = "",
+    trace_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Load the running cluster of `config` and measure; returns the figures."""
+    """Load the running cluster of `config` and measure; returns the figures.
+    `trace_dir`: write there when each request was sent and answered
+    (`requests.txt`, for tools/bench/hops.py)."""
     leader = trio.run(wait_for_leader, config, check_alive)
     processes = load_processes_for(clients, transfers_per_request)
     # Each client is named like an account, the one it may debit (request
@@ -296,6 +299,8 @@ def run_once(
         progress.close()
         workers.stop()
     load_after = os.getloadavg()
+    if trace_dir is not None:
+        write_requests(trace_dir / "requests.txt", start_at, end_at, results)
     if check_alive is not None:
         check_alive()
     views = trio.run(settle, config)
@@ -317,6 +322,24 @@ def run_once(
         balances_after=after,
         load=(load_before, load_after),
     )
+
+
+def write_requests(
+    path: Path, start_at: float, end_at: float, results: Sequence[LoadResult]
+) -> None:
+    """The window and every request's send and reply time, in ns of
+    time.monotonic() (the clock tools/bench/trace stamps with)."""
+    lines = [f"window {round(start_at * 1e9)} {round(end_at * 1e9)}"]
+    for result in results:
+        done_at, latency = array("d"), array("d")
+        done_at.frombytes(result.done_at)
+        latency.frombytes(result.latency_s)
+        lines += [
+            f"req {round((at - lat) * 1e9)} {round(at * 1e9)}"
+            for at, lat in zip(done_at, latency, strict=True)
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
 
 
 async def _sample_window(

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -76,11 +76,13 @@ class Launcher:
         log_level: str | None = None,
         started_by: str = "ledgerpaxos-shell",
         reserved: PortReservation | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """`cwd`: the replicas' working directory (default: ours); `log_level`:
         their --log-level (default: theirs); `started_by` heads each log line
         that marks a start; `reserved`: the ports of the config, held for the
-        replicas (they listen with --reuse-port)."""
+        replicas (they listen with --reuse-port); `env`: more environment for
+        the replicas (a PYTHONPATH in it goes first on theirs)."""
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.logs_dir = Path(logs_dir)
@@ -88,6 +90,7 @@ class Launcher:
         self.log_level = log_level
         self.started_by = started_by
         self.reserved = reserved
+        self.env = dict(env or {})
         if reserved is not None:
             ports = tuple(config.node(n).port for n in config.node_ids)
             assert set(ports) <= set(reserved.ports), "the config's ports are not the reserved ones"
@@ -166,8 +169,11 @@ class Launcher:
             raise LaunchError(f"{node_id} is already running (pid {self.processes[node_id].pid})")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         package_root = str(Path(ledgerpaxos.__file__).resolve().parent.parent)
+        extra = dict(self.env)
         python_path = os.pathsep.join(
-            p for p in [package_root, os.environ.get("PYTHONPATH", "")] if p
+            p
+            for p in [extra.pop("PYTHONPATH", ""), package_root, os.environ.get("PYTHONPATH", "")]
+            if p
         )
         command = [
             sys.executable,
@@ -193,6 +199,7 @@ class Launcher:
                 stderr=subprocess.STDOUT,
                 env={
                     **os.environ,
+                    **extra,
                     "PYTHONPATH": python_path,
                     **({REUSE_PORT_VARIABLE: "1"} if self._reuse_port else {}),
                 },
