@@ -120,6 +120,9 @@ class CoreNet:
         if ready.snapshot_later is not None:
             assert node not in self.snapshots_due
             self.snapshots_due[node] = ready.snapshot_later
+        if self.cores[node].execution_due():  # as the runtime does after a Ready
+            self.cores[node].execute_committed()
+            self.flush(node)
 
     def write_snapshot(self, node: str) -> None:
         """The host's background write of the node's snapshot is done."""

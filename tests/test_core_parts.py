@@ -7,8 +7,9 @@ import random
 import attrs
 import pytest
 
-from ledgerpaxos.core import Core, Role
+from ledgerpaxos.core import Core, Role, execution
 from ledgerpaxos.core.messages import (
+    Accept,
     Accepted,
     Ballot,
     ClientRequest,
@@ -143,3 +144,45 @@ def test_the_leaders_queue_is_bounded_in_commands_and_in_transfers() -> None:
     events = core.take_ready().events
     assert events.count("leader queue full, dropped ('A', 4)") == 1
     assert "leader queue full, dropped ('A', 5)" in events
+
+
+def test_a_follower_votes_before_it_executes_what_the_accept_commits() -> None:
+    """The Accept of slot 2 commits slot 1: the Ready that carries the vote for
+    2 executes nothing, execute_committed() (the host's, after that Ready) does,
+    and until then a tick is due."""
+    core = Core(settings("n2"), random.Random(2))
+    ballot = Ballot(1, 1)
+    batch = (
+        Command(
+            client_id="A",
+            request_no=1,
+            kind=CommandKind.transfer,
+            transfers=(Transfer(sender="A", receiver="B", amount=1),),
+        ),
+    )
+
+    def accept(slot: int, commit_slot: int, chain: bytes) -> Accept:
+        return Accept(
+            ballot=ballot,
+            slot=slot,
+            batch=batch if slot == 1 else (),
+            commit_slot=commit_slot,
+            commit_chain=chain,
+            purge_slot=0,
+        )
+
+    genesis = execution.chain_at(core, 0)
+    assert genesis is not None
+    core.step(accept(1, 0, genesis), "n1")
+    core.take_ready()
+    chain = execution.chain_at(core, 1)
+    assert chain is not None
+    core.step(accept(2, 1, chain), "n1")
+    assert core.commit_slot == 1 and core.executed_slot == 0 and core.execution_due()
+    assert core.ticks_until_due() == 1
+    ready = core.take_ready()
+    assert [m.slot for _, m in ready.send if isinstance(m, Accepted)] == [2]
+    assert ready.executed == []
+    core.execute_committed()
+    assert core.executed_slot == 1 and not core.execution_due()
+    assert [e.slot for e in core.take_ready().executed] == [1]

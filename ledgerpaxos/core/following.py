@@ -148,9 +148,10 @@ def learn_commit(core: Core, leader_commit: int, leader_chain: bytes, purge_slot
             slot += 1
             chain = digests.chain_next(chain, slot, entry.digest)
         if slot == leader_commit and chain == leader_chain:
+            # Executed once the Ready of this step is carried out, its Accepted
+            # gone (Core.execute_committed): the vote does not wait for it.
             core.commit_slot = slot
             advanced = True
-            execution.execute_decided(core)
         elif slot == leader_commit:
             core.ready.alarms.append(
                 f"our entries up to slot {leader_commit} are not the values {core.leader} "

@@ -287,6 +287,7 @@ class Core:
 
     def tick(self) -> None:
         """One unit of logical time (constants.tick_ms) has passed."""
+        self.execute_committed()
         self.now += 1
         if self.role == Role.leader:
             leading.tick(self)
@@ -296,6 +297,21 @@ class Core:
             election.tick(self)
         catchup.ask_if_stuck(self)
         self._check_invariants()
+
+    def execution_due(self) -> bool:
+        """Committed slots wait to be executed (a follower's, after the Ready
+        that voted: see execute_committed)."""
+        return self.executed_slot < self.commit_slot
+
+    def execute_committed(self) -> None:
+        """Execute every committed slot not executed yet. A follower learns
+        the commit point from the Accept it votes on and executes after its
+        vote has left: a host calls this once it has carried out the Ready
+        (then takes the next Ready for what execution produced). The next
+        step or tick does it too, for a host that does not."""
+        if self.executed_slot < self.commit_slot:
+            execution.execute_decided(self)
+            self._check_invariants()
 
     def ticks_until_due(self) -> int | None:
         """Ticks from now until the first tick that may do something (1: the
@@ -308,6 +324,8 @@ class Core:
         else, so that what a message arms counts from the right tick. The
         simulator checks, at every tick, that one it was told is not due does
         nothing (sim/checkers.py, "tick-due")."""
+        if self.execution_due():
+            return 1  # the next tick executes (execute_committed)
         if self.role == Role.leader:
             due = leading.ticks_until_due(self)
         elif self.role == Role.rejoining:
@@ -325,6 +343,7 @@ class Core:
 
     def step(self, message: object, sender: str | None) -> None:
         """Handle one message; `sender` is the peer's node id, None for a local client."""
+        self.execute_committed()
         if sender is not None:
             assert sender in self.peers, sender
             reason = validation.refusal(self, message, sender)

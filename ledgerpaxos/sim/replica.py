@@ -407,6 +407,9 @@ class ReplicaHost:
                 return
             if sim.trace is not None:
                 sim.trace.add(sim.queue.now, f"{self.node} <- {sender} {describe(message)}")
+            # What earlier steps of this Ready committed, executed first (as
+            # step() would): the install below is told by what this step executes.
+            core.execute_committed()
             before = core.basic_status()
             installing = core.installing  # a PartialInstall is added to in place
             executed_before = len(core.ready.executed)
@@ -472,11 +475,14 @@ class ReplicaHost:
             later = ready.snapshot_later
             self.sim.queue.after(self.sim.disk_latency(), self._write_later, self.generation, later)
         try:
-            if not executor.begin(ready):
+            spoken = not executor.begin(ready)
+            if spoken:
                 executor.finish(ready)  # nothing to wait for: speak at once
-                return
         except _IO_FAILURES as error:
             self._io_failed(error)
+            return
+        if spoken:
+            self._execute_committed()
             return
         self.io_busy = True
         self.sim.queue.after(self.sim.disk_latency(), self._finish_io, self.generation, ready)
@@ -545,7 +551,23 @@ class ReplicaHost:
             self._io_failed(error)
             return
         self.io_busy = False
+        self._execute_committed()
         self._drain()
+
+    def _execute_committed(self) -> None:
+        """What the runtime does once a Ready is carried out: a follower
+        executes the slots it learned are committed (Core.execute_committed),
+        and what that produced is carried out."""
+        core = self.core
+        if core is None or self.status != UP or not core.execution_due():
+            return
+        try:
+            core.execute_committed()
+        except Exception as error:  # reported with the seed, never swallowed
+            raise Violation(
+                "core-invariant", f"{self.node} executing committed slots: {_where(error)}"
+            ) from error
+        self._carry_out()
 
     def _io_failed(self, error: BaseException) -> None:
         """The process crashed inside the executor's I/O, stopped on an I/O
