@@ -309,7 +309,7 @@ class Core:
         vote has left: a host calls this once it has carried out the Ready
         (then takes the next Ready for what execution produced). The next
         step or tick does it too, for a host that does not."""
-        if self.executed_slot < self.commit_slot:
+        if self.execution_due():
             execution.execute_decided(self)
             self._check_invariants()
 

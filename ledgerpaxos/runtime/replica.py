@@ -596,9 +596,9 @@ class Replica:
             executor.finish(ready)
         except StorageError as error:
             self._pause_if_disk_full(error)
-        if self.paused is None and self.core.execution_due():
-            self.core.execute_committed()  # as _execute_committed does inline
-            await self._carry_out(self.core.take_ready())
+        executed = self._execute_committed()
+        if executed is not None:
+            await self._carry_out(executed)
 
     def carry_out_now(self, ready: Ready) -> None:
         """_carry_out with the write inline: no other task runs until it is done,
@@ -613,15 +613,19 @@ class Replica:
         # Only now: nothing else runs before it, and the Accepts and the reply
         # leave ticks_until_due's cost earlier (docs/performance.md).
         self._tick_sooner()
-        self._execute_committed()
+        executed = self._execute_committed()
+        if executed is not None:
+            self.carry_out_now(executed)
 
-    def _execute_committed(self) -> None:
-        """A follower executes what it learned is committed after its
-        Accepted has left (Core.execute_committed), then carries out what
-        that produced (checkpoints, replies to its own clients)."""
-        if self.paused is None and self.core.execution_due():
-            self.core.execute_committed()
-            self.carry_out_now(self.core.take_ready())
+    def _execute_committed(self) -> Ready | None:
+        """Once a Ready is carried out, a follower executes what it learned
+        is committed, its Accepted gone (Core.execute_committed); the Ready
+        of what that produced (checkpoints, replies to its own clients), for
+        the caller to carry out; None when nothing waited."""
+        if self.paused is not None or not self.core.execution_due():
+            return None
+        self.core.execute_committed()
+        return self.core.take_ready()
 
     def _write_snapshot_later(self, ready: Ready) -> None:
         if ready.snapshot_later is not None:

@@ -330,16 +330,21 @@ def write_requests(
     """The window and every request's send and reply time, in ns of
     time.monotonic() (the clock tools/bench/trace stamps with)."""
     lines = [f"window {round(start_at * 1e9)} {round(end_at * 1e9)}"]
-    for result in results:
-        done_at, latency = array("d"), array("d")
-        done_at.frombytes(result.done_at)
-        latency.frombytes(result.latency_s)
-        lines += [
-            f"req {round((at - lat) * 1e9)} {round(at * 1e9)}"
-            for at, lat in zip(done_at, latency, strict=True)
-        ]
+    lines += [
+        f"req {round((at - lat) * 1e9)} {round(at * 1e9)}" for at, lat in completions(results)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
+
+
+def completions(results: Sequence[LoadResult]) -> list[tuple[float, float]]:
+    """(time.monotonic() when it was answered, latency s) of every request of
+    every load process."""
+    done_at, latency = array("d"), array("d")
+    for result in results:
+        done_at.frombytes(result.done_at)
+        latency.frombytes(result.latency_s)
+    return list(zip(done_at, latency, strict=True))
 
 
 async def _sample_window(
@@ -444,14 +449,7 @@ def _figures(
     balances_after: dict[str, int],
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> dict[str, Any]:
-    done_at = array("d")
-    latency = array("d")
-    for result in results:
-        done_at.frombytes(result.done_at)
-        latency.frombytes(result.latency_s)
-    in_window = [
-        (at, lat) for at, lat in zip(done_at, latency, strict=True) if start_at <= at <= end_at
-    ]
+    in_window = [(at, lat) for at, lat in completions(results) if start_at <= at <= end_at]
     requests = len(in_window)
     transfers = requests * transfers_per_request
     latencies_ms = sorted(lat * 1000 for _, lat in in_window)
