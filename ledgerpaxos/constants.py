@@ -44,6 +44,10 @@ batch_transfers_max = 8192
 pipeline_slots_max = 64  # slots proposed but not yet committed
 # A slot undecided this long goes to every follower, not only the fast ones (core/fanout.py).
 accept_stall_ticks = 2
+# A lazy follower's backlog goes in AcceptMany messages of at most this many
+# slots, each closed once it holds a full slot's worth of transfers
+# (batch_transfers_max): a message stays within about two slots' bytes.
+accept_many_slots_max = 256
 pending_commands_max = 65536  # client commands queued at the leader
 pending_transfers_max = 262_144  # and their transfers (32 full slots): the queue's bound in size
 catchup_slots_max = 256  # committed slots sent in one catch-up reply
@@ -86,7 +90,7 @@ ballot_round_max = 2**62
 # outbid it (a candidate never goes further above its own promise, election.py).
 # Exhausting the rounds takes 2**42 forged ballots.
 ballot_round_jump_max = 2**20
-# An Accept, NewView or Promise naming a slot more than this above its
+# An Accept, AcceptMany, NewView or Promise naming a slot more than this above its
 # receiver's commit point is ignored: a new leader fills every slot up to the
 # highest one promised, its own log's included (with no-ops where nobody
 # accepted a value), so one forged slot far ahead would take all its memory.

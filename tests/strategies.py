@@ -206,6 +206,19 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
             purge_slot=slots,
         ),
         m.Accepted: st.builds(m.Accepted, ballot=ballots(), slot=slots, digest=chains),
+        m.AcceptMany: st.builds(
+            m.AcceptMany,
+            ballot=ballots(),
+            entries=entry_tuples(accounts),
+            commit_slot=slots,
+            commit_chain=chains,
+            purge_slot=slots,
+        ),
+        m.AcceptedMany: st.builds(
+            m.AcceptedMany,
+            ballot=ballots(),
+            votes=st.lists(st.tuples(slots, chains), max_size=4).map(tuple),
+        ),
         m.Nack: st.builds(m.Nack, ballot=ballots(), promised=ballots()),
         m.Heartbeat: st.builds(
             m.Heartbeat,

@@ -21,6 +21,8 @@ from ledgerpaxos.core.ledger import state_digest
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     Ballot,
     CatchupReply,
     Command,
@@ -196,10 +198,60 @@ def test_a_promise_or_proposal_of_a_slot_far_ahead_is_ignored_and_fills_no_memor
             commit_chain=bytes(16),
             purge_slot=0,
         ),
+        AcceptMany(
+            ballot=Ballot(2, 2),
+            entries=(
+                LogEntry(slot=1, ballot=Ballot(2, 2), batch=()),
+                LogEntry(slot=far, ballot=Ballot(2, 2), batch=()),
+            ),
+            commit_slot=0,
+            commit_chain=bytes(16),
+            purge_slot=0,
+        ),
     ):
         core.step(proposal, "n2")
         ready = core.take_ready()
         assert ready.persist == [] and ready.send == [] and core.last_slot() < far, proposal
+
+
+def test_a_backlog_out_of_order_or_naming_another_ballot_is_refused_whole() -> None:
+    """An AcceptMany is refused with a reason, none of its entries stored, when
+    its slots do not ascend, an entry is of another ballot than the message,
+    or it comes from another node than its ballot's; so is an AcceptedMany
+    with a digest of the wrong length or a slot 0."""
+    core = Core(settings("n2"), random.Random(1))
+    core.take_ready()
+    ballot = Ballot(1, 1)
+
+    def many(*entries: LogEntry) -> AcceptMany:
+        return AcceptMany(
+            ballot=ballot, entries=entries, commit_slot=0, commit_chain=bytes(16), purge_slot=0
+        )
+
+    def entry(slot: int, of: Ballot = ballot) -> LogEntry:
+        return LogEntry(slot=slot, ballot=of, batch=(command(slot),))
+
+    for message, sender, why in (
+        (many(entry(2), entry(1)), "n1", "out of order"),
+        (many(entry(1), entry(1)), "n1", "out of order"),
+        (many(entry(1), entry(2, Ballot(0, 1))), "n1", "not 1.1"),
+        (many(entry(1), entry(2)), "n3", "of another node"),
+    ):
+        core.step(message, sender)
+        ready = core.take_ready()
+        assert any(why in a for a in ready.alarms), (message, ready.alarms)
+        assert ready.persist == [] and ready.send == [] and core.last_slot() == 0
+    core.step(many(entry(1), entry(2)), "n1")
+    ready = core.take_ready()
+    assert not ready.alarms and core.last_slot() == 2
+    assert [type(m) for _, m in ready.send] == [AcceptedMany]
+    leader = Core(settings("n1", n=3), random.Random(1))
+    for votes, why in (
+        (((1, bytes(15)),), "has 15 bytes"),
+        (((0, bytes(16)),), "slots count from 1"),
+    ):
+        leader.step(AcceptedMany(ballot=ballot, votes=votes), "n2")
+        assert any(why in a for a in leader.take_ready().alarms), votes
 
 
 def test_a_second_value_for_a_slot_under_the_same_ballot_is_refused() -> None:

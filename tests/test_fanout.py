@@ -5,7 +5,7 @@ slot waits too long."""
 from __future__ import annotations
 
 from ledgerpaxos import constants
-from ledgerpaxos.core.messages import Accept
+from ledgerpaxos.core.messages import Accept, AcceptedMany, AcceptMany
 from tests.corenet import CoreNet
 
 
@@ -75,16 +75,22 @@ def test_the_follower_a_request_came_through_gets_its_slot_at_once() -> None:
     net.check_agreement()
 
 
+def _slots(message: Accept | AcceptMany) -> list[int]:
+    if isinstance(message, Accept):
+        return [message.slot]
+    return [entry.slot for entry in message.entries]
+
+
 def test_a_backlog_never_sends_a_follower_to_catch_up() -> None:
     net = CoreNet(5)
     leader = _elected(net)
     net.register(leader, "c", ticks=0)
     core = net.cores[leader]
     lazy = next(n for n in net.ids if n != leader and n not in core.fast)
-    seen: list[Accept] = []
+    seen: list[Accept | AcceptMany] = []
 
     def watch(to: str, sender: str | None, message: object) -> bool:
-        if to == lazy and isinstance(message, Accept):
+        if to == lazy and isinstance(message, Accept | AcceptMany):
             seen.append(message)
         return False  # none is lost
 
@@ -94,8 +100,41 @@ def test_a_backlog_never_sends_a_follower_to_catch_up() -> None:
         net.deliver_all()
     assert not seen  # it waits for the heartbeat
     net.run_until(lambda: net.cores[lazy].executed_slot == core.commit_slot, 20)
-    assert len({m.slot for m in seen}) >= 6  # the backlog, with the heartbeat
+    assert len({slot for m in seen for slot in _slots(m)}) >= 6  # the backlog, with the heartbeat
+    assert isinstance(seen[0], AcceptMany)  # in one message
     # Each names a commit point it holds once the slots before it came (links
     # keep order; this net does not, so that is all it can check).
-    assert all(m.commit_slot <= m.slot for m in seen), [(m.slot, m.commit_slot) for m in seen]
+    assert all(m.commit_slot <= _slots(m)[-1] for m in seen), [
+        (_slots(m), m.commit_slot) for m in seen
+    ]
+    net.check_agreement()
+
+
+def test_the_lazy_followers_one_vote_for_their_backlog_decides_a_slot() -> None:
+    net = CoreNet(5)
+    leader = _elected(net)
+    net.register(leader, "c", ticks=0)
+    core = net.cores[leader]
+    for _ in range(5):
+        net.submit(leader, "c", [("A", "B", 1)])
+        net.deliver_all()  # decided by the fast followers alone
+    lazy = [n for n in net.ids if n != leader and n not in core.fast]
+    votes: list[AcceptedMany] = []
+
+    def watch(to: str, sender: str | None, message: object) -> bool:
+        if isinstance(message, AcceptedMany):
+            votes.append(message)
+        return False
+
+    net.drop = watch
+    for fast in sorted(core.fast):
+        net.crash(fast)
+    command = net.submit(leader, "c", [("A", "B", 1)])
+    slot = core.next_slot - 1
+    net.run_until(lambda: net.reply_for(leader, command) is not None, 10)
+    # Decided by the leader and the two lazy followers, each of which voted
+    # for its whole backlog at once.
+    assert {m.votes[-1][0] for m in votes} == {slot} and len(votes) == len(lazy)
+    assert all(len(m.votes) >= 6 for m in votes)
+    assert core.fast == frozenset(lazy)
     net.check_agreement()

@@ -34,7 +34,7 @@ def test_mutated_frames_keep_valid_checksums_and_mostly_decode() -> None:
             refused += 1
             continue
         kinds.add(type(message))
-    assert len(kinds) == 13  # every peer message kind
+    assert len(kinds) == 15  # every peer message kind
     assert 0 < refused < 400  # some body bytes flipped, most frames reach the core
 
 

@@ -160,7 +160,7 @@ class Mutator:
 
     def peer_message(self) -> m.PeerMessage:
         rng = self.rng
-        kind = rng.randrange(13)
+        kind = rng.randrange(15)
         if kind == 0:
             return m.PreVote(ballot=self.ballot())
         if kind == 1:
@@ -209,6 +209,17 @@ class Mutator:
                 checkpoint_slot=self.view.checkpoint_slot,
                 checkpoint_digest=rng.randbytes(32),
             )
+        if kind == 13:
+            return m.AcceptMany(
+                ballot=self.ballot(),
+                entries=self.entries(),
+                commit_slot=self.slot(),
+                commit_chain=self.digest(),
+                purge_slot=self.view.checkpoint_slot,
+            )
+        if kind == 14:
+            votes = tuple((self.slot(), self.digest()) for _ in range(rng.randint(0, 3)))
+            return m.AcceptedMany(ballot=self.ballot(), votes=votes)
         if kind == 10:
             return m.CatchupRequest(after_slot=self.slot(), nonce=self.integer(0))
         if kind == 11:

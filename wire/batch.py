@@ -457,6 +457,16 @@ def decode_batch(data: bytes, offset: int = 0) -> tuple[Batch, int]:
         raise _malformed("malformed batch", error) from None
 
 
+def batch_at(data: bytes, offset: int) -> tuple[Batch, int]:
+    """The batch at `offset` of `data` and the offset after it (raw errors as
+    unpack_command), remembered by its bytes as batch_of_bytes remembers it: a
+    follower writes each entry of an AcceptMany to its WAL next, and the
+    WAL's read-back check finds it decoded already."""
+    batch, end = unpack_batch(data, offset)
+    _recent.remember_decoded(batch, bytes(data[offset:end]))
+    return batch, end
+
+
 def batch_of_bytes(data: bytes) -> Batch:
     """Exactly `data` as one batch (raw errors as unpack_command, FrameError for
     trailing bytes), reusing the batch last decoded from the same bytes; a

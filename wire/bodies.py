@@ -22,12 +22,14 @@ from .fields import (
     U64,
     AttrsAdapter,
     BallotField,
+    BoundedArray,
     BoundedString,
     ClientId,
     Digest,
     Flag,
     Maybe,
     NodeId,
+    Pair,
     RequestNo,
     Slot,
     StrictEnum,
@@ -57,6 +59,8 @@ class MessageType(enum.IntEnum):
     control_reply = 17
     rejoin_request = 18
     rejoin_reply = 19
+    accept_many = 20
+    accepted_many = 21
 
 
 @attrs.frozen
@@ -107,6 +111,21 @@ _CODECS = (
         "ballot" / BallotField,
         "slot" / Slot,
         "digest" / Digest,
+    ),
+    _body(
+        MessageType.accept_many,
+        m.AcceptMany,
+        "ballot" / BallotField,
+        "commit_slot" / Slot,
+        "purge_slot" / Slot,
+        "commit_chain" / Digest,
+        "entries" / LogEntries(constants.accept_many_slots_max),
+    ),
+    _body(
+        MessageType.accepted_many,
+        m.AcceptedMany,
+        "ballot" / BallotField,
+        "votes" / BoundedArray(Pair(Slot, Digest), constants.accept_many_slots_max),
     ),
     _body(MessageType.nack, m.Nack, "ballot" / BallotField, "promised" / BallotField),
     _body(

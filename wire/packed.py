@@ -3,7 +3,8 @@
 Every body and record stays declared with construct (`bodies.py`,
 `records.py`, `values.py`): that declaration is the format. The messages that
 flow for every request or every slot (client requests and replies, Accept,
-Accepted, Heartbeat, HeartbeatAck, the WAL's records, and snapshots)
+Accepted, AcceptMany, AcceptedMany, Heartbeat, HeartbeatAck, the WAL's
+records, and snapshots)
 are also packed here by hand, because construct's interpreted parsing costs an
 order of magnitude more per body and per transfer (docs/performance.md).
 `tests/test_batch_codec.py` proves with hypothesis that each packer writes
@@ -39,6 +40,7 @@ from .batch import (
     _pack_text,
     _sequence_length,
     _unpack_text,
+    batch_at,
     batch_of_bytes,
     encode_batch,
     pack_command,
@@ -52,6 +54,8 @@ _I64 = struct.Struct(">q")
 _BALLOT_SLOT = struct.Struct(">QBQ")  # Accepted
 _BALLOT_2_SLOTS = struct.Struct(">QBQQ")  # Heartbeat; HeartbeatAck without its digest
 _BALLOT_3_SLOTS = struct.Struct(">QBQQQ")  # Accept without its batch
+_BALLOT = struct.Struct(">QB")  # AcceptedMany before its votes
+_SLOT_BALLOT = struct.Struct(">QQB")  # a log entry before its batch
 
 _reason_max = constants.reason_length_max
 _name_max = constants.account_name_length_max
@@ -60,6 +64,7 @@ _node_id_max = constants.node_id_length_max
 _results_max = constants.transfers_per_request_max
 _balances_max = constants.message_size_max  # fields.count_max_default
 _digest_max = 0xFF
+_many_max = constants.accept_many_slots_max
 _replicas_max = constants.replicas_max
 
 
@@ -426,6 +431,73 @@ def _unpack_accepted(data: bytes, offset: int) -> tuple[m.Accepted, int]:
     return m.Accepted(ballot=_ballot(round_, node), slot=slot, digest=digest), end
 
 
+def _pack_accept_many(message: Any) -> bytes:
+    _check(message, m.AcceptMany)
+    round_, node = _pack_ballot(message.ballot)
+    count = _sequence_length(message.entries, "entries", _many_max, "accept_many_slots_max")
+    out = [
+        _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot),
+        _pack_digest(message.commit_chain, "commit chain"),
+        _U32.pack(count),
+    ]
+    for entry in message.entries:
+        _check(entry, m.LogEntry)
+        out.append(_SLOT_BALLOT.pack(entry.slot, *_pack_ballot(entry.ballot)))
+        out.append(encode_batch(entry.batch))
+    return b"".join(out)
+
+
+def _unpack_accept_many(data: bytes, offset: int) -> tuple[m.AcceptMany, int]:
+    round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
+    ballot = _ballot(round_, node)
+    chain, offset = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
+    (count,) = _U32.unpack_from(data, offset)
+    if count > _many_max:
+        raise FrameError(f"entry count {count} failed validation (at most {_many_max})")
+    offset += 4
+    entries = []
+    for _ in range(count):
+        slot, entry_round, entry_node = _SLOT_BALLOT.unpack_from(data, offset)
+        batch, offset = batch_at(data, offset + _SLOT_BALLOT.size)
+        entries.append(m.LogEntry(slot=slot, ballot=_ballot(entry_round, entry_node), batch=batch))
+    many = m.AcceptMany(
+        ballot=ballot,
+        entries=tuple(entries),
+        commit_slot=commit_slot,
+        commit_chain=chain,
+        purge_slot=purge_slot,
+    )
+    return many, offset
+
+
+def _pack_accepted_many(message: Any) -> bytes:
+    _check(message, m.AcceptedMany)
+    count = _sequence_length(message.votes, "votes", _many_max, "accept_many_slots_max")
+    out = [_BALLOT.pack(*_pack_ballot(message.ballot)), _U32.pack(count)]
+    for vote in message.votes:
+        if not isinstance(vote, tuple) or len(vote) != 2:
+            raise ValueError(f"a vote is a (slot, digest) pair, found {vote!r}")
+        slot, digest = vote
+        out.append(_U64.pack(slot))
+        out.append(_pack_digest(digest, "digest"))
+    return b"".join(out)
+
+
+def _unpack_accepted_many(data: bytes, offset: int) -> tuple[m.AcceptedMany, int]:
+    round_, node = _BALLOT.unpack_from(data, offset)
+    ballot = _ballot(round_, node)
+    (count,) = _U32.unpack_from(data, offset + _BALLOT.size)
+    if count > _many_max:
+        raise FrameError(f"vote count {count} failed validation (at most {_many_max})")
+    offset += _BALLOT.size + 4
+    votes = []
+    for _ in range(count):
+        (slot,) = _U64.unpack_from(data, offset)
+        digest, offset = _unpack_digest(data, offset + 8, "digest")
+        votes.append((slot, digest))
+    return m.AcceptedMany(ballot=ballot, votes=tuple(votes)), offset
+
+
 def _pack_heartbeat(message: Any) -> bytes:
     _check(message, m.Heartbeat)
     round_, node = _pack_ballot(message.ballot)
@@ -475,6 +547,8 @@ BODY_PACKERS: dict[type, Packer] = {
     m.ClientReply: _body(m.ClientReply, _pack_client_reply, _unpack_client_reply),
     m.Accept: _body(m.Accept, _pack_accept, _unpack_accept),
     m.Accepted: _body(m.Accepted, _pack_accepted, _unpack_accepted),
+    m.AcceptMany: _body(m.AcceptMany, _pack_accept_many, _unpack_accept_many),
+    m.AcceptedMany: _body(m.AcceptedMany, _pack_accepted_many, _unpack_accepted_many),
     m.Heartbeat: _body(m.Heartbeat, _pack_heartbeat, _unpack_heartbeat),
     m.HeartbeatAck: _body(m.HeartbeatAck, _pack_heartbeat_ack, _unpack_heartbeat_ack),
 }

@@ -3,11 +3,12 @@
 A slot is decided once a majority holds it, so the leader sends each new
 Accept at once only to as many followers as that takes (`fast`): with 5
 replicas, 2 of the 4. The others (lazy) get the slots they have not been
-sent yet together, in slot order: before every regular heartbeat, and as
-soon as the oldest undecided slot has waited `accept_stall_ticks` (a fast
-follower is slow, down or refuses). Every follower still gets every slot, in
-fewer and larger rounds: one wake-up, read and fsync for many slots instead
-of one each. On a machine where the replicas share the CPUs, the work of
+sent yet together, in slot order, in one AcceptMany: before every regular
+heartbeat, and as soon as the oldest undecided slot has waited
+`accept_stall_ticks` (a fast follower is slow, down or refuses). Every
+follower still gets every slot, in fewer and larger rounds: one wake-up,
+read, fsync, frame, leader gate and vote (AcceptedMany) for many slots
+instead of one each. On a machine where the replicas share the CPUs, the work of
 every slot on every follower is what limits one client's round trip and many
 clients' throughput (docs/performance.md).
 
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ledgerpaxos import constants
 from ledgerpaxos.core import execution
-from ledgerpaxos.core.messages import Accept, Batch
+from ledgerpaxos.core.messages import Accept, AcceptMany, Batch, LogEntry
 
 if TYPE_CHECKING:
     from ledgerpaxos.core.replica import Core
@@ -122,20 +123,49 @@ def _behind(core: Core, peer: str) -> bool:
 
 
 def send_backlog(core: Core, peer: str) -> None:
-    """Every slot `peer` was not sent yet, in slot order. Each Accept
-    announces the commit point only as far as its own slot, so that the
-    follower, which gets them one after the other, can always apply it to
-    slots it already holds (a point past them would send it to catch-up)."""
+    """Every slot `peer` was not sent yet, in slot order: as one Accept when
+    it is one slot, else in AcceptMany messages (of at most
+    accept_many_slots_max slots, closed once they hold a full slot's
+    transfers), so that the follower gates, votes and learns the commit point
+    once for many slots. Each message announces the commit point only as far
+    as its own last slot, so that the follower, which gets them one after the
+    other, can always apply it to slots it already holds (a point past them
+    would send it to catch-up)."""
+    entries: list[LogEntry] = []
+    transfers = 0
     for slot in range(core.sent_through[peer] + 1, core.next_slot):
         entry = core.log.get(slot)
         if entry is None or entry.ballot != core.ballot:
             continue  # purged meanwhile: the follower fetches it by catch-up
-        upto = min(core.commit_slot, slot)
-        chain = execution.chain_at(core, upto)
-        if chain is None:
-            continue  # below what this leader holds chains for: purged, as above
-        core.send(peer, accept(core, slot, entry.batch, upto, chain))
+        entries.append(entry)
+        transfers += sum(len(command.transfers) for command in entry.batch)
+        if (
+            len(entries) >= constants.accept_many_slots_max
+            or transfers >= constants.batch_transfers_max
+        ):
+            _send_entries(core, peer, entries)
+            entries, transfers = [], 0
+    if entries:
+        _send_entries(core, peer, entries)
     core.sent_through[peer] = core.next_slot - 1
+
+
+def _send_entries(core: Core, peer: str, entries: list[LogEntry]) -> None:
+    upto = min(core.commit_slot, entries[-1].slot)
+    chain = execution.chain_at(core, upto)
+    if chain is None:
+        return  # below what this leader holds chains for: purged, as above
+    if len(entries) == 1:
+        core.send(peer, accept(core, entries[0].slot, entries[0].batch, upto, chain))
+        return
+    many = AcceptMany(
+        ballot=core.ballot,
+        entries=tuple(entries),
+        commit_slot=upto,
+        commit_chain=chain,
+        purge_slot=min(core.purge_slot, upto),  # core/validation.py refuses it above
+    )
+    core.send(peer, many)
 
 
 def accept(core: Core, slot: int, batch: Batch, commit_slot: int, chain: bytes) -> Accept:

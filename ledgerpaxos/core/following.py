@@ -1,6 +1,6 @@
 """Phase 2 as a follower runs it: accepting the leader's values, learning the commit.
 
-Accept, NewView and Heartbeat all pass one gate (`accept_leader`): a ballot
+Accept, AcceptMany, NewView and Heartbeat all pass one gate (`accept_leader`): a ballot
 below our promise is refused with a Nack; any other makes its sender our
 leader and is promised (a NewView or an Accept is also a Prepare of its
 ballot, so a follower that missed the election still votes safely). The
@@ -23,6 +23,8 @@ from ledgerpaxos.core import catchup, clients, digests, election, execution
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     Ballot,
     ClientRequest,
     Heartbeat,
@@ -47,7 +49,7 @@ def on_client_request(core: Core, request: ClientRequest, sender: str | None) ->
 
 
 def accept_leader(core: Core, ballot: Ballot, sender: str) -> bool:
-    """The gate of Accept, NewView and Heartbeat. False: refused with a Nack."""
+    """The gate of Accept, AcceptMany, NewView and Heartbeat. False: refused with a Nack."""
     election.see(core, ballot)
     if ballot < core.promised:
         core.send(sender, Nack(ballot=ballot, promised=core.promised))
@@ -67,6 +69,21 @@ def on_accept(core: Core, m: Accept, sender: str) -> None:
     held = accept_entry(core, LogEntry(slot=m.slot, ballot=m.ballot, batch=m.batch), sender)
     if held is not None:
         core.send(sender, Accepted(ballot=m.ballot, slot=m.slot, digest=held.digest))
+    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
+
+
+def on_accept_many(core: Core, m: AcceptMany, sender: str) -> None:
+    """A backlog (core/fanout.py): every entry as an Accept of its own would be,
+    one vote naming all we hold, the commit point once they are all in."""
+    if not accept_leader(core, m.ballot, sender):
+        return
+    votes = []
+    for entry in m.entries:  # each of ballot m.ballot (core/validation.py)
+        held = accept_entry(core, entry, sender)
+        if held is not None:
+            votes.append((entry.slot, held.digest))
+    if votes:
+        core.send(sender, AcceptedMany(ballot=m.ballot, votes=tuple(votes)))
     learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
 
 

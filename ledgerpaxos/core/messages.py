@@ -265,6 +265,27 @@ class Accepted:
 
 
 @attrs.frozen(kw_only=True)
+class AcceptMany:
+    """Accepts of several slots at once, in slot order: a lazy follower's
+    backlog (core/fanout.py). One gate, one commit point and one vote for all
+    of them, where one Accept each would cost a frame, a gate and a vote each."""
+
+    ballot: Ballot
+    entries: tuple[LogEntry, ...]  # each entry's ballot equals `ballot`, slots ascending
+    commit_slot: int  # never above the last entry's slot (core/fanout.py)
+    commit_chain: bytes
+    purge_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class AcceptedMany:
+    """The votes for the slots of an AcceptMany that the follower holds."""
+
+    ballot: Ballot
+    votes: tuple[tuple[int, bytes], ...]  # (slot, digest of the value accepted), as Accepted
+
+
+@attrs.frozen(kw_only=True)
 class Nack:
     """Refusal: the sender has promised `promised`, above the ballot it was sent."""
 
@@ -375,6 +396,8 @@ PeerMessage = (
     | Accept
     | NewView
     | Accepted
+    | AcceptMany
+    | AcceptedMany
     | Nack
     | Heartbeat
     | HeartbeatAck

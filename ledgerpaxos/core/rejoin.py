@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 from ledgerpaxos.core import catchup, election, following
 from ledgerpaxos.core.messages import (
     Accept,
+    AcceptMany,
     Ballot,
     Heartbeat,
     NewView,
@@ -202,6 +203,10 @@ def _follow(core: Core, ballot: Ballot, sender: str, commit_slot: int) -> None:
 
 
 def on_accept(core: Core, m: Accept, sender: str) -> None:
+    _follow(core, m.ballot, sender, m.commit_slot)
+
+
+def on_accept_many(core: Core, m: AcceptMany, sender: str) -> None:
     _follow(core, m.ballot, sender, m.commit_slot)
 
 

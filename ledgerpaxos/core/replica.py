@@ -59,6 +59,8 @@ from ledgerpaxos.core.ledger import Ledger
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     AcceptRecord,
     Ballot,
     CatchupReply,
@@ -91,11 +93,12 @@ from ledgerpaxos.core.timers import Deadline, Stamp, soonest
 
 Handler = Callable[[Any, Any, Any], None]  # (core, message, sender)
 
-# Messages every role handles. Accept, NewView and Heartbeat carry a ballot
+# Messages every role handles. Accept, AcceptMany, NewView and Heartbeat carry a ballot
 # that makes any replica a follower of their sender when it may not refuse it.
 _ANY_ROLE: dict[type, Handler] = {
     Prepare: election.on_prepare,
     Accept: following.on_accept,
+    AcceptMany: following.on_accept_many,
     NewView: following.on_new_view,
     Heartbeat: following.on_heartbeat,
     CatchupRequest: catchup.on_catchup_request,
@@ -126,6 +129,7 @@ _STEPS: dict[Role, dict[type, Handler]] = {
         ClientRequest: leading.on_client_request,
         PreVote: election.refuse_pre_vote,
         Accepted: leading.on_accepted,
+        AcceptedMany: leading.on_accepted_many,
         HeartbeatAck: leading.on_heartbeat_ack,
         Nack: leading.on_nack,
     },
@@ -133,6 +137,7 @@ _STEPS: dict[Role, dict[type, Handler]] = {
     Role.rejoining: {
         ClientRequest: following.on_client_request,
         Accept: rejoin.on_accept,
+        AcceptMany: rejoin.on_accept_many,
         NewView: rejoin.on_new_view,
         Heartbeat: rejoin.on_heartbeat,
         CatchupRequest: catchup.on_catchup_request,

@@ -22,6 +22,8 @@ from ledgerpaxos.core.digests import digest_bytes
 from ledgerpaxos.core.ledger import digest_bytes as state_digest_bytes
 from ledgerpaxos.core.messages import (
     Accept,
+    AcceptedMany,
+    AcceptMany,
     Ballot,
     CatchupReply,
     Heartbeat,
@@ -57,10 +59,11 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
             return f"ballot {ballot} names node index {ballot.node}, not a node of the cluster"
     # Only a ballot's own node may propose under it.
     if isinstance(
-        message, Prepare | PreVote | Accept | NewView | Heartbeat
+        message, Prepare | PreVote | Accept | AcceptMany | NewView | Heartbeat
     ) and message.ballot.node != core.s.index_of(sender):
         return f"{type(message).__name__} for ballot {message.ballot} of another node"
-    # Accept, NewView, Heartbeat: commit_chain; Accepted: digest; CatchupReply: chain.
+    # Accept, AcceptMany, NewView, Heartbeat: commit_chain; Accepted: digest;
+    # CatchupReply: chain; AcceptedMany: a digest per vote (below).
     for name in ("commit_chain", "chain", "digest"):
         value = getattr(message, name, None)
         if isinstance(value, bytes) and len(value) != digest_bytes:
@@ -69,10 +72,18 @@ def refusal(core: Core, message: object, sender: str) -> str | None:
         return _slot_refusal(message.slot) or _points_refusal(
             message.commit_slot, message.purge_slot
         )
-    if isinstance(message, NewView):
+    if isinstance(message, NewView | AcceptMany):
         return _entries_refusal(message.entries, ballot=message.ballot) or _points_refusal(
             message.commit_slot, message.purge_slot
         )
+    if isinstance(message, AcceptedMany):
+        for slot, digest in message.votes:
+            if len(digest) != digest_bytes:
+                return f"its digest for slot {slot} has {len(digest)} bytes, not {digest_bytes}"
+            problem = _slot_refusal(slot)
+            if problem is not None:
+                return problem
+        return None
     if isinstance(message, Heartbeat):
         return _points_refusal(message.commit_slot, message.purge_slot)
     if isinstance(message, Promise):
@@ -104,14 +115,14 @@ def _ballots(message: object) -> list[Ballot]:
 
 
 def too_far_ahead(core: Core, message: object) -> bool:
-    """An Accept, NewView or Promise naming a slot more than slots_ahead_max
+    """An Accept, AcceptMany, NewView or Promise naming a slot more than slots_ahead_max
     above this replica's commit point: dropped quietly (an honest leader or
     promiser may be that far ahead of a replica that lags; it catches up
     first), as acting on it would make this replica hold, and as leader fill,
     every slot up to it."""
     if isinstance(message, Accept):
         slots = [message.slot]
-    elif isinstance(message, NewView):
+    elif isinstance(message, NewView | AcceptMany):
         slots = [e.slot for e in message.entries]
     elif isinstance(message, Promise):
         slots = [message.checkpoint_slot, message.commit_slot, *(e.slot for e in message.entries)]

@@ -20,7 +20,7 @@ the host runs write_snapshot_later() off its loop, while later Readies go
 on, then snapshot_written() and Core.snapshot_written() back on it.
 
 Persist before you speak is checked here, on every message that leaves
-(DurableAudit): a Promise, an Accepted or a NewView never reveals a promise or
+(DurableAudit): a Promise, a vote or a NewView never reveals a promise or
 an acceptance that no fsync covered yet, and an Accept never leaves before the
 promise of its ballot. A failed check is our bug and raises UnpersistedSend.
 
@@ -38,6 +38,8 @@ from ledgerpaxos.core.ledger import SnapshotView
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     AcceptRecord,
     Ballot,
     ClientReply,
@@ -223,12 +225,15 @@ class DurableAudit:
         """Raise UnpersistedSend if `message` reveals what is not durable."""
         if isinstance(message, Accepted):
             self._check_accepted(to, "Accepted", message.ballot, message.slot)
-        elif isinstance(message, Accept):
+        elif isinstance(message, AcceptedMany):
+            for slot, _ in message.votes:
+                self._check_accepted(to, "AcceptedMany", message.ballot, slot)
+        elif isinstance(message, Accept | AcceptMany):
             # A proposal, not a vote: it may leave before the leader's own
             # acceptance is on disk, never before its promise of the ballot.
             if self.promised < message.ballot:
                 raise UnpersistedSend(
-                    f"Accept {message.ballot} slot {message.slot} to {to} "
+                    f"{type(message).__name__} {message.ballot} to {to} "
                     f"with only promise {self.promised} on disk"
                 )
         elif isinstance(message, Promise):

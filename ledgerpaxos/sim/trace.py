@@ -14,6 +14,8 @@ from collections.abc import Callable
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     Batch,
     CatchupReply,
     CatchupRequest,
@@ -67,6 +69,12 @@ def describe(message: object) -> str:
         return f"Accept b={message.ballot} s={message.slot} {describe_batch(message.batch)} c={message.commit_slot} p={message.purge_slot}"
     if isinstance(message, Accepted):
         return f"Accepted b={message.ballot} s={message.slot}"
+    if isinstance(message, AcceptMany):
+        entries = " ".join(f"{e.slot}:{describe_batch(e.batch)}" for e in message.entries)
+        return f"AcceptMany b={message.ballot} c={message.commit_slot} p={message.purge_slot} {{{entries}}}"
+    if isinstance(message, AcceptedMany):
+        slots = ",".join(str(slot) for slot, _ in message.votes)
+        return f"AcceptedMany b={message.ballot} s={slots}"
     if isinstance(message, Heartbeat):
         return f"Heartbeat b={message.ballot} c={message.commit_slot} p={message.purge_slot}"
     if isinstance(message, HeartbeatAck):
