@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tools.bench.cluster import TRACER, account_names, initial_balance_for
 from tools.bench.load import LoadResult, acknowledged_mismatches, transfer_pool
 from tools.bench.run import write_requests
 from tools.bench.stats import percentile
-from tools.cluster.processes import cpu_seconds
+from tools.cluster.processes import cpu_seconds, wakeups
 
 # What --json promises to every reader of its figures.
 JSON_KEYS = (
@@ -314,6 +315,24 @@ def test_cpu_seconds_of_this_process() -> None:
         pytest.skip("no /proc")
     assert seconds > 0
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_wakeups_count_each_time_this_process_blocked() -> None:
+    before = wakeups(os.getpid())
+    if before is None:
+        pytest.skip("no /proc")
+    for _ in range(3):
+        time.sleep(0.001)  # blocks: one voluntary context switch each
+    after = wakeups(os.getpid())
+    assert after is not None and after >= before + 3
+    assert wakeups(2**22 + 12345) is None  # no such process
+
+
+def test_the_table_shows_wakeups_per_request_when_measured() -> None:
+    run = fake_run(wakeups_per_request={"n1": 4.5, "n2": 3.25, "load0": 1.0})
+    text = bench.render_table([run])
+    assert "Wake-ups per request" in text and "n1* 4.50, n2 3.25, load0 1.00" in text
+    assert "Wake-ups" not in bench.render_table([fake_run()])
 
 
 def test_profile_summary_separates_idle_from_busy() -> None:

@@ -104,6 +104,16 @@ def render_table(runs: list[dict[str, Any]]) -> str:
             + ", ".join(parts)
             + "   (* leader)"
         )
+    woken = [run for run in runs if run.get("wakeups_per_request")]
+    if woken:
+        lines.append("")
+        lines.append("Wake-ups per request (voluntary context switches of the main thread):")
+        for run in woken:
+            parts = [
+                f"{name}{'*' if name == run['leader'] else ''} {value:.2f}"
+                for name, value in run["wakeups_per_request"].items()
+            ]
+            lines.append(f"  {run['clients']}x{run['transfers_per_request']}: " + ", ".join(parts))
     resident = [run for run in runs if run.get("replica_rss_mib")]
     if resident:
         lines.append("")

@@ -33,7 +33,7 @@ from tools.bench.load import (
     run_load_process,
 )
 from tools.bench.stats import percentile
-from tools.cluster.processes import cpu_seconds, resident_bytes, stop_process
+from tools.cluster.processes import cpu_seconds, resident_bytes, stop_process, wakeups
 
 prog = "ledgerpaxos-bench"
 
@@ -358,14 +358,17 @@ async def _sample_window(
 ) -> dict[str, Any]:
     """CPU and fsync counters at the start and the end of the window; progress between."""
 
-    async def counters() -> tuple[float, dict[str, float | None], dict[str, dict[str, Any]]]:
+    async def counters() -> tuple[
+        float, dict[str, float | None], dict[str, dict[str, Any]], dict[str, int | None]
+    ]:
         pids = {**replica_pids, "bench": os.getpid()}
         for i, pid in enumerate(workers.pids):
             pids[f"load{i}"] = pid
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        woken = {name: wakeups(pid) for name, pid in pids.items()}
         at = time.monotonic()
         views = await ask_all(config, ControlOp.print_view)
-        return at, cpu, views
+        return at, cpu, views, woken
 
     await trio.sleep(max(0.0, start_at - time.monotonic()))
     profilers = _start_profilers(replica_pids, workers.pids, end_at - start_at, progress.label)
@@ -458,8 +461,15 @@ def _figures(
         buckets[min(len(buckets) - 1, int((at - start_at) / timeline_bucket_s))] += 1
     timeline = [count * transfers_per_request / timeline_bucket_s for count in buckets]
 
-    at1, cpu1, views1 = samples["first"]
-    at2, cpu2, views2 = samples["second"]
+    at1, cpu1, views1, woken1 = samples["first"]
+    at2, cpu2, views2, woken2 = samples["second"]
+    # The ControlOp.print_view round trips between the two samples wake the
+    # replicas a few times too: noise below one in a thousand requests.
+    wakeups_per_request = {
+        name: (woken2[name] - woken1[name]) / requests
+        for name in woken2
+        if requests and woken1.get(name) is not None and woken2[name] is not None
+    }
     elapsed = at2 - at1
     cpu_s = {}
     cpu_per_1k = {}
@@ -536,6 +546,7 @@ def _figures(
             if size is not None
         },
         "cpu_s_per_1k_transfers": cpu_per_1k,
+        "wakeups_per_request": wakeups_per_request,
         "cpu_count": os.cpu_count(),
         "load_average_before": list(load[0]),
         "load_average_after": list(load[1]),

@@ -20,6 +20,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / _clock_ticks
 
 
+def wakeups(pid: int) -> int | None:
+    """How often the process's main thread (a replica's trio loop) blocked and
+    was woken again: its voluntary context switches (Linux /proc), None if
+    unreadable. On a small machine each costs more than most steps."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def resident_bytes(pid: int) -> int | None:
     """A process's resident memory (VmRSS of Linux /proc), None if unreadable."""
     try:
