@@ -92,13 +92,10 @@ def test_nonsense_arguments_are_refused(argv: list[str]) -> None:
         bench.parse_args(argv)
 
 
-def test_load_processes_follow_the_client_count_unless_forced(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_one_load_process_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LEDGERPAXOS_BENCH_LOAD_PROCESSES", raising=False)
-    assert bench.load_processes_for(1, 1) == 1
-    assert bench.load_processes_for(64, 1) == 2
-    assert bench.load_processes_for(64, 100) == 1
+    assert bench.load_processes_for(1) == 1
+    assert bench.load_processes_for(64) == 1
     monkeypatch.setenv("LEDGERPAXOS_BENCH_LOAD_PROCESSES", "4")
     assert bench.load_processes_for(64) == 4
     assert bench.load_processes_for(2) == 2  # never more processes than clients

@@ -19,9 +19,9 @@ the acknowledged transfers give (the load remembers what every reply said was
 applied; a request never answered may or may not have applied). The exit
 status is 1 if the check fails.
 
-The load runs in separate processes (tools/bench/load.py); how many is
-decided from the clients and request size (see `load_processes_for`) and can be forced
-with the environment variable LEDGERPAXOS_BENCH_LOAD_PROCESSES. With
+The load runs in a separate process (tools/bench/load.py; one, see
+`load_processes_for`); the environment variable LEDGERPAXOS_BENCH_LOAD_PROCESSES
+sets how many. With
 LEDGERPAXOS_BENCH_PYSPY=DIR, py-spy (if installed) samples every replica and
 load process during the window (threads holding the GIL only: Python CPU time) into
 DIR/<run>-<process>.txt (collapsed stacks;

@@ -48,17 +48,18 @@ class BenchError(Exception):
     """The benchmark could not run (no leader, a replica died, bad arguments)."""
 
 
-def load_processes_for(clients: int, transfers_per_request: int = 1) -> int:
+def load_processes_for(clients: int) -> int:
     """How many processes generate the load (measured: see docs/performance.md).
 
-    Small requests cost the generator CPU per request, so many clients with
-    small requests get two processes; big requests are cheap per transfer and
-    one process drives them best. More than two only adds scheduling on a
-    two-core machine."""
+    One, whatever the load, unless LEDGERPAXOS_BENCH_LOAD_PROCESSES says
+    otherwise: on two shared cores a second process did not raise 64 small
+    requests' throughput in interleaved runs but added wake-ups (six pairs
+    at 64 x 1 in the median 3,190 against 2,545/s), and big requests are
+    cheap per transfer anyway. etcd's load is one process too."""
     forced = os.environ.get("LEDGERPAXOS_BENCH_LOAD_PROCESSES")
     if forced:
         return max(1, min(clients, int(forced)))
-    return 2 if clients >= 16 and transfers_per_request < 10 else 1
+    return 1
 
 
 # ---------------------------------------------------------------- talking to replicas
@@ -260,7 +261,7 @@ def run_once(
     `trace_dir`: write there when each request was sent and answered
     (`requests.txt`, for tools/bench/hops.py)."""
     leader = trio.run(wait_for_leader, config, check_alive)
-    processes = load_processes_for(clients, transfers_per_request)
+    processes = load_processes_for(clients)
     # Each client is named like an account, the one it may debit (request
     # numbers start from the clock, so runs on one cluster never collide).
     if clients > len(accounts):
