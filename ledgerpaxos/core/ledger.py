@@ -68,6 +68,13 @@ REASON_OPEN_FOR_OTHERS = "only an operator opens accounts for another client"
 
 TRANSFER_OK = TransferResult(ok=True)  # shared: results are immutable
 
+# The command kinds as module constants: reading a member off the enum class
+# costs about 180 ns in CPython 3.11, several times per command and replica.
+_READ = CommandKind.read
+_REGISTER = CommandKind.register
+_TRANSFER = CommandKind.transfer
+_OPEN = CommandKind.open
+
 _digest_modulus = 2**256
 digest_bytes = 32
 
@@ -255,10 +262,10 @@ class Ledger:
         """A request of the client's session already executed (or older than
         one that was); reads never are, nor requests of another session."""
         kind = command.kind
-        if kind == CommandKind.read:
+        if kind == _READ:
             return False
         entry = self.clients.get(command.client_id)
-        if entry is None or (kind != CommandKind.register and command.session != entry.session):
+        if entry is None or (kind != _REGISTER and command.session != entry.session):
             return False
         return command.request_no <= entry.request_no
 
@@ -275,12 +282,12 @@ class Ledger:
         the ledger does not change."""
         kind = command.kind
         client = command.client_id
-        if kind == CommandKind.read:
+        if kind == _READ:
             return Outcome(balances=self._read(client, command.accounts), slot=slot, index=index)
         if self.is_duplicate(command):
             return None
         entry = self.clients.get(client)
-        if kind == CommandKind.register:
+        if kind == _REGISTER:
             # A new session, numbered by where it executed: no number is ever
             # given twice, so a request of an evicted session is refused even
             # after its client registered again, or after a late duplicate of
@@ -291,13 +298,17 @@ class Ledger:
             outcome = Outcome(slot=slot, index=index)
         elif entry is None or entry.session != command.session:
             return Outcome(evicted=True, slot=slot, index=index)  # refused, not stored
-        elif kind == CommandKind.transfer:
+        elif kind == _TRANSFER:
             session = entry.session
             transfer = self._transfer
-            results = tuple(transfer(t, client) for t in command.transfers)
+            transfers = command.transfers
+            if len(transfers) == 1:  # most requests: no generator
+                results: tuple[TransferResult, ...] = (transfer(transfers[0], client),)
+            else:
+                results = tuple(transfer(t, client) for t in transfers)
             outcome = Outcome(results=results, slot=slot, index=index)
         else:
-            assert kind == CommandKind.open, kind
+            assert kind == _OPEN, kind
             session = entry.session
             owner = command.owner or client
             results = tuple(self._open(a, owner, client) for a in command.accounts)
