@@ -60,7 +60,7 @@ PACKED_CLASSES = sorted(BODY_PACKERS, key=lambda cls: cls.__name__)
 
 def uncached(batch: m.Batch) -> bytes:
     """The packer's own work, not a remembered encoding of the same object."""
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     return encode_batch(batch)
 
 
@@ -195,7 +195,7 @@ def test_body_packer_writes_the_declared_bytes(message_class: type) -> None:
     @CHECK
     @given(message=lst.MESSAGE_STRATEGIES[message_class])
     def check(message: m.Message) -> None:
-        wire.batch._recent.clear()
+        wire.batch.forget_recent()
         data = packer.encode(message)
         assert data == build_value(codec.field, message, "reference")
         assert packer.decode(data) == message == parse_exact(codec.field, data, "reference")
@@ -230,7 +230,7 @@ def test_body_packer_refuses_what_the_declaration_refuses(message_class: type) -
 @CHECK
 @given(record=lst.wal_records())
 def test_record_packer_writes_the_declared_bytes(record: m.WalRecord) -> None:
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     data = wire.encode_record(record)
     assert data == encode_record_reference(record)
     assert wire.decode_record(data) == record == decode_record_reference(data)
@@ -502,12 +502,12 @@ def test_a_decoded_batch_re_encodes_to_the_bytes_it_came_from() -> None:
         for i in range(10)
     )
     frame = frame_of(accept(batch))
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     _, message = wire.decode_frame(frame, cluster_id=1)
     assert isinstance(message, m.Accept)
     record = m.AcceptRecord(entry=m.LogEntry(slot=9, ballot=BALLOT, batch=message.batch))
     remembered = wire.encode_record(record)
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     assert remembered == wire.encode_record(record) == encode_record_reference(record)
 
 
@@ -520,7 +520,7 @@ def test_bytes_that_were_only_encoded_are_decoded_for_real() -> None:
         )
         for i in range(8)
     )
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     record = m.AcceptRecord(entry=m.LogEntry(slot=3, ballot=BALLOT, batch=batch))
     decoded = wire.decode_record(wire.encode_record(record))
     assert isinstance(decoded, m.AcceptRecord)
@@ -537,7 +537,7 @@ def test_a_re_sent_accept_is_decoded_once() -> None:
         for i in range(8)
     )
     frame = frame_of(accept(batch))
-    wire.batch._recent.clear()
+    wire.batch.forget_recent()
     first = wire.decode_frame(frame, cluster_id=1)[1]
     second = wire.decode_frame(frame, cluster_id=1)[1]
     assert isinstance(first, m.Accept) and isinstance(second, m.Accept)
@@ -559,6 +559,48 @@ def test_remembered_batches_are_bounded() -> None:
                 transfers=(TRANSFER,) * 10,
             ),
         )
-        recent.remember_decoded(batch, wire.batch._pack_batch(batch))
+        recent.remember_decoded(batch, wire.batch._pack_batch(batch)[0])
     assert len(recent._by_id) == recent.entries_max
     assert len(recent._by_bytes) == recent.entries_max
+
+
+def test_a_batch_of_client_requests_is_their_bytes_and_counts_as_decoded() -> None:
+    """The leader's batch of its clients' commands is encoded by joining the
+    bytes each request's command came in, exactly what packing gives, and its
+    WAL record's read-back check finds it decoded; a batch holding any command
+    that did not come so is packed and decoded for real."""
+    commands = tuple(
+        m.Command(
+            client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,) * 2
+        )
+        for i in range(6)
+    )
+    wire.batch.forget_recent()
+    arrived = []
+    for command in commands:
+        frame = wire.encode_frame(m.ClientRequest(command=command), cluster_id=1, sender=0)
+        _, request = wire.decode_frame(frame, cluster_id=1)
+        assert isinstance(request, m.ClientRequest) and request.command == command
+        arrived.append(request.command)
+    batch = tuple(arrived)
+    data = wire.batch.encode_batch(batch)
+    assert data == build_value(BatchReference, list(batch), "reference")
+    assert wire.batch.batch_of_bytes(data) is batch  # no decode: these bytes came from the wire
+    record = m.AcceptRecord(entry=m.LogEntry(slot=4, ballot=BALLOT, batch=batch))
+    decoded = wire.decode_record(wire.encode_record(record))
+    assert isinstance(decoded, m.AcceptRecord) and decoded.entry.batch is batch
+    mixed = (*arrived[:3], commands[3])  # the last one was never decoded
+    data = wire.batch.encode_batch(mixed)
+    again = wire.batch.batch_of_bytes(data)
+    assert again == mixed and again is not mixed
+
+
+def test_remembered_commands_are_bounded() -> None:
+    recent = wire.batch._RecentCommands()
+    for i in range(recent.entries_max + 50):
+        command = m.Command(
+            client_id=f"c{i}", request_no=i, kind=m.CommandKind.transfer, transfers=(TRANSFER,)
+        )
+        recent.remember(command, wire.batch.pack_command(command))
+    assert len(recent._by_id) == recent.entries_max
+    assert recent._bytes == sum(len(data) for _, data in recent._by_id.values())

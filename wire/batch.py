@@ -207,15 +207,24 @@ def pack_command(command: Command) -> bytes:
     return b"".join(out)
 
 
-def _pack_batch(batch: Any) -> bytes:
+def _pack_batch(batch: Any) -> tuple[bytes, bool]:
+    """The batch's bytes, and whether every command in it came from bytes
+    it was decoded from (`_recent_commands`): then so did the whole."""
     if not isinstance(batch, tuple | list):
         raise ValueError(f"expected a tuple of commands, found {batch!r}")
     if len(batch) > _commands_max:
         raise ValueError(f"{len(batch)} commands exceed batch_commands_max ({_commands_max})")
     out = [_U32.pack(len(batch))]
+    decoded = True
+    known = _recent_commands.get
     for command in batch:
-        _pack_command(command, out)
-    return b"".join(out)
+        data = known(command)
+        if data is None:
+            decoded = False
+            _pack_command(command, out)
+        else:
+            out.append(data)
+    return b"".join(out), decoded
 
 
 # ---------------------------------------------------------------- struct unpacking
@@ -437,6 +446,69 @@ class _RecentEncodings:
 _recent = _RecentEncodings()
 
 
+class _RecentCommands:
+    """The bytes the leader's most recent client commands were decoded from,
+    by the command object (a client request's body is exactly its command:
+    wire/packed.py remembers it there).
+
+    A leader puts those commands into a batch next: encoding it joins their
+    bytes instead of packing each command again, and the batch counts as
+    decoded from its bytes (`_RecentEncodings`), so the WAL's read-back check
+    of the leader's own record needs no real decode either. Both are exact:
+    a command decodes from its bytes consuming all of them, the layout is
+    self-delimiting and the same at any offset, so a count followed by
+    commands' bytes decodes to those commands; and decoding is canonical (a
+    decoded value re-encodes to the bytes it came from,
+    tests/test_batch_codec.py), so the joined bytes are what packing would
+    give. Bounded: the oldest are forgotten first.
+    """
+
+    entries_max = 4 * constants.batch_commands_max
+    bytes_max = 8 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the storage writer may encode (sync_in_thread)
+        self._by_id: dict[int, tuple[Command, bytes]] = {}
+        self._bytes = 0
+
+    def get(self, command: Command) -> bytes | None:
+        entry = self._by_id.get(id(command))
+        if entry is not None and entry[0] is command:
+            return entry[1]
+        return None
+
+    def remember(self, command: Command, data: bytes) -> None:
+        with self._lock:
+            old = self._by_id.pop(id(command), None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            self._by_id[id(command)] = (command, data)
+            self._bytes += len(data)
+            while len(self._by_id) > self.entries_max or self._bytes > self.bytes_max:
+                _, forgotten = self._by_id.pop(next(iter(self._by_id)))  # the oldest
+                self._bytes -= len(forgotten)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_id.clear()
+            self._bytes = 0
+
+
+_recent_commands = _RecentCommands()
+
+
+def remember_command(command: Command, data: bytes) -> None:
+    """`command` was decoded from exactly `data` (a client request's body)."""
+    _recent_commands.remember(command, data)
+
+
+def forget_recent() -> None:
+    """Forget every remembered encoding and decoding (tests and benchmarks
+    that must measure or check the real work)."""
+    _recent.clear()
+    _recent_commands.clear()
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -444,8 +516,11 @@ def encode_batch(batch: Batch) -> bytes:
     """The encoding of `batch`; ValueError if it does not fit the format."""
     data = _recent.get(batch)
     if data is None:
-        data = _pack_batch(batch)
-        _recent.remember_encoded(batch, data)
+        data, decoded = _pack_batch(batch)
+        if decoded:
+            _recent.remember_decoded(batch, data)
+        else:
+            _recent.remember_encoded(batch, data)
     return data
 
 

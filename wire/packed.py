@@ -44,6 +44,7 @@ from .batch import (
     batch_of_bytes,
     encode_batch,
     pack_command,
+    remember_command,
     unpack_command,
 )
 from .errors import FrameError
@@ -369,8 +370,10 @@ def _pack_client_request(message: Any) -> bytes:
 
 
 def _unpack_client_request(data: bytes, offset: int) -> tuple[m.ClientRequest, int]:
-    command, offset = unpack_command(data, offset)
-    return m.ClientRequest(command=command), offset
+    command, end = unpack_command(data, offset)
+    # The leader puts it into a batch next: its bytes are that batch's (batch.py).
+    remember_command(command, data[offset:end])
+    return m.ClientRequest(command=command), end
 
 
 def _pack_client_reply(message: Any) -> bytes:
