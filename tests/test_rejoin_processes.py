@@ -71,6 +71,22 @@ async def transfers(config: Config, count: int, receiver: str) -> None:
                 assert (await client.transfer("A", receiver, 1)).ok
 
 
+async def holds_what_was_decided(config: Config, victim: str, leader: str) -> None:
+    """Wait until `victim` executed every slot `leader` decided: a follower the
+    leader does not need for a majority gets its slots only with the next
+    heartbeat (core/fanout.py), so right after the transfers its WAL may hold
+    none of them yet."""
+    with trio.fail_after(30):
+        decided = (await replicas.ask(config, leader, ControlOp.print_view, timeout_s=2))[
+            "commit_slot"
+        ]
+        while True:
+            view = await replicas.ask(config, victim, ControlOp.print_view, timeout_s=2)
+            if view["executed_slot"] >= decided:
+                return
+            await trio.sleep(0.05)
+
+
 async def rejoins_and_decides(launcher: Launcher, victim: str, other: str) -> dict[str, int]:
     """`victim` was started again: it rejoins, then with `other` gone its vote
     is needed for a transfer; every replica left holds the same balances."""
@@ -140,6 +156,7 @@ async def test_a_flipped_byte_in_the_middle_of_the_wal_is_repaired_and_the_repli
         leader = await replicas.wait_for_leader(config, timeout_s=30)
         victim, other = [n for n in config.node_ids if n != leader]
         await transfers(config, 12, "B")
+        await holds_what_was_decided(config, victim, leader)  # records after the flipped one
 
         launcher.crash(victim)
         directory = trio.Path(config.data_dir_for(victim))
