@@ -10,6 +10,8 @@ from ledgerpaxos.core import Ready
 from ledgerpaxos.core.messages import (
     Accept,
     Accepted,
+    AcceptedMany,
+    AcceptMany,
     AcceptRecord,
     Ballot,
     ClientReply,
@@ -236,6 +238,22 @@ def test_the_audit_knows_what_each_fsync_made_durable() -> None:
     audit.check_send("n2", Accepted(ballot=b2, slot=9, digest=bytes(16)))
     with pytest.raises(UnpersistedSend):
         audit.check_send("n2", Accepted(ballot=b2, slot=10, digest=bytes(16)))
+
+
+def test_the_audit_checks_each_vote_of_an_accepted_many_and_an_accept_manys_promise() -> None:
+    audit = DurableAudit(Recovered.empty())
+    many = AcceptMany(
+        ballot=B, entries=(entry(1), entry(2)), commit_slot=0, commit_chain=bytes(16), purge_slot=0
+    )
+    with pytest.raises(UnpersistedSend, match="AcceptMany"):
+        audit.check_send("n2", many)  # a proposal: not before the promise of its ballot
+    audit.synced([PromiseRecord(ballot=B), AcceptRecord(entry=entry(1))])
+    audit.check_send("n2", many)
+    votes = AcceptedMany(ballot=B, votes=((1, bytes(16)), (2, bytes(16))))
+    with pytest.raises(UnpersistedSend, match=r"AcceptedMany .* slot 2 "):
+        audit.check_send("n1", votes)  # slot 2's acceptance is not on disk yet
+    audit.synced([AcceptRecord(entry=entry(2))])
+    audit.check_send("n1", votes)
 
 
 def test_the_audit_starts_from_what_recovery_found_and_stays_bounded() -> None:
