@@ -370,7 +370,50 @@ def unpack_batch(data: bytes, offset: int) -> tuple[Batch, int]:
 # ---------------------------------------------------------------- recent encodings
 
 
-class _RecentEncodings:
+class _BytesByIdentity:
+    """Bytes remembered for the very objects they belong to (object -> bytes,
+    by identity), the oldest forgotten first beyond `entries_max` entries or
+    `bytes_max` bytes. Holding the object keeps its id from being reused while
+    the entry lives. Used from the core loop and the storage writer
+    (sync_in_thread), hence the lock."""
+
+    entries_max: int
+    bytes_max: int
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[int, tuple[Any, bytes]] = {}
+        self._bytes = 0
+
+    def get(self, value: Any) -> bytes | None:
+        """The bytes of this very object, if remembered."""
+        entry = self._by_id.get(id(value))
+        if entry is not None and entry[0] is value:
+            return entry[1]
+        return None
+
+    def _put(self, value: Any, data: bytes) -> None:
+        """Remember (then `_evict`); the caller holds the lock."""
+        old = self._by_id.pop(id(value), None)
+        if old is not None:
+            self._forget(old)
+        self._by_id[id(value)] = (value, data)
+        self._bytes += len(data)
+
+    def _evict(self) -> None:
+        while len(self._by_id) > self.entries_max or self._bytes > self.bytes_max:
+            self._forget(self._by_id.pop(next(iter(self._by_id))))  # the oldest
+
+    def _forget(self, entry: tuple[Any, bytes]) -> None:
+        self._bytes -= len(entry[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_id.clear()
+            self._bytes = 0
+
+
+class _RecentEncodings(_BytesByIdentity):
     """The few most recent batches and their bytes, found either way.
 
     By identity (batch object -> bytes), for any batch encoded or decoded
@@ -384,26 +427,15 @@ class _RecentEncodings:
     rewrites the log. Bytes that only came from an encode are never answers
     to a decode: the WAL's check of a freshly encoded record is a real decode.
 
-    Values are immutable, so sharing them is safe; holding the batch keeps its
-    id from being reused while the entry lives. Used from the core loop and
-    the storage writer, hence the lock.
+    Values are immutable, so sharing them is safe.
     """
 
     entries_max = 4 * constants.pipeline_slots_max
     bytes_max = 32 * 1024 * 1024
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_id: dict[int, tuple[Batch, bytes]] = {}
+        super().__init__()
         self._by_bytes: dict[bytes, Batch] = {}
-        self._bytes = 0
-
-    def get(self, batch: Batch) -> bytes | None:
-        """The encoding of this very batch object, if remembered."""
-        entry = self._by_id.get(id(batch))
-        if entry is not None and entry[0] is batch:
-            return entry[1]
-        return None
 
     def find(self, data: bytes) -> Batch | None:
         """The batch that decoding exactly `data` gave, if remembered."""
@@ -411,42 +443,34 @@ class _RecentEncodings:
             return self._by_bytes.get(data)
 
     def remember_encoded(self, batch: Batch, data: bytes) -> None:
-        self._remember(batch, data, decoded=False)
+        with self._lock:
+            self._put(batch, data)
+            self._evict()
 
     def remember_decoded(self, batch: Batch, data: bytes) -> None:
-        self._remember(batch, data, decoded=True)
-
-    def _remember(self, batch: Batch, data: bytes, *, decoded: bool) -> None:
         # Small batches too: decoding even a one-transfer batch again (the
         # WAL's read-back check) costs more than remembering it.
         with self._lock:
-            old = self._by_id.pop(id(batch), None)
-            if old is not None:
-                self._forget(old)
-            self._by_id[id(batch)] = (batch, data)
-            self._bytes += len(data)
-            if decoded:
-                self._by_bytes[data] = batch
-            while len(self._by_id) > self.entries_max or self._bytes > self.bytes_max:
-                self._forget(self._by_id.pop(next(iter(self._by_id))))  # the oldest
+            self._put(batch, data)
+            self._by_bytes[data] = batch
+            self._evict()
 
-    def _forget(self, entry: tuple[Batch, bytes]) -> None:
+    def _forget(self, entry: tuple[Any, bytes]) -> None:
+        super()._forget(entry)
         batch, data = entry
-        self._bytes -= len(data)
         if self._by_bytes.get(data) is batch:
             del self._by_bytes[data]
 
     def clear(self) -> None:
         with self._lock:
-            self._by_id.clear()
             self._by_bytes.clear()
-            self._bytes = 0
+        super().clear()
 
 
 _recent = _RecentEncodings()
 
 
-class _RecentCommands:
+class _RecentCommands(_BytesByIdentity):
     """The bytes the leader's most recent client commands were decoded from,
     by the command object (a client request's body is exactly its command:
     wire/packed.py remembers it there).
@@ -466,32 +490,10 @@ class _RecentCommands:
     entries_max = 4 * constants.batch_commands_max
     bytes_max = 8 * 1024 * 1024
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # the storage writer may encode (sync_in_thread)
-        self._by_id: dict[int, tuple[Command, bytes]] = {}
-        self._bytes = 0
-
-    def get(self, command: Command) -> bytes | None:
-        entry = self._by_id.get(id(command))
-        if entry is not None and entry[0] is command:
-            return entry[1]
-        return None
-
     def remember(self, command: Command, data: bytes) -> None:
         with self._lock:
-            old = self._by_id.pop(id(command), None)
-            if old is not None:
-                self._bytes -= len(old[1])
-            self._by_id[id(command)] = (command, data)
-            self._bytes += len(data)
-            while len(self._by_id) > self.entries_max or self._bytes > self.bytes_max:
-                _, forgotten = self._by_id.pop(next(iter(self._by_id)))  # the oldest
-                self._bytes -= len(forgotten)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_id.clear()
-            self._bytes = 0
+            self._put(command, data)
+            self._evict()
 
 
 _recent_commands = _RecentCommands()
@@ -538,7 +540,7 @@ def batch_at(data: bytes, offset: int) -> tuple[Batch, int]:
     follower writes each entry of an AcceptMany to its WAL next, and the
     WAL's read-back check finds it decoded already."""
     batch, end = unpack_batch(data, offset)
-    _recent.remember_decoded(batch, bytes(data[offset:end]))
+    _recent.remember_decoded(batch, data[offset:end])
     return batch, end
 
 

@@ -276,11 +276,16 @@ def _unpack_balances(data: bytes, offset: int) -> tuple[tuple[tuple[str, int], .
     return tuple(pairs), offset
 
 
-def _unpack_outcome(data: bytes, offset: int) -> tuple[m.Outcome, int]:
+def _unpack_count(data: bytes, offset: int, count_max: int, what: str) -> tuple[int, int]:
+    """A u32 element count, refused above `count_max` before any element is read."""
     (count,) = _U32.unpack_from(data, offset)
-    if count > _results_max:
-        raise FrameError(f"result count {count} failed validation (at most {_results_max})")
-    offset += 4
+    if count > count_max:
+        raise FrameError(f"{what} count {count} failed validation (at most {count_max})")
+    return count, offset + 4
+
+
+def _unpack_outcome(data: bytes, offset: int) -> tuple[m.Outcome, int]:
+    count, offset = _unpack_count(data, offset, _results_max, "result")
     results: list[m.TransferResult] = []
     append = results.append
     for _ in range(count):
@@ -434,15 +439,25 @@ def _unpack_accepted(data: bytes, offset: int) -> tuple[m.Accepted, int]:
     return m.Accepted(ballot=_ballot(round_, node), slot=slot, digest=digest), end
 
 
+def _pack_commit_point(message: Any) -> bytes:
+    """Ballot, commit slot, purge slot and commit chain: a Heartbeat's whole
+    body, and the head of an AcceptMany's."""
+    round_, node = _pack_ballot(message.ballot)
+    head = _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot)
+    return head + _pack_digest(message.commit_chain, "commit chain")
+
+
+def _unpack_commit_point(data: bytes, offset: int) -> tuple[m.Ballot, int, int, bytes, int]:
+    """(ballot, commit slot, purge slot, commit chain, the offset after them)."""
+    round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
+    chain, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
+    return _ballot(round_, node), commit_slot, purge_slot, chain, end
+
+
 def _pack_accept_many(message: Any) -> bytes:
     _check(message, m.AcceptMany)
-    round_, node = _pack_ballot(message.ballot)
     count = _sequence_length(message.entries, "entries", _many_max, "accept_many_slots_max")
-    out = [
-        _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot),
-        _pack_digest(message.commit_chain, "commit chain"),
-        _U32.pack(count),
-    ]
+    out = [_pack_commit_point(message), _U32.pack(count)]
     for entry in message.entries:
         _check(entry, m.LogEntry)
         out.append(_SLOT_BALLOT.pack(entry.slot, *_pack_ballot(entry.ballot)))
@@ -451,13 +466,8 @@ def _pack_accept_many(message: Any) -> bytes:
 
 
 def _unpack_accept_many(data: bytes, offset: int) -> tuple[m.AcceptMany, int]:
-    round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
-    ballot = _ballot(round_, node)
-    chain, offset = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
-    (count,) = _U32.unpack_from(data, offset)
-    if count > _many_max:
-        raise FrameError(f"entry count {count} failed validation (at most {_many_max})")
-    offset += 4
+    ballot, commit_slot, purge_slot, chain, offset = _unpack_commit_point(data, offset)
+    count, offset = _unpack_count(data, offset, _many_max, "entry")
     entries = []
     for _ in range(count):
         slot, entry_round, entry_node = _SLOT_BALLOT.unpack_from(data, offset)
@@ -489,10 +499,7 @@ def _pack_accepted_many(message: Any) -> bytes:
 def _unpack_accepted_many(data: bytes, offset: int) -> tuple[m.AcceptedMany, int]:
     round_, node = _BALLOT.unpack_from(data, offset)
     ballot = _ballot(round_, node)
-    (count,) = _U32.unpack_from(data, offset + _BALLOT.size)
-    if count > _many_max:
-        raise FrameError(f"vote count {count} failed validation (at most {_many_max})")
-    offset += _BALLOT.size + 4
+    count, offset = _unpack_count(data, offset + _BALLOT.size, _many_max, "vote")
     votes = []
     for _ in range(count):
         (slot,) = _U64.unpack_from(data, offset)
@@ -503,16 +510,13 @@ def _unpack_accepted_many(data: bytes, offset: int) -> tuple[m.AcceptedMany, int
 
 def _pack_heartbeat(message: Any) -> bytes:
     _check(message, m.Heartbeat)
-    round_, node = _pack_ballot(message.ballot)
-    head = _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot)
-    return head + _pack_digest(message.commit_chain, "commit chain")
+    return _pack_commit_point(message)
 
 
 def _unpack_heartbeat(data: bytes, offset: int) -> tuple[m.Heartbeat, int]:
-    round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
-    chain, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
+    ballot, commit_slot, purge_slot, chain, end = _unpack_commit_point(data, offset)
     heartbeat = m.Heartbeat(
-        ballot=_ballot(round_, node),
+        ballot=ballot,
         commit_slot=commit_slot,
         commit_chain=chain,
         purge_slot=purge_slot,

@@ -163,7 +163,7 @@ def _send_entries(core: Core, peer: str, entries: list[LogEntry]) -> None:
         entries=tuple(entries),
         commit_slot=upto,
         commit_chain=chain,
-        purge_slot=min(core.purge_slot, upto),  # core/validation.py refuses it above
+        purge_slot=_purge_point(core, upto),
     )
     core.send(peer, many)
 
@@ -177,5 +177,11 @@ def accept(core: Core, slot: int, batch: Batch, commit_slot: int, chain: bytes) 
         batch=batch,
         commit_slot=commit_slot,
         commit_chain=chain,
-        purge_slot=min(core.purge_slot, commit_slot),  # core/validation.py refuses it above
+        purge_slot=_purge_point(core, commit_slot),
     )
+
+
+def _purge_point(core: Core, commit_slot: int) -> int:
+    """The purge point a proposal announcing `commit_slot` names: never above
+    it (core/validation.py refuses that)."""
+    return min(core.purge_slot, commit_slot)

@@ -17,6 +17,7 @@ follower of their sender when they carry a ballot it may not refuse).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ledgerpaxos.core import catchup, clients, digests, election, execution
@@ -77,11 +78,7 @@ def on_accept_many(core: Core, m: AcceptMany, sender: str) -> None:
     one vote naming all we hold, the commit point once they are all in."""
     if not accept_leader(core, m.ballot, sender):
         return
-    votes = []
-    for entry in m.entries:  # each of ballot m.ballot (core/validation.py)
-        held = accept_entry(core, entry, sender)
-        if held is not None:
-            votes.append((entry.slot, held.digest))
+    votes = accept_entries(core, m.entries, sender)
     if votes:
         core.send(sender, AcceptedMany(ballot=m.ballot, votes=tuple(votes)))
     learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
@@ -90,11 +87,20 @@ def on_accept_many(core: Core, m: AcceptMany, sender: str) -> None:
 def on_new_view(core: Core, m: NewView, sender: str) -> None:
     if not accept_leader(core, m.ballot, sender):
         return
-    for entry in m.entries:  # each of ballot m.ballot (core/validation.py)
+    for slot, digest in accept_entries(core, m.entries, sender):
+        core.send(sender, Accepted(ballot=m.ballot, slot=slot, digest=digest))
+    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
+
+
+def accept_entries(core: Core, entries: Iterable[LogEntry], sender: str) -> list[tuple[int, bytes]]:
+    """Accept each of `entries` (each of the message's ballot: core/validation.py);
+    the (slot, digest) vote for each one held."""
+    votes = []
+    for entry in entries:
         held = accept_entry(core, entry, sender)
         if held is not None:
-            core.send(sender, Accepted(ballot=m.ballot, slot=entry.slot, digest=held.digest))
-    learn_commit(core, m.commit_slot, m.commit_chain, m.purge_slot)
+            votes.append((entry.slot, held.digest))
+    return votes
 
 
 def on_heartbeat(core: Core, m: Heartbeat, sender: str) -> None:

@@ -203,8 +203,8 @@ def on_accepted_many(core: Core, m: AcceptedMany, sender: str) -> None:
         return  # ignore: from an earlier view
     core.peer_heard[sender].mark(core.now)
     for slot, digest in m.votes:
-        if core.role != Role.leader:
-            return  # one vote for another value made us prepare again (on_other_value)
+        # After a vote for another value made us prepare again (on_other_value)
+        # no slot has voters left: the rest count for nothing.
         _count_vote(core, slot, digest, sender)
 
 

@@ -57,6 +57,15 @@ def render_accounts_sweep(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _per_process(run: dict[str, Any], values: dict[str, float], decimals: int) -> str:
+    """One line of a figure per process of `run`, the leader starred."""
+    parts = [
+        f"{name}{'*' if name == run['leader'] else ''} {value:.{decimals}f}"
+        for name, value in values.items()
+    ]
+    return f"  {run['clients']}x{run['transfers_per_request']}: " + ", ".join(parts)
+
+
 def render_table(runs: list[dict[str, Any]]) -> str:
     first = runs[0]
     commit = first["commit"][:12] + (
@@ -93,27 +102,14 @@ def render_table(runs: list[dict[str, Any]]) -> str:
     lines.append("")
     lines.append("CPU seconds per 1,000 transfers, per process (followers: mean above):")
     for run in runs:
-        cpu = run["cpu_s_per_1k_transfers"]
-        parts = [
-            f"{name}{'*' if name == run['leader'] else ''} {value:.3f}"
-            for name, value in cpu.items()
-            if name != "bench (all)"
-        ]
-        lines.append(
-            f"  {run['clients']}x{run['transfers_per_request']}: "
-            + ", ".join(parts)
-            + "   (* leader)"
-        )
+        cpu = {k: v for k, v in run["cpu_s_per_1k_transfers"].items() if k != "bench (all)"}
+        lines.append(_per_process(run, cpu, 3) + "   (* leader)")
     woken = [run for run in runs if run.get("wakeups_per_request")]
     if woken:
         lines.append("")
         lines.append("Wake-ups per request (voluntary context switches of the main thread):")
         for run in woken:
-            parts = [
-                f"{name}{'*' if name == run['leader'] else ''} {value:.2f}"
-                for name, value in run["wakeups_per_request"].items()
-            ]
-            lines.append(f"  {run['clients']}x{run['transfers_per_request']}: " + ", ".join(parts))
+            lines.append(_per_process(run, run["wakeups_per_request"], 2))
     resident = [run for run in runs if run.get("replica_rss_mib")]
     if resident:
         lines.append("")

@@ -20,30 +20,29 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / _clock_ticks
 
 
-def wakeups(pid: int) -> int | None:
-    """How often the process's main thread (a replica's trio loop) blocked and
-    was woken again: its voluntary context switches (Linux /proc), None if
-    unreadable. On a small machine each costs more than most steps."""
+def _status_number(pid: int, field: bytes) -> int | None:
+    """The first number of `field` in /proc/<pid>/status, None if unreadable."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"voluntary_ctxt_switches:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return None
 
 
+def wakeups(pid: int) -> int | None:
+    """How often the process's main thread (a replica's trio loop) blocked and
+    was woken again: its voluntary context switches (Linux /proc), None if
+    unreadable. On a small machine each costs more than most steps."""
+    return _status_number(pid, b"voluntary_ctxt_switches:")
+
+
 def resident_bytes(pid: int) -> int | None:
     """A process's resident memory (VmRSS of Linux /proc), None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
-    except OSError:
-        pass
-    return None
+    kib = _status_number(pid, b"VmRSS:")
+    return None if kib is None else kib * 1024  # reported in kB
 
 
 def stop_process(process: Any, grace_s: float) -> None:
