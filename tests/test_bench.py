@@ -28,7 +28,7 @@ from ledgerpaxos.runtime import Replica, RuntimeOptions
 from ledgerpaxos.storage.identity import Start
 from ledgerpaxos.testing.network import MemoryNetwork
 from tools.bench import cli as bench
-from tools.bench import hops, report, versus_etcd
+from tools.bench import hops, report, versus_etcd, wakeprobe
 from tools.bench import profile as bench_profile
 from tools.bench.cluster import TRACER, account_names, initial_balance_for
 from tools.bench.load import LoadResult, acknowledged_mismatches, transfer_pool
@@ -698,3 +698,30 @@ def test_a_traced_run_writes_each_requests_send_and_reply_in_ns(tmp_path: Path) 
         "req 2000000000 2500000000",
         "req 2750000000 3000000000",
     ]
+
+
+def test_the_wake_probe_measures_each_loop_and_footprint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = wakeprobe.probe([0.0, 0.001], rounds=wakeprobe.WARMUP_ROUNDS + 3)
+    assert [(r["loop"], r["objects"], r["gap_ms"]) for r in rows] == [
+        *(("epoll", n, gap) for n in wakeprobe.OBJECTS for gap in (0.0, 1.0)),
+        ("trio", 0, 0.0),
+        ("trio", 0, 1.0),
+    ]
+    assert all(isinstance(r["cpu_us"], float) and r["cpu_us"] >= 0 for r in rows)
+    table = wakeprobe.render(rows).splitlines()
+    assert table[1].split() == ["loop", "objects", "0", "ms", "1", "ms"]
+    assert [line.split()[:2] for line in table[2:]] == [
+        ["epoll", "0"],
+        ["epoll", "1,000"],
+        ["epoll", "4,000"],
+        ["trio", "0"],
+    ]
+    with pytest.raises(SystemExit):
+        wakeprobe.main(["--gaps-ms", "fast"])
+    with pytest.raises(SystemExit):
+        wakeprobe.main(["--rounds", str(wakeprobe.WARMUP_ROUNDS)])
+    with pytest.raises(ValueError, match="rounds"):
+        wakeprobe.wake_cost_s(gap_s=0, objects=0, rounds=1, loop="epoll")
+    capsys.readouterr()
