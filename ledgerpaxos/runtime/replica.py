@@ -66,7 +66,6 @@ from ledgerpaxos.core.messages import (
     PeerMessage,
     Snapshot,
 )
-from ledgerpaxos.core.timers import soonest
 from ledgerpaxos.host import ReadyExecutor, Waiters
 from ledgerpaxos.runtime import control
 from ledgerpaxos.runtime.connections import (
@@ -250,7 +249,7 @@ class Replica:
         self._suppressed: dict[str, int] = {}
         self._poller: Poller | None = None  # while running, where epoll exists
         # Logical time of the current core (runtime/ticks.py), and the tick
-        # task's sleep, which a step moves sooner when it makes a tick due.
+        # task's sleep, which every step moves to the tick then due.
         self._clock: TickClock | None = None
         self._tick_sleep: trio.CancelScope | None = None
         self.tick_wakeups = 0  # times the tick task woke (tests, docs/performance.md)
@@ -476,8 +475,7 @@ class Replica:
                 await trio.sleep(constants.tick_ms / 1000)
                 continue
             assert self._clock is not None
-            # At most a heartbeat's ticks at a time: see runtime/ticks.py.
-            due = soonest(self.core.ticks_until_due(), self.settings.heartbeat_ticks)
+            due = self._ticks_until_wake()
             with trio.CancelScope(deadline=self._clock.schedule(due)) as sleep:
                 self._tick_sleep = sleep
                 await trio.sleep_forever()
@@ -489,12 +487,22 @@ class Replica:
             else:
                 await self._to_inbox(_TICK)
 
-    def _tick_sooner(self) -> None:
-        """After a step: wake the tick task sooner if the core now has a tick
-        due before the one it sleeps until."""
+    def _ticks_until_wake(self) -> int:
+        """The core's next due tick, but at most a heartbeat's ticks and one
+        from the last given, and fewer than an election timeout's (a config
+        with a heartbeat just over a tick and a timeout just over two may
+        leave no room for the one): see runtime/ticks.py."""
+        settings = self.settings
+        most = min(settings.heartbeat_ticks + 1, settings.election_timeout_ticks_min - 1)
+        due = self.core.ticks_until_due()
+        return most if due is None else min(due, most)
+
+    def _reschedule_tick(self) -> None:
+        """After a step: the tick task sleeps until the tick now due, sooner
+        or later than before (a heartbeat a follower heard puts its wake off)."""
         sleep, clock = self._tick_sleep, self._clock
         if sleep is not None and clock is not None:
-            wake_at = clock.sooner(self.core.ticks_until_due())
+            wake_at = clock.reschedule(self._ticks_until_wake())
             if wake_at is not None:
                 sleep.deadline = wake_at
 
@@ -586,7 +594,7 @@ class Replica:
             return
         if self.paused is not None:
             return  # what the old core asks for is dropped with it
-        self._tick_sooner()
+        self._reschedule_tick()
         self._write_snapshot_later(ready)
         executor = self.executor
         try:
@@ -612,7 +620,7 @@ class Replica:
             self._pause_if_disk_full(error)
         # Only now: nothing else runs before it, and the Accepts and the reply
         # leave ticks_until_due's cost earlier (docs/performance.md).
-        self._tick_sooner()
+        self._reschedule_tick()
         executed = self._execute_committed()
         if executed is not None:
             self.carry_out_now(executed)

@@ -2,11 +2,14 @@
 
 The core counts time in ticks (constants.tick_ms) and says how many ticks
 from now the first one that may do something is (Core.ticks_until_due). The
-replica's tick task sleeps until then, but at most a heartbeat's ticks,
-instead of waking every tick_ms: an idle follower, or a leader between
-heartbeats, wakes 20 times a second instead of 100 (a wake-up of the loop
-costs a few hundred microseconds of CPU on a small virtual machine,
-docs/performance.md).
+replica's tick task sleeps until then, but at most a heartbeat's ticks and
+one, counted from the last tick given to the core: every step moves the wake
+to what the core then says, sooner or later. So a leader wakes for its
+heartbeats, 20 times a second instead of 100, and a follower that hears them
+on time never wakes for a tick at all (the one tick more covers the part of a
+tick already gone when a heartbeat is stepped). A wake-up of the loop costs a
+few hundred microseconds of CPU on a small virtual machine
+(docs/performance.md).
 
 The ticks slept through still happen, lazily: before anything else is
 stepped the replica gives the core every tick that real time has reached
@@ -20,8 +23,9 @@ stalled would, on waking, count the whole stall toward its election
 timeout before reading the heartbeats waiting in its sockets, and stand for
 no reason. A frame stepped first after a stall sees the tick just before
 the due one, which comes a tick later; else the tick task gives it. As the task
-sleeps at most a heartbeat's ticks, a stall moves logical time on by at
-most that many (a ticker: by one), less than any election timeout.
+sleeps at most a heartbeat's ticks and one past the last tick given, a stall
+moves logical time on by at most that many (a ticker: by one), less than any
+election timeout (the one more only where it stays below: runtime/replica.py).
 """
 
 from __future__ import annotations
@@ -67,13 +71,12 @@ class TickClock:
         self.wake_tick = None if due is None else self.given + due
         return self.wake_at()
 
-    def sooner(self, due: int | None) -> float | None:
-        """A step made a tick due sooner than the one slept until: the new
-        time to wake at; None when the sleep stands."""
-        if due is None:
-            return None
-        tick = self.given + due
-        if self.wake_tick is not None and tick >= self.wake_tick:
+    def reschedule(self, due: int | None) -> float | None:
+        """After a step: sleep until `due` ticks from the last one given
+        instead, sooner or later; the new time to wake at, None when the
+        tick slept until stays the same."""
+        tick = None if due is None else self.given + due
+        if tick == self.wake_tick:
             return None
         self.wake_tick = tick
         return self.wake_at()
