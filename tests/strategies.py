@@ -177,6 +177,18 @@ control_ops = st.sampled_from(list(m.ControlOp))
 
 def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.SearchStrategy]:
     """One strategy per message class."""
+
+    def entries_with_commit_point(message_class: type) -> st.SearchStrategy:
+        # NewView and AcceptMany: the same fields
+        return st.builds(
+            message_class,
+            ballot=ballots(),
+            entries=entry_tuples(accounts),
+            commit_slot=slots,
+            commit_chain=chains,
+            purge_slot=slots,
+        )
+
     return {
         m.PreVote: st.builds(m.PreVote, ballot=ballots()),
         m.PreVoteReply: st.builds(m.PreVoteReply, ballot=ballots(), granted=st.booleans()),
@@ -197,23 +209,9 @@ def message_strategies(accounts: Sequence[str] | None = None) -> dict[type, st.S
             commit_chain=chains,
             purge_slot=slots,
         ),
-        m.NewView: st.builds(
-            m.NewView,
-            ballot=ballots(),
-            entries=entry_tuples(accounts),
-            commit_slot=slots,
-            commit_chain=chains,
-            purge_slot=slots,
-        ),
+        m.NewView: entries_with_commit_point(m.NewView),
         m.Accepted: st.builds(m.Accepted, ballot=ballots(), slot=slots, digest=chains),
-        m.AcceptMany: st.builds(
-            m.AcceptMany,
-            ballot=ballots(),
-            entries=entry_tuples(accounts),
-            commit_slot=slots,
-            commit_chain=chains,
-            purge_slot=slots,
-        ),
+        m.AcceptMany: entries_with_commit_point(m.AcceptMany),
         m.AcceptedMany: st.builds(
             m.AcceptedMany,
             ballot=ballots(),

@@ -183,8 +183,9 @@ class Mutator:
                 commit_chain=self.digest(),
                 purge_slot=self.view.checkpoint_slot,
             )
-        if kind == 5:
-            return m.NewView(
+        if kind in (5, 13):  # the same fields: a new view, a lazy follower's backlog
+            many = m.NewView if kind == 5 else m.AcceptMany
+            return many(
                 ballot=self.ballot(),
                 entries=self.entries(),
                 commit_slot=self.slot(),
@@ -209,17 +210,6 @@ class Mutator:
                 checkpoint_slot=self.view.checkpoint_slot,
                 checkpoint_digest=rng.randbytes(32),
             )
-        if kind == 13:
-            return m.AcceptMany(
-                ballot=self.ballot(),
-                entries=self.entries(),
-                commit_slot=self.slot(),
-                commit_chain=self.digest(),
-                purge_slot=self.view.checkpoint_slot,
-            )
-        if kind == 14:
-            votes = tuple((self.slot(), self.digest()) for _ in range(rng.randint(0, 3)))
-            return m.AcceptedMany(ballot=self.ballot(), votes=votes)
         if kind == 10:
             return m.CatchupRequest(after_slot=self.slot(), nonce=self.integer(0))
         if kind == 11:
@@ -229,7 +219,10 @@ class Mutator:
                 chain=self.digest(),
                 nonce=self.integer(0),
             )
-        return m.InstallCheckpoint(snapshot=self.snapshot(), nonce=self.integer(0))
+        if kind == 14:
+            votes = tuple((self.slot(), self.digest()) for _ in range(rng.randint(0, 3)))
+            return m.AcceptedMany(ballot=self.ballot(), votes=votes)
+        return m.InstallCheckpoint(snapshot=self.snapshot(), nonce=self.integer(0))  # 12
 
     def client_message(self, client_id: str) -> m.ClientRequest | m.ControlRequest:
         if self.rng.random() < 0.1:

@@ -392,6 +392,12 @@ class _BytesByIdentity:
             return entry[1]
         return None
 
+    def remember(self, value: Any, data: bytes) -> None:
+        """`data` belongs to this very object."""
+        with self._lock:
+            self._put(value, data)
+            self._evict()
+
     def _put(self, value: Any, data: bytes) -> None:
         """Remember (then `_evict`); the caller holds the lock."""
         old = self._by_id.pop(id(value), None)
@@ -442,10 +448,7 @@ class _RecentEncodings(_BytesByIdentity):
         with self._lock:
             return self._by_bytes.get(data)
 
-    def remember_encoded(self, batch: Batch, data: bytes) -> None:
-        with self._lock:
-            self._put(batch, data)
-            self._evict()
+    remember_encoded = _BytesByIdentity.remember  # by identity only: never an answer to a decode
 
     def remember_decoded(self, batch: Batch, data: bytes) -> None:
         # Small batches too: decoding even a one-transfer batch again (the
@@ -489,11 +492,6 @@ class _RecentCommands(_BytesByIdentity):
 
     entries_max = 4 * constants.batch_commands_max
     bytes_max = 8 * 1024 * 1024
-
-    def remember(self, command: Command, data: bytes) -> None:
-        with self._lock:
-            self._put(command, data)
-            self._evict()
 
 
 _recent_commands = _RecentCommands()

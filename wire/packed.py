@@ -53,7 +53,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _BALLOT_SLOT = struct.Struct(">QBQ")  # Accepted
-_BALLOT_2_SLOTS = struct.Struct(">QBQQ")  # Heartbeat; HeartbeatAck without its digest
+_BALLOT_2_SLOTS = struct.Struct(">QBQQ")  # _pack_2_slots_digest without its digest
 _BALLOT_3_SLOTS = struct.Struct(">QBQQQ")  # Accept without its batch
 _BALLOT = struct.Struct(">QB")  # AcceptedMany before its votes
 _SLOT_BALLOT = struct.Struct(">QQB")  # a log entry before its batch
@@ -439,19 +439,37 @@ def _unpack_accepted(data: bytes, offset: int) -> tuple[m.Accepted, int]:
     return m.Accepted(ballot=_ballot(round_, node), slot=slot, digest=digest), end
 
 
+def _pack_2_slots_digest(ballot: Any, first: int, second: int, digest: Any, what: str) -> bytes:
+    """A ballot, two slots and a digest: the layout of a Heartbeat (its commit
+    point), of the head of an AcceptMany and of a HeartbeatAck."""
+    round_, node = _pack_ballot(ballot)
+    return _BALLOT_2_SLOTS.pack(round_, node, first, second) + _pack_digest(digest, what)
+
+
+def _unpack_2_slots_digest(
+    data: bytes, offset: int, what: str
+) -> tuple[m.Ballot, int, int, bytes, int]:
+    """(ballot, first slot, second slot, digest, the offset after them)."""
+    round_, node, first, second = _BALLOT_2_SLOTS.unpack_from(data, offset)
+    digest, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, what)
+    return _ballot(round_, node), first, second, digest, end
+
+
 def _pack_commit_point(message: Any) -> bytes:
     """Ballot, commit slot, purge slot and commit chain: a Heartbeat's whole
     body, and the head of an AcceptMany's."""
-    round_, node = _pack_ballot(message.ballot)
-    head = _BALLOT_2_SLOTS.pack(round_, node, message.commit_slot, message.purge_slot)
-    return head + _pack_digest(message.commit_chain, "commit chain")
+    return _pack_2_slots_digest(
+        message.ballot,
+        message.commit_slot,
+        message.purge_slot,
+        message.commit_chain,
+        "commit chain",
+    )
 
 
 def _unpack_commit_point(data: bytes, offset: int) -> tuple[m.Ballot, int, int, bytes, int]:
     """(ballot, commit slot, purge slot, commit chain, the offset after them)."""
-    round_, node, commit_slot, purge_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
-    chain, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "commit chain")
-    return _ballot(round_, node), commit_slot, purge_slot, chain, end
+    return _unpack_2_slots_digest(data, offset, "commit chain")
 
 
 def _pack_accept_many(message: Any) -> bytes:
@@ -526,15 +544,19 @@ def _unpack_heartbeat(data: bytes, offset: int) -> tuple[m.Heartbeat, int]:
 
 def _pack_heartbeat_ack(message: Any) -> bytes:
     _check(message, m.HeartbeatAck)
-    round_, node = _pack_ballot(message.ballot)
-    head = _BALLOT_2_SLOTS.pack(round_, node, message.executed_slot, message.checkpoint_slot)
-    return head + _pack_digest(message.checkpoint_digest, "checkpoint digest")
+    return _pack_2_slots_digest(
+        message.ballot,
+        message.executed_slot,
+        message.checkpoint_slot,
+        message.checkpoint_digest,
+        "checkpoint digest",
+    )
 
 
 def _unpack_heartbeat_ack(data: bytes, offset: int) -> tuple[m.HeartbeatAck, int]:
-    round_, node, executed_slot, checkpoint_slot = _BALLOT_2_SLOTS.unpack_from(data, offset)
-    ballot = _ballot(round_, node)
-    digest, end = _unpack_digest(data, offset + _BALLOT_2_SLOTS.size, "checkpoint digest")
+    ballot, executed_slot, checkpoint_slot, digest, end = _unpack_2_slots_digest(
+        data, offset, "checkpoint digest"
+    )
     ack = m.HeartbeatAck(
         ballot=ballot,
         executed_slot=executed_slot,

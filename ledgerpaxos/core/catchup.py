@@ -105,7 +105,7 @@ def on_catchup_request(core: Core, m: CatchupRequest, sender: str) -> None:
         if entry is None or (entries and transfers > constants.batch_transfers_max):
             break
         entries.append(entry)
-        transfers += sum(len(c.transfers) for c in entry.batch)
+        transfers += entry.transfers
     chain = execution.chain_at(core, entries[-1].slot) if entries else None
     if chain is not None:
         reply = CatchupReply(

@@ -138,7 +138,7 @@ def send_backlog(core: Core, peer: str) -> None:
         if entry is None or entry.ballot != core.ballot:
             continue  # purged meanwhile: the follower fetches it by catch-up
         entries.append(entry)
-        transfers += sum(len(command.transfers) for command in entry.batch)
+        transfers += entry.transfers
         if (
             len(entries) >= constants.accept_many_slots_max
             or transfers >= constants.batch_transfers_max

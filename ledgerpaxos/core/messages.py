@@ -157,6 +157,12 @@ class LogEntry:
         """What a vote for this entry names (core/digests.py); hashed once."""
         return digests.batch_digest(self.batch)
 
+    @functools.cached_property
+    def transfers(self) -> int:
+        """The transfers its batch carries: what bounds a message of entries
+        (core/fanout.py, core/catchup.py); counted once."""
+        return sum(len(command.transfers) for command in self.batch)
+
 
 @attrs.frozen(kw_only=True)
 class ClientEntry:
